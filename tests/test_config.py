@@ -1,0 +1,68 @@
+"""Configs: validation, manifest round trips, recipe loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from searchkit.config import (
+    BM25Config,
+    DenseConfig,
+    FusionConfig,
+    config_from_dict,
+    config_to_dict,
+    load_index_recipe,
+    load_recipe,
+)
+from searchkit.types import ConfigError
+
+
+@pytest.mark.parametrize("config", [BM25Config(method="bm25+", delta=1.0), DenseConfig(), FusionConfig(alpha=0.2)])
+def test_round_trip(config: object) -> None:
+    assert config_from_dict(type(config), config_to_dict(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: BM25Config(method="bm26"), "unknown BM25 method 'bm26'"),
+        (lambda: BM25Config(b=1.5), "b must be in"),
+        (lambda: DenseConfig(batch_size=0), "batch_size must be > 0"),
+        (lambda: DenseConfig(device="tpu"), "device must be"),
+        (lambda: FusionConfig(method="sum"), "unknown fusion method"),
+        (lambda: FusionConfig(alpha=2), "alpha must be in"),
+    ],
+)
+def test_invalid_settings(factory: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        factory()  # type: ignore[operator]
+
+
+def test_configs_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        BM25Config().k1 = 2.0  # type: ignore[misc]
+
+
+def test_recipe_paths_are_relative_to_the_recipe(tmp_path: Path) -> None:
+    recipe = tmp_path / "sub" / "r.toml"
+    recipe.parent.mkdir()
+    recipe.write_text('corpus = "data/c.jsonl"\noutput = "out"\nbm25 = false\n[dense]\nmodel = "m"\n')
+    loaded = load_index_recipe(recipe)
+    assert loaded.corpus == str(tmp_path / "sub" / "data" / "c.jsonl")
+    assert loaded.output == tmp_path / "sub" / "out"
+    assert loaded.bm25 is None and loaded.dense == DenseConfig(model="m")
+
+
+def test_recipe_errors_name_the_file(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('corpus = "c"\noutput = "o"\n[bm25]\nk2 = 1\n')
+    with pytest.raises(ConfigError, match=r"r.toml: unknown BM25Config setting 'k2'"):
+        load_index_recipe(recipe)
+    recipe.write_text("corpus = \n")
+    with pytest.raises(ConfigError, match=r"r.toml: invalid TOML"):
+        load_recipe(recipe)
+    with pytest.raises(ConfigError, match="recipe not found"):
+        load_recipe(tmp_path / "none.toml")
+    recipe.write_text('corpus = "irds:beir/scifact/test"\noutput = "o"\n')
+    assert load_index_recipe(recipe).corpus == "irds:beir/scifact/test"

@@ -1,0 +1,235 @@
+"""Expected-score suites: loading, validation, runs that pass and fail, query selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from searchkit.config import BM25Config
+from searchkit.suite import (
+    DEFAULT_METRICS,
+    load_suite,
+    restrict_to_split,
+    run_suite,
+    select_queries,
+)
+from searchkit.types import ConfigError, Query
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny"
+
+
+def approx(value: float) -> object:
+    return pytest.approx(value, abs=1e-9)
+
+
+def test_query_selection_rule() -> None:
+    queries = [Query(str(i), "text") for i in range(10)]
+    few = {"1": {"d": 1}, "2": {"d": 1}}  # 2 of 10 judged: the file holds other splits
+    assert [q.query_id for q in restrict_to_split(queries, few)] == ["1", "2"]
+    half = {str(i): {"d": 1} for i in range(5)}  # half judged: the file is this split, unjudged count as 0
+    assert restrict_to_split(queries, half) == queries
+    assert [q.query_id for q in select_queries(TINY, "test")] == ["q1", "q2", "q3", "q4", "q5"]
+    assert len(select_queries(TINY)) == 5
+
+
+# ---------------------------------------------------------------------------------------------------- suites
+
+TINY_SUITE = """
+[suite]
+name = "tiny"
+metrics = ["nDCG@10", "RR@10", "R@100", "AP"]
+tolerance = 0.001
+
+[datasets.tiny]
+source = "{source}"
+index = "indexes/tiny"
+
+[[conditions]]
+name = "bm25"
+dataset = "tiny"
+mode = "bm25"
+bm25 = {{ k1 = 1.5, b = 0.75 }}
+k = 10
+expected = {{ "nDCG@10" = {ndcg}, "MRR@10" = 0.6 }}
+"""
+# Expected by hand from the tiny fixture: q1 -> d1, d5 (both judged: every metric 1), q2 -> d3, d8, d4
+# (d3, d8 judged: 1), q4 -> 007 (1), q3 is all stopwords (no hits: 0), q5 is unjudged (0, kept).
+# Every metric is 3/5 = 0.6 over the 5 queries (unjudged = "zero"), 3/4 = 0.75 with unjudged = "skip".
+
+
+def write_suite(tmp_path: Path, text: str, name: str = "suite.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tiny_suite(tmp_path: Path, ndcg: float = 0.6) -> Path:
+    return write_suite(tmp_path, TINY_SUITE.format(source=TINY.as_posix(), ndcg=ndcg))
+
+
+def test_load_suite(tmp_path: Path) -> None:
+    suite = load_suite(tiny_suite(tmp_path))
+    assert suite.name == "tiny"
+    assert suite.tolerance == 0.001
+    (cond,) = suite.conditions
+    assert cond.expected == {"nDCG@10": 0.6, "RR@10": 0.6}
+    assert cond.bm25 == BM25Config(k1=1.5, b=0.75)
+    assert cond.index == (tmp_path / "indexes" / "tiny").resolve()
+    assert suite.datasets["tiny"].source == TINY
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("tolerance = 0.001", "tolerance = 0.001\ntolerence = 1", r"\[suite\]: unknown key 'tolerence'"),
+        ('index = "indexes/tiny"', 'index = "i"\nsplt = "x"', r"\[datasets.tiny\]: unknown key 'splt'"),
+        ("k = 10", "k = 10\ndepth = 5", r"'bm25': unknown key 'depth'"),
+        ('expected = {{ "nDCG@10" = {ndcg}, "MRR@10" = 0.6 }}', "", "missing key 'expected'"),
+        ('expected = {{ "nDCG@10" = {ndcg}, "MRR@10" = 0.6 }}', "expected = {{}}", "non-empty"),
+        ('"MRR@10" = 0.6', '"MRR@x" = 0.6', "unknown metric"),
+        ('"MRR@10" = 0.6', '"MRR@10" = "high"', "must be a number"),
+        ('dataset = "tiny"', 'dataset = "tony"', "dataset 'tony' is not defined"),
+        ('mode = "bm25"', 'mode = "sparse"', "must be one of bm25, dense, hybrid, cascade"),
+        ("k1 = 1.5", "k1 = 1.5, kk = 2", "unknown BM25Config setting 'kk'"),
+        ("k = 10", 'k = 10\ndense = {{ model = "m" }}', "mode 'bm25' does not use dense"),
+        ("k = 10", "k = 0", "positive integer"),
+        ('"nDCG@10", ', '"nDCG@10", "XYZ", ', "unknown metric"),
+    ],
+)
+def test_suite_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in TINY_SUITE
+    text = TINY_SUITE.replace(old, new).format(source=TINY.as_posix(), ndcg=0.6)
+    path = write_suite(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_suite(path)
+    assert str(path) in str(err.value)  # every error names the file
+
+
+def test_suite_errors_shared_index_and_duplicates(tmp_path: Path) -> None:
+    other = TINY_SUITE.split("[[conditions]]")[1].replace('name = "bm25"', 'name = "bm25-b"')
+    conflict = TINY_SUITE + "[[conditions]]" + other.replace("b = 0.75", "b = 0.5")
+    with pytest.raises(ConfigError, match="own 'index' path"):
+        load_suite(write_suite(tmp_path, conflict.format(source=TINY.as_posix(), ndcg=0.6)))
+    duplicate = TINY_SUITE + "[[conditions]]" + TINY_SUITE.split("[[conditions]]")[1]
+    with pytest.raises(ConfigError, match="duplicate condition names"):
+        load_suite(write_suite(tmp_path, duplicate.format(source=TINY.as_posix(), ndcg=0.6)))
+    with pytest.raises(ConfigError, match="not found"):
+        load_suite(tmp_path / "missing.toml")
+
+
+def test_run_suite_check_passes(tmp_path: Path) -> None:
+    from searchkit.formats import read_run
+
+    suite = load_suite(tiny_suite(tmp_path))
+    out = tmp_path / "results" / "tiny.json"
+    result = run_suite(suite, check=True, output=out)
+    assert result.passed
+    (cond,) = result.conditions
+    assert cond.evaluation.num_queries == 5
+    assert cond.evaluation.aggregate == {m: approx(0.6) for m in DEFAULT_METRICS}
+    assert cond.evaluation.report.unjudged.examples == ("q5",)
+    assert cond.index["action"] == "built"
+    rows = {c.metric: c for c in cond.comparisons}
+    assert rows["nDCG@10"].ok and rows["RR@10"].ok and rows["AP"].ok is None
+    text = result.format()
+    assert "MRR@10" in text and "passed" in text and "k1=1.5" in text
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["passed"] is True
+    assert saved["conditions"][0]["index"]["fingerprint"] == cond.index["fingerprint"]
+    assert saved["conditions"][0]["evaluation"]["per_query"]["q3"]["nDCG@10"] == 0.0
+    assert saved["searchkit_version"]
+    assert "git_commit" in saved and "search" in saved["conditions"][0]["seconds"]
+    run = read_run(out.with_name("tiny.bm25.trec"))
+    assert [hit.doc_id for hit in run["q1"]] == ["d1", "d5"]
+    # the index is reused on the next run, rebuilt when its config changes
+    assert run_suite(suite, check=True, write=False).conditions[0].index["action"] == "reused"
+    changed = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text().replace("k1 = 1.5", "k1 = 1.2")))
+    assert run_suite(changed, check=False, write=False).conditions[0].index["action"] == "built"
+
+
+def test_run_suite_wrong_expected_fails(tmp_path: Path) -> None:
+    result = run_suite(load_suite(tiny_suite(tmp_path, ndcg=0.7)), check=True, write=False)
+    assert not result.passed
+    rows = {c.metric: c for c in result.conditions[0].comparisons}
+    assert rows["nDCG@10"].ok is False
+    assert rows["nDCG@10"].delta == approx(-0.1)
+    assert rows["RR@10"].ok is True
+    assert "FAIL" in result.format()
+    assert result.to_dict()["passed"] is False
+
+
+def test_run_suite_unjudged_skip_and_only(tmp_path: Path) -> None:
+    text = tiny_suite(tmp_path).read_text()
+    text = text.replace('mode = "bm25"', 'mode = "bm25"\nunjudged = "skip"').replace("= 0.6", "= 0.75")
+    suite = load_suite(write_suite(tmp_path, text))
+    result = run_suite(suite, check=True, write=False, only=["bm*"])
+    assert result.passed
+    assert result.conditions[0].evaluation.num_queries == 4
+    with pytest.raises(ConfigError, match="no condition"):
+        run_suite(suite, only=["dense"], write=False)
+
+
+@pytest.mark.slow
+def test_scifact_suite() -> None:
+    result = run_suite(load_suite(ROOT / "eval" / "scifact.toml"), check=True, write=False)
+    assert result.passed, result.format()
+    (cond,) = result.conditions
+    assert cond.evaluation.num_queries == 300
+    assert cond.evaluation.aggregate["nDCG@10"] >= 0.680
+
+
+def test_run_suite_hybrid_adds_dense_to_an_existing_index(tmp_path: Path) -> None:
+    run_suite(load_suite(tiny_suite(tmp_path)), write=False)  # a BM25-only index
+    hybrid = """
+[[conditions]]
+name = "hybrid"
+dataset = "tiny"
+mode = "hybrid"
+bm25 = { k1 = 1.5, b = 0.75 }
+fusion = { method = "rrf", depth = 10 }
+k = 10
+expected = { "R@100" = 0.8 }
+"""
+    # q3 (all stopwords) now gets dense hits: d2 is found, so R@100 = 4/5 where BM25 alone had 3/5
+    suite = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text() + hybrid))
+    first = run_suite(suite, only=["hybrid"], write=False)
+    assert first.passed, first.format()
+    assert first.conditions[0].index["action"] == "extended"
+    assert set(first.conditions[0].index["components"]) == {"bm25", "dense"}
+    again = run_suite(suite, write=False)
+    assert [c.index["action"] for c in again.conditions] == ["reused", "reused"]
+    assert "dense model=all-MiniLM-L6-v2" in again.format()
+
+
+def test_run_suite_reranker_condition(tmp_path: Path) -> None:
+    from searchkit.rerank import make_tiny_cross_encoder
+
+    make_tiny_cross_encoder(tmp_path / "tiny-ce", words=["cats", "mice", "solar"])
+    rerank = """
+[[conditions]]
+name = "bm25-rerank"
+dataset = "tiny"
+bm25 = { k1 = 1.5, b = 0.75 }
+rerank = { model = "./tiny-ce", depth = 3, device = "cpu", dtype = "fp32" }
+k = 10
+expected = { "R@100" = 0.6 }
+"""
+    # the reranker only reorders what BM25 returned, so recall is BM25's: 3/5
+    suite = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text() + rerank))
+    assert suite.conditions[1].rerank == {
+        "model": str(tmp_path / "tiny-ce"), "depth": 3, "device": "cpu", "dtype": "fp32"
+    }  # fmt: skip
+    result = run_suite(suite, output=tmp_path / "out" / "r.json")
+    assert result.passed, result.format()
+    from searchkit.formats import read_run
+
+    plain, reranked = (read_run(tmp_path / "out" / f"r.{name}.trec") for name in ("bm25", "bm25-rerank"))
+    assert {q: {h.doc_id for h in hits} for q, hits in plain.items()} == {
+        q: {h.doc_id for h in hits} for q, hits in reranked.items()
+    }
+    bad = tiny_suite(tmp_path).read_text() + rerank.replace("depth = 3", "depth = 3, colour = 1")
+    with pytest.raises(ConfigError, match="rerank: unknown RerankConfig setting 'colour'"):
+        load_suite(write_suite(tmp_path, bad))
