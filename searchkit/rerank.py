@@ -9,7 +9,7 @@ Speed seams (design): tokenization is a step of its own. Queries and texts are t
 special tokens, and joined with the tokenizer's own pair template (``[CLS] q [SEP] d [SEP]`` for BERT), so
 documents could later come pre-tokenized from an index. Pairs are then sorted by length, batched with little
 padding, run under ``torch.inference_mode`` and put back in input order: a score does not depend on the batch
-it landed in.
+it landed in (beyond float rounding: 1e-5 in fp32 in the tests).
 
 Truncation policy, explicit and counted: only the document is cut (``only_second``) to fit ``max_length``; a
 query longer than half of ``max_length`` is first cut to that half, so a document always keeps room. Every
@@ -35,56 +35,26 @@ logits); its ``max_length`` is the default length.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from searchkit.config import RERANK_DTYPES, RerankConfig
+from searchkit.models import resolve_device
 from searchkit.types import ConfigError, DataError, Hit, sort_hits
 
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "searchkit.json"
 SCORE_KIND = "logit"
-DTYPES = ("auto", "fp32", "fp16", "bf16")
+DTYPES = RERANK_DTYPES
 DEFAULT_MAX_LENGTH = 512
 _AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class RerankConfig:
-    """Reranker settings (the keyword arguments of :class:`CrossEncoderReranker`).
-
-    ``max_length``: tokens per pair (None: the model card's training length, else 512; never above the model's
-    position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
-    ``interpolation``: ``"auto"`` (the model card's weight, if any), None (reranker scores only) or a weight
-    in [0, 1]. ``depth``: how many first-stage candidates a Searcher hands the reranker.
-    """
-
-    model: str
-    max_length: int | None = None
-    batch_size: int = 32
-    device: str = _AUTO
-    dtype: str = _AUTO
-    interpolation: float | str | None = _AUTO
-    depth: int = 100
-
-    def __post_init__(self) -> None:
-        if self.max_length is not None and self.max_length < 8:
-            raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
-        if self.batch_size <= 0 or self.depth <= 0:
-            raise ConfigError(f"batch_size and depth must be > 0, got {self.batch_size} and {self.depth}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
-        if self.device not in (_AUTO, "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
-        a = self.interpolation
-        if a is not None and a != _AUTO and (isinstance(a, str) or not 0.0 <= float(a) <= 1.0):
-            raise ConfigError(f"interpolation must be 'auto', None or a weight in [0, 1], got {a!r}")
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -131,19 +101,6 @@ def load_cross_encoder(model: str | Path, *, dtype: Any = None) -> tuple[Any, An
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load reranker {name!r}: {err}") from None
     return hf_model, tokenizer
-
-
-def resolve_device(device: str) -> str:
-    """``auto``: ``cuda`` if torch sees a GPU, else ``cpu`` (logged); ``cuda`` without a GPU: ConfigError."""
-    import torch
-
-    if device == _AUTO:
-        chosen = "cuda" if torch.cuda.is_available() else "cpu"
-        logger.info("reranker device: auto -> %s%s", chosen, "" if chosen == "cuda" else " (no CUDA GPU visible)")
-        return chosen
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but torch sees no CUDA GPU; use device='auto' or 'cpu'")
-    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
@@ -254,19 +211,19 @@ def batch_tensors(pairs: EncodedPairs, rows: Sequence[int], pad_id: int, device:
     import torch
 
     width = max(len(pairs.input_ids[row]) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if pairs.token_type_ids is not None else None
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64) if pairs.token_type_ids is not None else None
     for i, row in enumerate(rows):
         length = len(pairs.input_ids[row])
-        ids[i, :length] = torch.tensor(pairs.input_ids[row], dtype=torch.long)
+        ids[i, :length] = pairs.input_ids[row]
         mask[i, :length] = 1
         if types is not None and pairs.token_type_ids is not None:
-            types[i, :length] = torch.tensor(pairs.token_type_ids[row], dtype=torch.long)
-    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+            types[i, :length] = pairs.token_type_ids[row]
+    arrays = {"input_ids": ids, "attention_mask": mask}
     if types is not None:
-        batch["token_type_ids"] = types.to(device)
-    return batch
+        arrays["token_type_ids"] = types
+    return {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
 
 
 # ------------------------------------------------------------------------------------------- reranker
@@ -293,7 +250,7 @@ class CrossEncoderReranker:
         interpolation: float | str | None = _AUTO,
     ) -> None:
         settings = RerankConfig(str(model), max_length, batch_size, device, dtype, interpolation)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "reranker")
         torch_dtype = resolve_dtype(dtype, self.device)
         hf_model, tokenizer = load_cross_encoder(model, dtype=torch_dtype)
         card = read_model_card(model)
@@ -358,12 +315,15 @@ class CrossEncoderReranker:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="rerank", unit="batch", dynamic_ncols=True)
+        outputs = []
         with torch.inference_mode():
             for start in starts:
-                rows = order[start : start + self.batch_size]
-                batch = batch_tensors(pairs, rows, self.encoder.pad_id, self.device)
-                logits = self.model(**batch).logits[:, 0].float().cpu().numpy()
-                scores[rows] = logits
+                batch = batch_tensors(pairs, order[start : start + self.batch_size], self.encoder.pad_id, self.device)
+                # logits stay on the device until the end: no sync per batch, so the host prepares the next
+                # batch while the GPU runs this one
+                outputs.append(self.model(**batch).logits[:, 0].float())
+            if outputs:
+                scores[order] = torch.cat(outputs).cpu().numpy()
         return scores
 
     def _count_truncation(self, truncated: int, total: int) -> None:
@@ -403,7 +363,7 @@ class CrossEncoderReranker:
         for hits in candidates:
             own = scores[start : start + len(hits)].astype(np.float64)
             start += len(hits)
-            if self.interpolation is not None:
+            if self.interpolation is not None and self.interpolation < 1.0:
                 first = np.array([hit.score for hit in hits], dtype=np.float64)
                 own = interpolate(own, first, self.interpolation)
             results.append(sort_hits(Hit(hit.doc_id, float(s)) for hit, s in zip(hits, own, strict=True)))
@@ -452,7 +412,10 @@ def make_tiny_cross_encoder(folder: str | Path, *, seed: int = 0, words: Sequenc
     vocab = list(dict.fromkeys([*base, *(word.lower() for word in words)]))
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=128)
+    if "vocab" in inspect.signature(BertTokenizer.__init__).parameters:  # transformers 5
+        tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=128)
+    else:  # transformers 4
+        tokenizer = BertTokenizer(vocab_file=str(vocab_file), model_max_length=128)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,

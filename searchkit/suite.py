@@ -7,7 +7,7 @@ See :func:`load_suite` for the schema.
 
 >>> suite = load_suite("eval/scifact.toml")
 >>> suite.name, [condition.name for condition in suite.conditions]
-('scifact', ['bm25'])
+('scifact', ['bm25', 'dense', 'hybrid-rrf', 'hybrid-convex', 'cascade'])
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from searchkit.config import (
     BM25Config,
     DenseConfig,
     FusionConfig,
+    RerankConfig,
     config_from_dict,
     config_to_dict,
     load_recipe,
@@ -280,8 +281,6 @@ def _load_condition(
 def _load_rerank(table: Any, base: Path, error: Any) -> dict[str, Any]:
     """Validate a ``rerank`` table against RerankConfig; a model starting with ``.`` or ``/`` is a path
     relative to the suite file, anything else a Hugging Face name passed on as is."""
-    from searchkit.rerank import RerankConfig
-
     if not isinstance(table, dict) or "model" not in table:
         raise error("must be a table with at least 'model'")
     table = dict(table)
@@ -629,7 +628,7 @@ def _prepare_index(
 
 def _make_reranker(spec: Mapping[str, Any]) -> Any:
     """A CrossEncoderReranker from a condition's validated ``rerank`` table (RerankConfig fields)."""
-    from searchkit.rerank import CrossEncoderReranker, RerankConfig
+    from searchkit.rerank import CrossEncoderReranker
 
     cfg = config_from_dict(RerankConfig, spec)
     return CrossEncoderReranker(cfg.model, cfg.max_length, cfg.batch_size, cfg.device, cfg.dtype, cfg.interpolation)

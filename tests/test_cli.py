@@ -41,7 +41,7 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "index" in result.stdout and "search" in result.stdout
+    assert "index" in result.stdout and "search" in result.stdout and "train" in result.stdout
     assert "HEAVY []" in result.stdout
 
 
@@ -125,3 +125,94 @@ def test_build_from_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     recipe.write_text('corpus = "x"\noutput = "y"\nbogus = 1\n', encoding="utf-8")
     code, _, err = run_cli(["index", "build", str(recipe)], capsys)
     assert code == 1 and "unknown key 'bogus'" in err
+
+
+# ---------------------------------------------------------------------- train, then rerank with the result
+def _tiny_recipe(folder: Path, index_dir: Path) -> Path:
+    import re
+
+    from searchkit.rerank import make_tiny_cross_encoder
+
+    text = (TINY / "corpus.jsonl").read_text() + (TINY / "queries.jsonl").read_text()
+    make_tiny_cross_encoder(folder / "base", words=sorted(set(re.findall(r"[a-z]+", text.lower()))))
+    recipe = folder / "tiny.toml"
+    recipe.write_text(
+        f'corpus = "{TINY.as_posix()}"\n'
+        'split = "test"\n'
+        f'index = "{index_dir.as_posix()}"\n'
+        'output = "reranker"\n'  # relative: next to the recipe
+        'base_model = "./base"\n'
+        "max_length = 48\nmine_depth = 6\nrandom_negatives = 2\nnegatives_per_group = 3\ngroups_per_step = 2\n"
+        "epochs = 2\nlr = 3e-3\ndev_queries = 1\ndev_depth = 6\nseed = 7\n",
+        encoding="utf-8",
+    )
+    return recipe
+
+
+def test_train_then_search_with_the_reranker(
+    index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from searchkit.index import Index
+    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.search import Searcher
+
+    recipe = _tiny_recipe(tmp_path, index_dir)
+    out = tmp_path / "reranker"
+    code, text, err = run_cli(["--no-progress", "train", str(recipe), "--max-steps", "2", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert f"output       {out}" in text and "pairs/s" in text and "first stage  dev nDCG@10" in text
+    assert "best epoch" in text and "interpolation" in text
+    card = json.loads((out / "searchkit.json").read_text())
+    assert card["training_config"]["max_steps"] == 2 and card["training_config"]["device"] == "cpu"
+    assert card["dev"][0]["epoch"] == 0 and card["dev"][-1]["step"] == 2  # stopped by --max-steps
+    # the output folder exists: refused without --overwrite, one line, exit 1
+    code, _, err = run_cli(["train", str(recipe)], capsys)
+    assert code == 1 and "already holds a trained model" in err and len(err.strip().splitlines()) == 1
+    code, text, err = run_cli(
+        ["--no-progress", "train", str(recipe), "--overwrite", "--max-steps", "1", "--limit-queries", "3", "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads(text)
+    assert result["train_queries"] + result["dev_queries"] == 3 and result["output"] == str(out)
+    assert result["dev"][0]["epoch"] == 0 and "reranker" in result["dev"][0]["dev"]
+
+    # search --rerank: the same hits and scores as the one-line Python equivalent
+    args = ["search", str(index_dir), "cats chasing mice", "-k", "3", "--rerank", str(out), "--device", "cpu"]
+    code, text, err = run_cli([*args, "--json"], capsys)
+    assert code == 0, err
+    hits = json.loads(text)
+    reranker = CrossEncoderReranker(out, device="cpu")
+    expected = Searcher(Index.open(index_dir), reranker=reranker, rerank_depth=100).search("cats chasing mice", 3)
+    assert [hit["doc_id"] for hit in hits] == [hit.doc_id for hit in expected]
+    assert [hit["score"] for hit in hits] == pytest.approx([hit.score for hit in expected], abs=1e-6)
+    code, text, _ = run_cli([*args, "--rerank-depth", "2", "--explain"], capsys)
+    assert code == 0 and "bm25: #" in text
+    run_file = tmp_path / "reranked.trec"
+    code, text, err = run_cli(
+        ["run", str(index_dir), str(TINY), "-o", str(run_file), "-k", "4", "--rerank", str(out), "--rerank-depth", "2"],
+        capsys,
+    )
+    assert code == 0, err
+    assert run_file.read_text().splitlines()[0].split()[0] == "q1"
+
+
+def test_train_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "bad.toml"
+    cases = {
+        'output = "o"\nindex = "i"\ncorpus = "c"\nlearning_rate = 1\n': "unknown TrainConfig setting 'learning_rate'",
+        'output = "o"\nindex = "i"\ncorpus = "c"\nloss = "pairwise"\n': "loss must be one of",
+        "output = \n": "invalid TOML",
+    }
+    for content, message in cases.items():
+        recipe.write_text(content, encoding="utf-8")
+        code, _, err = run_cli(["train", str(recipe)], capsys)
+        assert code == 1 and err.startswith(f"error: {recipe}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+    recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\n', encoding="utf-8")
+    code, _, err = run_cli(["train", str(recipe), "--max-steps", "0"], capsys)
+    assert code == 1 and "max_steps must be > 0" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["train", str(tmp_path / "missing.toml")], capsys)
+    assert code == 1 and "recipe not found" in err
+    code, _, err = run_cli(["search", str(tmp_path), "q", "--rerank", str(tmp_path / "nope")], capsys)
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""Configs: validation, manifest round trips, recipe loading."""
+"""Configs: validation, manifest round trips, index and training recipe loading."""
 
 from __future__ import annotations
 
@@ -10,15 +10,29 @@ from searchkit.config import (
     BM25Config,
     DenseConfig,
     FusionConfig,
+    RerankConfig,
+    TrainConfig,
     config_from_dict,
     config_to_dict,
     load_index_recipe,
     load_recipe,
+    load_train_recipe,
 )
 from searchkit.types import ConfigError
 
+RECIPE = Path(__file__).parent.parent / "training" / "scifact.toml"
 
-@pytest.mark.parametrize("config", [BM25Config(method="bm25+", delta=1.0), DenseConfig(), FusionConfig(alpha=0.2)])
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        BM25Config(method="bm25+", delta=1.0),
+        DenseConfig(),
+        FusionConfig(alpha=0.2),
+        RerankConfig("m", interpolation=0.3),
+        TrainConfig(output="o", index="i", corpus="c"),
+    ],
+)
 def test_round_trip(config: object) -> None:
     assert config_from_dict(type(config), config_to_dict(config)) == config
 
@@ -32,6 +46,9 @@ def test_round_trip(config: object) -> None:
         (lambda: DenseConfig(device="tpu"), "device must be"),
         (lambda: FusionConfig(method="sum"), "unknown fusion method"),
         (lambda: FusionConfig(alpha=2), "alpha must be in"),
+        (lambda: RerankConfig("m", dtype="int8"), "unknown dtype 'int8'"),
+        (lambda: RerankConfig("m", interpolation="best"), "interpolation must be"),
+        (lambda: TrainConfig(output="o", index="i", corpus="c", loss="pairwise"), "loss must be one of"),
     ],
 )
 def test_invalid_settings(factory: object, message: str) -> None:
@@ -66,3 +83,42 @@ def test_recipe_errors_name_the_file(tmp_path: Path) -> None:
         load_recipe(tmp_path / "none.toml")
     recipe.write_text('corpus = "irds:beir/scifact/test"\noutput = "o"\n')
     assert load_index_recipe(recipe).corpus == "irds:beir/scifact/test"
+
+
+# ---------------------------------------------------------------------- training recipes
+def test_scifact_recipe_loads_with_paths_from_its_folder() -> None:
+    cfg = load_train_recipe(RECIPE)
+    root = RECIPE.resolve().parent
+    assert Path(cfg.output) == root / "scifact-reranker"
+    assert Path(cfg.index).resolve() == (root.parent / "indexes" / "scifact").resolve()  # type: ignore[arg-type]
+    assert Path(cfg.corpus).resolve() == (root.parent.parent / "shared" / "datasets" / "scifact").resolve()  # type: ignore[arg-type]
+    assert (cfg.lr, cfg.warmup_ratio, cfg.groups_per_step, cfg.negatives_per_group, cfg.mine_depth) == (
+        1e-4,
+        0.1,
+        4,
+        7,
+        50,
+    )
+    assert (cfg.max_length, cfg.loss, cfg.epochs, cfg.dev_queries, cfg.dev_depth) == (256, "listwise", 2, 100, 20)
+    assert cfg.split == "train"
+
+
+def test_recipe_and_config_errors(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\nlearning_rate = 1\n')
+    with pytest.raises(ConfigError, match="unknown TrainConfig setting 'learning_rate'"):
+        load_train_recipe(recipe)
+    with pytest.raises(ConfigError, match="class weights need loss='pointwise'"):
+        TrainConfig(output="o", index="i", corpus="c", weighting="class")
+    with pytest.raises(ConfigError, match="needs a pairs file"):
+        TrainConfig(output="o", index="i", corpus="c", weighting="column", loss="pointwise")
+    with pytest.raises(ConfigError, match="skip_top"):
+        TrainConfig(output="o", index="i", corpus="c", skip_top=50, mine_depth=50)
+    with pytest.raises(ConfigError, match="give an index"):
+        TrainConfig(output="o", corpus="c")
+    recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\ninterpolation_grid = ["half"]\n')
+    with pytest.raises(ConfigError, match=r"r.toml: could not convert"):
+        load_train_recipe(recipe)
+    recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\nepochs = "two"\n')
+    with pytest.raises(ConfigError, match=r"r.toml: "):
+        load_train_recipe(recipe)

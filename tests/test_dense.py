@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 
 from searchkit.config import DenseConfig
-from searchkit.dense import (
-    DenseRetriever,
-    Encoder,
-    apply_search_params,
-    build_faiss_index,
-    get_encoder,
-    rebuild_index,
-    resolve_device,
-    resolve_model,
-)
+from searchkit.dense import DenseRetriever, apply_search_params, build_faiss_index, rebuild_index
+from searchkit.encoder import Encoder, get_encoder
+from searchkit.models import resolve_device, resolve_model
 from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError
 
 faiss = pytest.importorskip("faiss")

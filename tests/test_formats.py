@@ -67,9 +67,7 @@ def test_tiny_corpus() -> None:
     assert [d.doc_id for d in docs] == ["d1", "d2", "d3", "d4", "d5", "d6", "007", "d8"]
     assert all(isinstance(d, Document) and isinstance(d.doc_id, str) for d in docs)
     by_id = {d.doc_id: d for d in docs}
-    assert by_id["d1"] == Document(
-        "d1", "Cats chase mice. Dogs chase cats around the garden.", "Cats and dogs"
-    )
+    assert by_id["d1"] == Document("d1", "Cats chase mice. Dogs chase cats around the garden.", "Cats and dogs")
     assert by_id["d2"].title == ""
     assert by_id["d6"].text == ""
     assert by_id["007"].title == "Leading zeros"
@@ -174,9 +172,7 @@ def test_corrupt_gzip(tmp_path: Path) -> None:
 
 
 def test_tsv_corpus_variants(tmp_path: Path) -> None:
-    by_name = list(
-        read_corpus(DATA / "corpus_header.tsv", id_field="docid", title_field="headline", text_field="body")
-    )
+    by_name = list(read_corpus(DATA / "corpus_header.tsv", id_field="docid", title_field="headline", text_field="body"))
     assert by_name == [
         Document("A1", "First body text.", "First title"),
         Document("A2", "Second body, no title."),
@@ -201,9 +197,7 @@ def test_trec_qrels() -> None:
 
 
 def test_configurable_fields_and_id_types() -> None:
-    docs = list(
-        read_corpus(DATA / "fields.jsonl", id_field="docno", title_field="headline", text_field="body")
-    )
+    docs = list(read_corpus(DATA / "fields.jsonl", id_field="docno", title_field="headline", text_field="body"))
     assert docs == [
         Document("7", "Number seven as an integer id.", "Seven"),
         Document("007", "A string id with leading zeros.", ""),

@@ -191,3 +191,26 @@ def test_missing_component_message(built: Index) -> None:
     with pytest.raises(ConfigError, match="has no dense component"):
         built.component("dense")
     assert built.dense is None
+
+
+def _docs_then_interrupt() -> Iterator[Document]:
+    yield Document("a", "alpha")
+    raise KeyboardInterrupt
+
+
+def test_interrupted_build_keeps_its_temp_folder_for_resume(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        Index.build(_docs_then_interrupt(), tmp_path / "resumable")
+    assert [path.name for path in tmp_path.iterdir()] == [".resumable.building"]
+    Index.build(TINY, tmp_path / "resumable")  # other inputs: the stale partial build is discarded, not reused
+    assert [path.name for path in tmp_path.iterdir()] == ["resumable"]
+
+
+def test_open_overrides_the_dense_device(tmp_path: Path) -> None:
+    from searchkit.config import DenseConfig
+
+    target = tmp_path / "dense"
+    Index.build(TINY, target, bm25=None, dense=DenseConfig(device="cpu", batch_size=4))
+    index = Index.open(target, device="auto")
+    assert index.dense is not None and index.dense.config.device == "auto"
+    assert Index.open(target).components["dense"].device == "cpu"

@@ -163,7 +163,9 @@ def test_rerank_batch_keeps_only_the_given_candidates(reranker: CrossEncoderRera
     results = reranker.rerank_batch(QUERIES[:3], candidates, texts)
     assert [sorted(hit.doc_id for hit in hits) for hits in results] == [["007", "d1", "d4"], [], ["d3"]]
     logits = reranker.score([QUERIES[0]] * 3, texts[0])
-    assert results[0] == sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(candidates[0], logits, strict=True))
+    expected = sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(candidates[0], logits, strict=True))
+    assert [hit.doc_id for hit in results[0]] == [hit.doc_id for hit in expected]
+    assert [hit.score for hit in results[0]] == pytest.approx([hit.score for hit in expected], abs=1e-6)
     with pytest.raises(DataError, match="2 candidates but 1 texts"):
         reranker.rerank_batch(["q"], [[Hit("a", 1.0), Hit("b", 0.5)]], [["only one"]])
     with pytest.raises(DataError, match="a candidate list and a text list per query"):
@@ -203,3 +205,14 @@ def test_empty_input_and_length_mismatch(reranker: CrossEncoderReranker) -> None
     assert reranker.score([], []).shape == (0,)
     with pytest.raises(DataError, match="as many queries as texts"):
         reranker.score(["q"], [])
+
+
+def test_the_searcher_reranks_its_top_candidates_only(reranker: CrossEncoderReranker, tmp_path: Path) -> None:
+    from searchkit.index import Index
+    from searchkit.search import Searcher
+
+    index = Index.build(TINY, tmp_path / "index")
+    first = Searcher(index).search("solar electricity wind", k=5)
+    reranked = Searcher(index, reranker=reranker, rerank_depth=3).search("solar electricity wind", k=5)
+    assert {hit.doc_id for hit in reranked[:3]} == {hit.doc_id for hit in first[:3]}
+    assert reranked[3:] == first[3:]  # below the rerank depth the first stage's order stays
