@@ -6,11 +6,13 @@ Every command has a one-line Python equivalent (given in its help). Errors print
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -238,35 +240,47 @@ def _searcher_options(func: Any) -> Any:
         ),
         click.option("--rerank-depth", default=100, show_default=True, help="First-stage hits the reranker re-scores."),
     ]
+
+    @functools.wraps(func)
+    def with_settings(*args: Any, **kwargs: Any) -> Any:
+        kwargs["settings"] = _SearcherSettings(**{name: kwargs.pop(name) for name in _SEARCHER_FIELDS})
+        return func(*args, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        with_settings = option(with_settings)
+    return with_settings
 
 
-def _make_searcher(
-    directory: Path,
-    mode: str,
-    fusion: str,
-    depth: int,
-    alpha: float,
-    rrf_k: int,
-    device: str | None,
-    rerank_model: str | None = None,
-    rerank_depth: int = 100,
-) -> Any:
-    """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), reranker=CrossEncoderReranker(...))"""
-    from searchkit.config import FusionConfig
-    from searchkit.index import Index
-    from searchkit.search import Searcher
+@dataclass(frozen=True)
+class _SearcherSettings:
+    """The searcher options shared by `search` and `run`, gathered into one value."""
 
-    config = FusionConfig(method=fusion, depth=depth, alpha=alpha, rrf_k=rrf_k)
-    opened = Index.open(directory, device=device)
-    reranker = None
-    if rerank_model is not None:
-        from searchkit.rerank import CrossEncoderReranker
+    mode: str
+    fusion: str
+    depth: int
+    alpha: float
+    rrf_k: int
+    device: str | None
+    rerank_model: str | None
+    rerank_depth: int
 
-        reranker = CrossEncoderReranker(rerank_model, device=device or "auto")
-    return Searcher(opened, mode=mode, fusion=config, reranker=reranker, rerank_depth=rerank_depth)
+    def build(self, directory: Path) -> Any:
+        """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), reranker=CrossEncoderReranker(...))"""
+        from searchkit.config import FusionConfig
+        from searchkit.index import Index
+        from searchkit.search import Searcher
+
+        config = FusionConfig(method=self.fusion, depth=self.depth, alpha=self.alpha, rrf_k=self.rrf_k)
+        opened = Index.open(directory, device=self.device)
+        reranker = None
+        if self.rerank_model is not None:
+            from searchkit.rerank import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(self.rerank_model, device=self.device or "auto")
+        return Searcher(opened, mode=self.mode, fusion=config, reranker=reranker, rerank_depth=self.rerank_depth)
+
+
+_SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
 
 
 @cli.command("search")
@@ -280,14 +294,7 @@ def search_command(
     directory: Path,
     query: str,
     k: int,
-    mode: str,
-    fusion: str,
-    depth: int,
-    alpha: float,
-    rrf_k: int,
-    device: str | None,
-    rerank_model: str | None,
-    rerank_depth: int,
+    settings: _SearcherSettings,
     explain: bool,
     as_json: bool,
 ) -> None:
@@ -295,7 +302,7 @@ def search_command(
 
     With --rerank MODEL: Searcher(index, reranker=CrossEncoderReranker(MODEL), rerank_depth=...).search(query, k)
     """
-    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k, device, rerank_model, rerank_depth)
+    searcher = settings.build(directory)
     if explain:
         explained = searcher.explain(query, k)
         if as_json:
@@ -356,14 +363,7 @@ def run_command(
     output: Path,
     k: int,
     split: str | None,
-    mode: str,
-    fusion: str,
-    depth: int,
-    alpha: float,
-    rrf_k: int,
-    device: str | None,
-    rerank_model: str | None,
-    rerank_depth: int,
+    settings: _SearcherSettings,
     batch_size: int,
     tag: str,
     exclude_self: bool,
@@ -376,7 +376,7 @@ def run_command(
     from searchkit.formats import write_run
     from searchkit.suite import select_queries
 
-    searcher = _make_searcher(directory, mode, fusion, depth, alpha, rrf_k, device, rerank_model, rerank_depth)
+    searcher = settings.build(directory)
     chosen = select_queries(queries, split)
     run = run_queries(
         searcher,

@@ -263,6 +263,22 @@ def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> No
 # ---------------------------------------------------------------- retriever
 
 
+# The DenseConfig fields that decide document embeddings; the others (FAISS type, search parameters, batch size,
+# device, query prefix) can change without re-encoding the corpus.
+EMBEDDING_FIELDS = ("model", "max_length", "normalize", "doc_prefix")
+
+
+def same_embeddings(old: DenseConfig, new: DenseConfig) -> bool:
+    """Whether documents encoded under ``old`` are exactly what ``new`` would produce.
+
+    >>> same_embeddings(DenseConfig(), DenseConfig(faiss_factory="HNSW32", batch_size=8))
+    True
+    >>> same_embeddings(DenseConfig(), DenseConfig(max_length=128))
+    False
+    """
+    return all(getattr(old, name) == getattr(new, name) for name in EMBEDDING_FIELDS)
+
+
 class DenseRetriever:
     """Dense first-stage retrieval over a folder written by ``build``; model loads at the first query."""
 
@@ -337,6 +353,22 @@ class DenseRetriever:
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         info = model_info if model_info is not None else model_identity(config.model)
         _write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})
+        return cls.load(folder, config, docids)
+
+    @classmethod
+    def reindex(
+        cls, source: str | Path, folder: str | Path, config: DenseConfig, docids: Sequence[str]
+    ) -> DenseRetriever:
+        """Build a component with another FAISS type from ``source``'s stored embeddings: no re-encoding.
+
+        Only valid when ``same_embeddings(old_config, config)``; the caller (Index.add) checks that.
+        """
+        source, folder = Path(source), Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("embeddings.npy", "model.json"):
+            shutil.copyfile(source / name, folder / name)
+        rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
+        logger.info("dense: reused the stored embeddings of %s for FAISS %s", source, config.faiss_factory)
         return cls.load(folder, config, docids)
 
     @classmethod

@@ -382,10 +382,11 @@ class Index:
         overwrite: bool = False,
         show_progress: bool = False,
     ) -> Index:
-        """Add a component to this index without rebuilding the others; returns the re-opened index.
+        """Add (or with ``overwrite`` replace) a component without rebuilding the others; returns the re-opened index.
 
         The new component is built next to the live ones and swapped in together with a new manifest, so a failure
-        leaves the index as it was.
+        leaves the index as it was. Replacing a dense component whose embedding settings are unchanged (only the
+        FAISS type or search parameters differ) reuses the stored fp16 embeddings instead of re-encoding.
         """
         configs = {name: config for name, config in {"bm25": bm25, "dense": dense}.items() if config is not None}
         if not configs:
@@ -399,7 +400,10 @@ class Index:
                 stage = self.path / f".{name}.building"
                 _prepare_build_dir(stage, {"component": name, "config": config_to_dict(config)})
                 staged[name] = stage
-                _build_component(name, config, stage, self.docids, show_progress, subfolder=False)
+                if isinstance(config, DenseConfig) and self._reusable_embeddings(config):
+                    COMPONENTS[name].retriever_class().reindex(self.path / name, stage, config, self.docids)
+                else:
+                    _build_component(name, config, stage, self.docids, show_progress, subfolder=False)
         except KeyboardInterrupt:
             raise
         except BaseException:
@@ -420,6 +424,14 @@ class Index:
         manifest["searchkit_version"] = _version()
         _write_json_atomic(self.path / MANIFEST, manifest)
         return Index.open(self.path)
+
+    def _reusable_embeddings(self, config: DenseConfig) -> bool:
+        """True when this index's stored embeddings are what ``config`` would encode (only FAISS settings differ)."""
+        from searchkit.dense import same_embeddings
+
+        if "dense" not in self.manifest["components"]:
+            return False
+        return same_embeddings(self.components["dense"], config)
 
     # ------------------------------------------------------------------ verification
     def verify(self) -> None:

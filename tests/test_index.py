@@ -214,3 +214,19 @@ def test_open_overrides_the_dense_device(tmp_path: Path) -> None:
     index = Index.open(target, device="auto")
     assert index.dense is not None and index.dense.config.device == "auto"
     assert Index.open(target).components["dense"].device == "cpu"
+
+
+def test_changing_the_faiss_type_reuses_the_embeddings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from searchkit.config import DenseConfig
+
+    target = tmp_path / "refaiss"
+    index = Index.build(TINY, target, dense=DenseConfig(device="cpu", batch_size=4))
+    before = (target / "dense" / "embeddings.npy").read_bytes()
+    with caplog.at_level("INFO", logger="searchkit.dense"):
+        updated = index.add(dense=DenseConfig(device="cpu", batch_size=4, faiss_factory="HNSW8"), overwrite=True)
+    assert "reused the stored embeddings" in caplog.text
+    assert "encoding" not in caplog.text
+    assert (target / "dense" / "embeddings.npy").read_bytes() == before
+    assert updated.components["dense"].faiss_factory == "HNSW8"
+    assert updated.dense is not None and updated.dense.search("solar electricity", 2)[0].doc_id in {"d3", "d8"}
+    Index.open(target, verify=True)
