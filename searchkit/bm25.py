@@ -386,6 +386,10 @@ class BM25Retriever:
         """
         return self._analyzer.terms(text)
 
+    def unknown_terms(self, text: str) -> list[str]:
+        """The analyzed terms of ``text`` that no indexed document contains (ignored when searching)."""
+        return [term for term in self.analyze(text) if term not in self._vocab]
+
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The best ``k`` documents for one query; the same as ``search_batch([query], k)[0]``."""
         return self.search_batch([query], k)[0]

@@ -222,6 +222,28 @@ def index_verify(directory: Path) -> None:
     click.echo(f"{opened.path}: ok ({opened.num_docs} documents, {len(opened.manifest['files'])} files verified)")
 
 
+@index.command("analyze")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True)
+def index_analyze(directory: Path, text: str, as_json: bool) -> None:
+    """Show the terms the index's BM25 analyzer makes of TEXT (what a query is matched on).
+
+    Python: Index.open(directory).component("bm25").analyze(text)
+    """
+    from searchkit.index import Index
+
+    retriever = Index.open(directory).component("bm25")
+    terms = retriever.analyze(text)
+    if as_json:
+        _echo_json(terms)
+        return
+    click.echo(" ".join(terms) if terms else "(no terms: every word is a stopword or empty)")
+    unknown = retriever.unknown_terms(text)
+    if unknown:
+        click.echo(f"not in the index (ignored at query time): {' '.join(unknown)}")
+
+
 # ---------------------------------------------------------------------- search / run
 def _searcher_options(func: Any) -> Any:
     options = [

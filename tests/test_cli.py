@@ -216,3 +216,12 @@ def test_train_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.Capture
     assert code == 1 and "recipe not found" in err
     code, _, err = run_cli(["search", str(tmp_path), "q", "--rerank", str(tmp_path / "nope")], capsys)
     assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_index_analyze_shows_the_terms(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["index", "analyze", str(index_dir), "The cats chasing zebras"], capsys)
+    assert code == 0
+    assert out.splitlines()[0] == "cat chase zebra"
+    assert "not in the index (ignored at query time): zebra" in out
+    code, out, _ = run_cli(["index", "analyze", str(index_dir), "the of and"], capsys)
+    assert "no terms" in out
