@@ -13,7 +13,7 @@ install:
 demo: install
 	$(PYTHON) -m searchkit index build indexes/medline.toml --overwrite
 	$(PYTHON) -m searchkit search indexes/medline "cancer treatment in children" -k 5 --explain
-	$(PYTHON) -m searchkit eval eval/medline.toml --check
+	$(PYTHON) -m searchkit eval eval/medline.toml --check -o eval/results/tmp/medline-demo.json
 
 lint:
 	$(PYTHON) -m ruff check searchkit tests bench
