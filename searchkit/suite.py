@@ -372,6 +372,7 @@ class ConditionResult:
     index: dict[str, Any]
     seconds: dict[str, float]
     run_file: str | None
+    first_stage: dict[str, float] | None = None  # reranked conditions: the first stage alone, R@depth included
 
     @property
     def passed(self) -> bool:
@@ -420,6 +421,9 @@ class SuiteResult:
                 delta = "" if c.delta is None else f"{c.delta:+.4f}".replace("-0.0000", "+0.0000")
                 table.append([display_name(c.metric), format_score(c.expected), format_score(c.got), delta, ok])
             parts.append(_indent(render_table(table)))
+            if cond.first_stage is not None:
+                values = ", ".join(f"{display_name(m)} {v:.4f}" for m, v in cond.first_stage.items())
+                parts.append(_indent(f"first stage alone (what the reranker was given): {values}"))
             parts.extend(_indent(line) for line in cond.evaluation.report.lines())
         failed = [cond.name for cond in self.conditions if not cond.passed]
         verdict = "passed" if not failed else f"FAILED ({', '.join(failed)})"
@@ -527,6 +531,13 @@ def _run_condition(
     query_ids = [q.query_id for q in queries] + list(qrels)  # a judged query missing from the file scores 0
     evaluation = evaluate(run, qrels, metrics, query_ids=query_ids, unjudged=cond.unjudged, corpus_ids=index.docids)
     seconds = {"search": searched - started, "evaluate": time.perf_counter() - searched}
+    first_stage = None
+    if reranker is not None:
+        # An honest rerank report: how much the reranker was given (recall at its depth) beside what it made of it.
+        plain = Searcher(index, mode=cond.mode, fusion=cond.fusion)
+        first_run = run_queries(plain, queries, depth, exclude_self=dataset.exclude_self)
+        first_metrics = list(dict.fromkeys([f"R@{depth}", *metrics]))
+        first_stage = evaluate(first_run, qrels, first_metrics, query_ids=query_ids, unjudged=cond.unjudged).aggregate
     if trec is not None:
         write_run(run, trec, tag=_safe_name(cond.name))
     settings = {
@@ -546,7 +557,7 @@ def _run_condition(
     }
     comparisons = _compare(evaluation.aggregate, cond.expected, cond.tolerance)
     return ConditionResult(cond.name, cond.dataset, cond.mode, cond.k, settings, selection, evaluation,
-                           comparisons, index_info, seconds, trec.name if trec else None)  # fmt: skip
+                           comparisons, index_info, seconds, trec.name if trec else None, first_stage)  # fmt: skip
 
 
 def _safe_name(name: str) -> str:

@@ -224,6 +224,11 @@ expected = { "R@100" = 0.6 }
     }  # fmt: skip
     result = run_suite(suite, output=tmp_path / "out" / "r.json")
     assert result.passed, result.format()
+    assert result.conditions[0].first_stage is None
+    first_stage = result.conditions[1].first_stage
+    assert first_stage is not None and "R@3" in first_stage  # recall at the rerank depth, beside the reranked run
+    assert first_stage["R@100"] == pytest.approx(0.6)
+    assert "first stage alone (what the reranker was given): R@3" in result.format()
     from searchkit.formats import read_run
 
     plain, reranked = (read_run(tmp_path / "out" / f"r.{name}.trec") for name in ("bm25", "bm25-rerank"))
