@@ -176,9 +176,24 @@ def test_run_suite_unjudged_skip_and_only(tmp_path: Path) -> None:
 def test_scifact_suite() -> None:
     result = run_suite(load_suite(ROOT / "eval" / "scifact.toml"), check=True, write=False)
     assert result.passed, result.format()
-    (cond,) = result.conditions
-    assert cond.evaluation.num_queries == 300
-    assert cond.evaluation.aggregate["nDCG@10"] >= 0.680
+    ndcg = {cond.name: cond.evaluation.aggregate["nDCG@10"] for cond in result.conditions}
+    assert all(cond.evaluation.num_queries == 300 for cond in result.conditions)
+    assert ndcg["bm25"] >= 0.680  # issue acceptance; bm25s reports 0.686
+    assert abs(ndcg["dense"] - 0.645) <= 0.005  # MTEB: 0.6451 for all-MiniLM-L6-v2
+    assert ndcg["hybrid-rrf"] >= 0.70 and ndcg["hybrid-rrf"] > max(ndcg["bm25"], ndcg["dense"])
+
+
+@pytest.mark.slow
+def test_classic_suite() -> None:
+    result = run_suite(load_suite(ROOT / "eval" / "classic.toml"), check=True, write=False)
+    assert result.passed, result.format()
+    ndcg = {cond.name: cond.evaluation.aggregate["nDCG@10"] for cond in result.conditions}
+    better = [
+        name
+        for name in ("cranfield", "cisi", "medline", "vaswani")
+        if ndcg[f"{name}-hybrid"] >= max(ndcg[f"{name}-bm25"], ndcg[f"{name}-dense"])
+    ]
+    assert len(better) >= 3, ndcg  # hybrid at least as good as the better single stage on 3 of the 4
 
 
 def test_run_suite_hybrid_adds_dense_to_an_existing_index(tmp_path: Path) -> None:
