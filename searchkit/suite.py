@@ -40,6 +40,7 @@ from searchkit.evaluate import (
     display_name,
     evaluate,
     format_score,
+    format_table,
     render_table,
     run_queries,
     to_json,
@@ -425,6 +426,9 @@ class SuiteResult:
                 values = ", ".join(f"{display_name(m)} {v:.4f}" for m, v in cond.first_stage.items())
                 parts.append(_indent(f"first stage alone (what the reranker was given): {values}"))
             parts.extend(_indent(line) for line in cond.evaluation.report.lines())
+        metrics = list(dict.fromkeys(m for cond in self.conditions for m in cond.evaluation.aggregate))
+        summary = [(f"{cond.dataset}/{cond.name}", cond.evaluation) for cond in self.conditions]
+        parts.append(f"\nsummary ({self.suite})\n" + format_table(summary, metrics))
         failed = [cond.name for cond in self.conditions if not cond.passed]
         verdict = "passed" if not failed else f"FAILED ({', '.join(failed)})"
         parts.append(f"suite {self.suite}: {verdict}" + (f"; results in {self.output}" if self.output else ""))
