@@ -214,4 +214,20 @@ class Searcher:
         texts = [[document_text(doc) for doc in self.index.documents([hit.doc_id for hit in head])] for head in heads]
         reranked = self.reranker.rerank_batch(queries, heads, texts)
         # Only documents the first stage actually returned are credited; the tail keeps first-stage order below.
-        return [new + hits[self.rerank_depth :] for new, hits in zip(reranked, results, strict=True)]
+        return [_below(new, hits[self.rerank_depth :]) for new, hits in zip(reranked, results, strict=True)]
+
+
+def _below(head: list[Hit], tail: list[Hit]) -> list[Hit]:
+    """``head`` then ``tail``, the tail's scores shifted (gaps kept) to lie strictly below the head's lowest score.
+
+    Without the shift, anything that re-sorts by score (evaluation, TREC run files) would mix first-stage scores
+    with reranker scores, which live on another scale.
+
+    >>> merged = _below([Hit("a", -1.0), Hit("b", -2.0)], [Hit("c", 1.05), Hit("d", 0.5)])
+    >>> [(hit.doc_id, round(hit.score, 2)) for hit in merged]
+    [('a', -1.0), ('b', -2.0), ('c', -3.0), ('d', -3.55)]
+    """
+    if not head or not tail:
+        return head + tail
+    shift = tail[0].score - min(hit.score for hit in head) + 1.0
+    return head + [Hit(hit.doc_id, hit.score - shift) for hit in tail]

@@ -608,7 +608,14 @@ def _load_base_model(name: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
     try:
         config = AutoConfig.from_pretrained(resolved)
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(resolved, num_labels=1, ignore_mismatched_sizes=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            # fp32 master weights whatever the checkpoint stores (transformers 5 keeps a checkpoint's own dtype,
+            # and AdamW on fp16 weights loses updates); bf16 comes from autocast during training.
+            resolved,
+            num_labels=1,
+            ignore_mismatched_sizes=True,
+            dtype=torch.float32,
+        )
         tokenizer = AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load base model {name!r}: {err}") from None

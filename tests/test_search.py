@@ -176,3 +176,13 @@ def test_explain_hybrid_lists_every_stage(hybrid_index: Index) -> None:
     explained = Searcher(hybrid_index).explain("mice", k=3)
     assert set(explained[0].stages) == {"bm25", "dense", "hybrid"}
     assert explained[0].stages["hybrid"].rank == 1
+
+
+def test_hits_below_the_rerank_depth_score_below_the_reranked_ones(bm25_index: Index) -> None:
+    query = "electricity solar wind"
+    plain = Searcher(bm25_index).search(query, k=5)
+    reranked = Searcher(bm25_index, reranker=_ReverseReranker(), rerank_depth=2).search(query, k=5)
+    # the stand-in scores its two candidates 1.0 and 0.0: every deeper hit must sort below them, in BM25 order
+    assert reranked == sort_hits(reranked)
+    assert [hit.doc_id for hit in reranked[2:]] == [hit.doc_id for hit in plain[2:]]
+    assert max(hit.score for hit in reranked[2:]) < min(hit.score for hit in reranked[:2])
