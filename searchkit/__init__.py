@@ -29,14 +29,14 @@ from searchkit.types import (
 
 __version__ = "0.1.0"
 
-# Public names that live in modules with heavier imports; resolved on first use.
+# Public names that live in modules with heavier imports; resolved on first use. (The metric function
+# `evaluate` is not here: it shares its name with its module, so use `from searchkit.evaluate import evaluate`.)
 _LAZY = {
     "Index": "searchkit.index",
     "BM25Retriever": "searchkit.bm25",
     "DenseRetriever": "searchkit.dense",
     "Searcher": "searchkit.search",
     "run_queries": "searchkit.evaluate",
-    "evaluate": "searchkit.evaluate",
     "read_corpus": "searchkit.formats",
     "read_queries": "searchkit.formats",
     "read_qrels": "searchkit.formats",
