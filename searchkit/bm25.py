@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import BM25Config, config_from_dict, config_to_dict
-from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, sort_hits
+from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, check_k, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -398,8 +398,7 @@ class BM25Retriever:
         """The best ``k`` documents for each query, best first: only documents sharing a term with it."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of queries; use search() for one query")
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
         if len(self.docids) != self.num_docs:
             raise IndexFormatError(
                 f"{self.folder}: the BM25 arrays score {self.num_docs} documents but there are "

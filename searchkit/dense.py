@@ -30,9 +30,9 @@ import numpy as np
 
 from searchkit.config import DenseConfig
 from searchkit.encoder import Encoder, get_encoder
-from searchkit.formats import document_text
+from searchkit.formats import document_text, write_json_atomic
 from searchkit.models import identity_key, model_identity, resolve_device
-from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, sort_hits
+from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, check_k, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +134,6 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_000, seed: int = 0) -> Any:
     """(Re)build ``folder/index.faiss`` from ``folder/embeddings.npy`` with ``factory``; no re-encoding."""
     folder = Path(folder)
@@ -147,7 +141,7 @@ def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_0
     index = build_faiss_index(embeddings, factory, train_sample=train_sample, seed=seed)
     _write_faiss_atomic(index, folder / "index.faiss")
     built = {"factory": factory, "metric": "inner_product", "ntotal": int(index.ntotal), "dim": int(index.d)}
-    _write_json_atomic(folder / "faiss.json", {**built, "train_sample": train_sample, "seed": seed})
+    write_json_atomic(folder / "faiss.json", {**built, "train_sample": train_sample, "seed": seed})
     logger.info("dense: wrote %s (%s, %d vectors)", folder / "index.faiss", factory, index.ntotal)
     return index
 
@@ -216,7 +210,7 @@ def _encode_shards(
     if done:
         logger.info("dense: resuming: %d of %d shards already encoded", len(done), len(bounds))
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(shard_dir / "state.json", state)
+    write_json_atomic(shard_dir / "state.json", state)
     logger.info("dense: encoding %d docs in %d shards of %d into %s", n, len(bounds), size, shard_dir)
 
     stream = iter(docs)
@@ -333,7 +327,7 @@ class DenseRetriever:
         dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
         _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
-        _write_json_atomic(folder / "model.json", {**identity, "dim": dim})
+        write_json_atomic(folder / "model.json", {**identity, "dim": dim})
         shutil.rmtree(folder / "shards", ignore_errors=True)
         return cls.load(folder, config, docids)
 
@@ -352,7 +346,7 @@ class DenseRetriever:
         _save_npy_atomic(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float16))
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         info = model_info if model_info is not None else model_identity(config.model)
-        _write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})
+        write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})
         return cls.load(folder, config, docids)
 
     @classmethod
@@ -447,8 +441,7 @@ class DenseRetriever:
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits for each query vector (inner product), ordered by ``sort_hits``."""
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
+        check_k(k)
         k = min(k, self.num_docs)
         if k == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
@@ -478,8 +471,7 @@ class DenseRetriever:
         """Top-k hits per query; an empty query gets no hits."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of query strings, not one string")
-        if k <= 0:
-            raise ConfigError(f"k must be > 0, got {k}")
+        check_k(k)
         results: list[list[Hit]] = [[] for _ in queries]
         live = [i for i, query in enumerate(queries) if query.strip()]
         if live:

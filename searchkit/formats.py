@@ -88,6 +88,13 @@ def source_sha256(source: Source) -> str | None:
     return None if path is None else sha256_file(path)
 
 
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON via a temp file + ``os.replace``: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def sha256_file(path: Source) -> str:
     """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks (never the whole file in memory).
 

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from searchkit import __version__
 from searchkit.config import BM25Config, DenseConfig, config_from_dict, config_to_dict
-from searchkit.formats import sha256_file
+from searchkit.formats import sha256_file, write_json_atomic
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError
 
 if TYPE_CHECKING:
@@ -84,12 +85,6 @@ def _checksums(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _progress(iterable: Iterable[Any], show: bool, desc: str, total: int | None = None) -> Iterable[Any]:
@@ -317,7 +312,7 @@ class Index:
             manifest: dict[str, Any] = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "searchkit_version": _version(),
+                "searchkit_version": __version__,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "num_docs": len(docids),
                 "source": source,
@@ -327,7 +322,7 @@ class Index:
             }
             (building / "build-state.json").unlink(missing_ok=True)
             manifest["files"] = _checksums(building)
-            _write_json_atomic(building / MANIFEST, manifest)
+            write_json_atomic(building / MANIFEST, manifest)
             _move_into_place(building, target)
         except KeyboardInterrupt:
             logger.warning("build interrupted; partial work kept in %s: run the same build again to resume", building)
@@ -421,8 +416,8 @@ class Index:
             shutil.rmtree(old, ignore_errors=True)
             manifest["components"][name] = {"config": config_to_dict(configs[name])}
         manifest["files"] = _checksums(self.path)
-        manifest["searchkit_version"] = _version()
-        _write_json_atomic(self.path / MANIFEST, manifest)
+        manifest["searchkit_version"] = __version__
+        write_json_atomic(self.path / MANIFEST, manifest)
         return Index.open(self.path)
 
     def _reusable_embeddings(self, config: DenseConfig) -> bool:
@@ -475,12 +470,6 @@ class Index:
 
 
 # ---------------------------------------------------------------------- helpers
-def _version() -> str:
-    from searchkit import __version__
-
-    return __version__
-
-
 def _config_dicts(configs: dict[str, Any]) -> dict[str, Any]:
     return {name: config_to_dict(config) for name, config in configs.items() if config is not None}
 
@@ -500,7 +489,7 @@ def _prepare_build_dir(building: Path, state: dict[str, Any]) -> None:
             return
         shutil.rmtree(building)
     building.mkdir(parents=True)
-    _write_json_atomic(state_file, state)
+    write_json_atomic(state_file, state)
 
 
 def _build_component(
@@ -540,7 +529,7 @@ def _check_manifest(manifest: Any, path: Path) -> None:
     if version > FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: written by searchkit {manifest.get('searchkit_version', '?')} (index format {version}); "
-            f"this searchkit {_version()} reads formats up to {FORMAT_VERSION}: upgrade with "
+            f"this searchkit {__version__} reads formats up to {FORMAT_VERSION}: upgrade with "
             "`pip install -U searchkit` or rebuild the index with this version"
         )
     unknown = set(manifest.get("components", {})) - set(COMPONENTS)

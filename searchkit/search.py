@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from searchkit.config import SEARCH_MODES, FusionConfig
 from searchkit.formats import document_text
-from searchkit.types import ConfigError, Hit, sort_hits
+from searchkit.types import ConfigError, Hit, check_k, sort_hits
 
 if TYPE_CHECKING:
     from searchkit.index import Index
@@ -95,12 +95,6 @@ def convex_fuse(sparse: Sequence[Hit], dense: Sequence[Hit], alpha: float = 0.5)
     )
 
 
-def check_k(k: int) -> None:
-    """``k`` must be a positive integer (ConfigError otherwise)."""
-    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-
-
 # ---------------------------------------------------------------------- searcher
 class Searcher:
     """Retrieve with the index's components, fuse or cascade, then optionally rerank.
@@ -153,35 +147,30 @@ class Searcher:
         check_k(k)
         queries = list(queries)
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
-        results = self._first_stage(queries, depth)
+        results = self._stages(queries, depth)[self.mode]
         if self.reranker is not None:
             results = self._rerank(queries, results)
         return [hits[:k] for hits in results]
 
     def explain(self, query: str, k: int = 10) -> list[ExplainedHit]:
-        """The final top ``k`` with each hit's rank and score in every stage that ran."""
+        """The final top ``k`` with each hit's rank and score in every stage that ran (the reranker included)."""
         check_k(k)
-        stages = self._stages([query], max(k, self.fusion.depth))
-        final = self.search(query, k)
+        depth = max(k, self.fusion.depth, self.rerank_depth if self.reranker is not None else 0)
+        stages = {name: rankings[0] for name, rankings in self._stages([query], depth).items()}
+        final = stages[self.mode]
+        if self.reranker is not None:
+            final = stages["rerank"] = self._rerank([query], [final])[0]
+        positions = {name: {hit.doc_id: rank for rank, hit in enumerate(ranking)} for name, ranking in stages.items()}
         explained = []
-        for hit in final:
+        for hit in final[:k]:
             per_stage = {}
-            for name, rankings in stages.items():
-                ranking = rankings[0]
-                position = next((i for i, other in enumerate(ranking) if other.doc_id == hit.doc_id), None)
-                per_stage[name] = StageScore(
-                    None if position is None else position + 1,
-                    None if position is None else ranking[position].score,
-                )
+            for name, ranking in stages.items():
+                rank = positions[name].get(hit.doc_id)
+                per_stage[name] = StageScore(None, None) if rank is None else StageScore(rank + 1, ranking[rank].score)
             explained.append(ExplainedHit(hit.doc_id, hit.score, per_stage))
         return explained
 
     # ------------------------------------------------------------------ stages
-    def _first_stage(self, queries: list[str], k: int) -> list[list[Hit]]:
-        if self.mode in ("bm25", "dense"):
-            return self.index.component(self.mode).search_batch(queries, k)
-        return self._stages(queries, k)[self.mode]
-
     def _stages(self, queries: list[str], k: int) -> dict[str, list[list[Hit]]]:
         """Every stage's ranking for ``queries`` (used by search and by explain)."""
         if self.mode in ("bm25", "dense"):

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from searchkit import __version__
 from searchkit.config import LOSSES, TRAIN_RUN_CONTROL, TrainConfig, config_to_dict
 from searchkit.evaluate import canonical_metric
 from searchkit.formats import sha256_file
@@ -560,7 +561,7 @@ class _Trainer:
         card = {
             "format": CARD_FORMAT,
             "format_version": CARD_VERSION,
-            "searchkit_version": _version(),
+            "searchkit_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "score_kind": SCORE_KIND,
             "max_length": cfg.max_length,
@@ -627,12 +628,6 @@ def _load_base_model(name: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
     if folder.is_dir():
         identity["weights_sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("*.safetensors"))}
     return model, tokenizer, identity
-
-
-def _version() -> str:
-    from searchkit import __version__
-
-    return __version__
 
 
 def _seed_everything(seed: int) -> None:

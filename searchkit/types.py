@@ -8,6 +8,7 @@ Nothing here imports anything else of searchkit, so every module can depend on i
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -52,6 +53,18 @@ class Retriever(Protocol):
 def sort_hits(hits: Iterable[Hit]) -> list[Hit]:
     """Order hits by score, then by doc_id, both descending: trec_eval's tie order, used everywhere."""
     return sorted(hits, key=lambda hit: (hit.score, hit.doc_id), reverse=True)
+
+
+def check_k(k: int) -> None:
+    """``k`` (hits wanted) must be a positive integer; every retriever and the Searcher check it the same way.
+
+    >>> check_k(0)
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: k must be a positive integer, got 0
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k <= 0:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
 
 
 class SearchkitError(Exception):

@@ -174,6 +174,7 @@ def test_cascade_rescores_bm25_candidates(hybrid_index: Index) -> None:
 
 def test_explain_hybrid_lists_every_stage(hybrid_index: Index) -> None:
     explained = Searcher(hybrid_index).explain("mice", k=3)
+    assert [(hit.doc_id, hit.score) for hit in explained] == list(Searcher(hybrid_index).search("mice", k=3))
     assert set(explained[0].stages) == {"bm25", "dense", "hybrid"}
     assert explained[0].stages["hybrid"].rank == 1
 
@@ -186,3 +187,11 @@ def test_hits_below_the_rerank_depth_score_below_the_reranked_ones(bm25_index: I
     assert reranked == sort_hits(reranked)
     assert [hit.doc_id for hit in reranked[2:]] == [hit.doc_id for hit in plain[2:]]
     assert max(hit.score for hit in reranked[2:]) < min(hit.score for hit in reranked[:2])
+
+
+def test_explain_with_a_reranker_matches_search_and_shows_the_rerank_stage(bm25_index: Index) -> None:
+    searcher = Searcher(bm25_index, reranker=_ReverseReranker(), rerank_depth=2)
+    query = "electricity solar wind"
+    explained = searcher.explain(query, k=3)
+    assert [(hit.doc_id, hit.score) for hit in explained] == list(searcher.search(query, k=3))
+    assert explained[0].stages["rerank"].rank == 1 and explained[0].stages["bm25"].rank == 2
