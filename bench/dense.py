@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from searchkit.benchtools import cpu_description, paired_times, speedup, versions
 from searchkit.config import DenseConfig
 from searchkit.dense import DenseRetriever
 from searchkit.encoder import Encoder
@@ -34,59 +32,37 @@ from searchkit.formats import document_text, read_corpus, read_queries
 from searchkit.models import resolve_device
 
 
-def paired_times(fns: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Seconds of each function per repeat, run interleaved (order flipped every repeat) so that load from other
-    processes falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for repeat in range(repeats):
-        names = list(fns) if repeat % 2 == 0 else list(reversed(fns))
-        for name in names:
-            sync()
-            start = time.perf_counter()
-            fns[name]()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def summary(times: dict[str, list[float]], ours: str, peer: str, count: int) -> dict[str, Any]:
-    """Throughputs from median times, and the speedup as the median of per-repeat ratios (peer time / ours)."""
-    ratios = [b / a for a, b in zip(times[ours], times[peer], strict=True)]
-    return {
-        "ours_per_s": count / statistics.median(times[ours]),
-        "peer_per_s": count / statistics.median(times[peer]),
-        "ratio": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "seconds": times,
-    }
-
-
 def bench_encode(args: argparse.Namespace, device: str, texts: list[str], sync: Callable[[], None]) -> dict:
-    encoder = Encoder(args.model, device=device, max_length=args.max_length, batch_size=args.batch_size)
-    st = encoder.model  # the same SentenceTransformer object, weights and dtype
+    """Our Encoder (``--dtype``, default auto: bf16 on AMX / AVX512-BF16 CPUs, fp16 on GPU; token-budget batches)
+    against ``SentenceTransformer.encode`` with its defaults (fp32, batch 32) on the same model and texts."""
+    from sentence_transformers import SentenceTransformer
+
+    from searchkit.models import resolve_model
+
+    encoder = Encoder(args.model, device=device, max_length=args.max_length, dtype=args.dtype)
+    st = SentenceTransformer(resolve_model(args.model), device=device)  # the peer as a user would load it
+    st.max_seq_length = args.max_length
 
     def theirs() -> np.ndarray:
-        return st.encode(texts, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return st.encode(
+            texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
 
-    warm = texts[: 2 * args.batch_size]
+    warm = texts[:64]
     encoder.encode(warm)  # warm-up both paths
-    st.encode(warm, batch_size=args.batch_size, show_progress_bar=False)
-    times = paired_times(
-        {"ours": lambda: encoder.encode(texts), "peer": theirs, "tokenize": lambda: encoder.tokenize(texts)},
-        args.repeats,
-        sync,
-    )
+    theirs_warm = st.encode(warm, batch_size=32, show_progress_bar=False)
+    del theirs_warm
+    times = paired_times({"ours": lambda: encoder.encode(texts), "peer": theirs}, args.repeats, sync)
     a, b = encoder.encode(texts), theirs()
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     lengths = [len(ids) for ids in encoder.tokenize(texts)]
     return {
         "docs": len(texts),
         "mean_tokens": float(np.mean(lengths)),
-        "batch_size": args.batch_size,
-        "dtype": encoder.dtype,
-        **summary(times, "ours", "peer", len(texts)),
-        "tokenize_share": statistics.median(times["tokenize"]) / statistics.median(times["ours"]),
+        "dtype_ours": encoder.dtype,
+        "dtype_peer": "float32",
+        "batch_tokens": encoder.batch_tokens,
+        **speedup(times, "ours", "peer", len(texts)),
         "min_cosine_vs_st": float(cosine.min()),
     }
 
@@ -112,7 +88,9 @@ def bench_faiss(args: argparse.Namespace, device: str, folder: Path, sync: Calla
     ours.search_vectors(q[:100], args.k)
     raw.search(q[:100], args.k)
     times = paired_times(
-        {"ours": lambda: ours.search_vectors(q, args.k), "peer": lambda: raw.search(q, args.k)}, args.repeats, sync
+        {"ours": lambda: ours.search_vector_rows(q, args.k), "peer": lambda: raw.search(q, args.k)},
+        args.repeats,
+        sync,
     )
     check = q[:200]
     _, raw_rows = raw.search(check, 10)
@@ -127,7 +105,7 @@ def bench_faiss(args: argparse.Namespace, device: str, folder: Path, sync: Calla
         "k": args.k,
         "on": ours.where,
         "build_s": build_s,
-        **summary(times, "ours", "peer", args.nq),
+        **speedup(times, "ours", "peer", args.nq),
         "top10_same_as_raw": same / len(check),
     }
 
@@ -174,6 +152,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", help="ours: auto (bf16 on AMX CPUs, fp16 on GPU), fp32, bf16")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on GPU, 64 on CPU")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
@@ -185,7 +164,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import faiss
-    import sentence_transformers
     import torch
 
     device = resolve_device(args.device)
@@ -212,13 +190,9 @@ def main() -> None:
         "env": {
             "device": device,
             "gpu_name": torch.cuda.get_device_name(0) if gpu else None,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "faiss": faiss.__version__,
+            "machine": cpu_description(),
+            "versions": versions("torch", "faiss-cpu", "faiss-gpu", "sentence-transformers", "transformers"),
             "faiss_gpus": faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0,
-            "sentence_transformers": sentence_transformers.__version__,
             "model": args.model,
             "dataset": args.dataset,
         },
@@ -235,12 +209,12 @@ def main() -> None:
     enc, fs = results["encode"], results["faiss"]
     rows = [
         ("encode docs/s: ours", f"{enc['ours_per_s']:,.1f}"),
-        ("encode docs/s: SentenceTransformer.encode", f"{enc['peer_per_s']:,.1f}"),
+        ("encode docs/s: SentenceTransformer.encode (fp32, batch 32)", f"{enc['peer_per_s']:,.1f}"),
         (
             "encode speedup ours vs ST (min..max)",
             f"{enc['ratio']:.2f}x ({enc['ratio_min']:.2f}..{enc['ratio_max']:.2f})",
         ),
-        ("encode: tokenization share of ours", f"{enc['tokenize_share']:.1%}"),
+        ("encode dtype ours / peer", f"{enc['dtype_ours']} / {enc['dtype_peer']}"),
         ("encode: min cosine ours vs ST", f"{enc['min_cosine_vs_st']:.6f}"),
         (f"search q/s: DenseRetriever ({fs['on']})", f"{fs['ours_per_s']:,.0f}"),
         (f"search q/s: raw faiss ({fs['on']})", f"{fs['peer_per_s']:,.0f}"),
@@ -255,6 +229,8 @@ def main() -> None:
             ("CPU vs GPU mean overlap@10: corpus queries", f"{par['corpus_mean_overlap_at_10']:.3f}"),
         ]
     print()
+    machine = results["env"]["machine"]
+    print(f"machine: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['torch_threads']} torch threads")
     print(f"| dense bench ({device}, {len(texts)} docs, {enc['mean_tokens']:.0f} tokens mean) | value |")
     print("| --- | --- |")
     for name, value in rows:

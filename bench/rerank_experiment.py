@@ -30,8 +30,8 @@ needs ``--index`` (a separate index path), so the suite's own index is never reb
 ``--rerank-set KEY=VALUE`` override TrainConfig / RerankConfig fields (values in TOML syntax) for smoke runs.
 
 ``--single-pass``: each reranker scores its first stage's candidates once and every condition that differs only
-in ``interpolation`` is derived from those scores (the computation of ``CrossEncoderReranker.rerank_batch``,
-:func:`searchkit.rerank.interpolate` on the same logits). Without it, reranked conditions run through
+in ``interpolation`` / ``fusion`` is derived from those scores (``CrossEncoderReranker.mix``, as ``rerank_batch``,
+on the same logits). Without it, reranked conditions run through
 :func:`searchkit.suite.run_suite` like ``searchkit eval``.
 
 Results (``--out``, default eval/results): ``<name>.json`` (training summaries, every condition's metrics,
@@ -257,11 +257,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         if model is not None and cond.dense is not None:
             changes["dense"] = dataclasses.replace(cond.dense, model=model)
         if cond.rerank is not None:
-            rerank = {**cond.rerank, **rerank_set}
+            rerank = {**config_to_dict(cond.rerank), **rerank_set}
             current = Path(rerank["model"]).resolve()
             rerank["model"] = str(moved.get(current, current))
-            config_from_dict(RerankConfig, rerank)  # validate the overrides
-            changes["rerank"] = rerank
+            changes["rerank"] = config_from_dict(RerankConfig, rerank)  # validates the overrides
             if "depth" in rerank_set:
                 changes["k"] = int(rerank_set["depth"])
         conditions.append(dataclasses.replace(cond, **changes))
@@ -278,27 +277,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def make_untrained_head(base_model: str, seed: int, folder: Path) -> None:
-    """The base model with a fresh one-output head, seeded as ``searchkit.train`` seeds it (its epoch-0 model)."""
+    """The base model with a fresh one-output head, seeded as ``searchkit.train`` seeds it (its epoch-0 model):
+    :func:`searchkit.rerank.load_cross_encoder` with ``fresh_head=True``, saved."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from searchkit.models import resolve_model
+    from searchkit.rerank import load_cross_encoder
 
-    resolved = resolve_model(base_model)
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolved, num_labels=1, ignore_mismatched_sizes=True, dtype=torch.float32
-    )
-    model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
+    loaded = load_cross_encoder(base_model, dtype=torch.float32, fresh_head=True, seed=seed)
+    loaded.model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
     shutil.rmtree(folder, ignore_errors=True)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolved).save_pretrained(folder)
-    note = {
-        "what": "untrained head: base model + fresh one-output head",
-        "base_model": base_model,
-        "resolved": resolved,
-        "seed": seed,
-    }
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    note = {"what": "untrained head: base model + fresh one-output head", "seed": seed, **loaded.identity}
     (folder / "untrained_head.json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
     logger.info("untrained-head model written to %s (seed %d)", folder, seed)
 
@@ -307,7 +297,7 @@ def owner(cond: Condition, plan: Plan) -> str | None:
     """Which recipe's output (or 'untrained') a reranked condition uses; None for first-stage conditions."""
     if cond.rerank is None:
         return None
-    model = Path(cond.rerank["model"]).resolve()
+    model = Path(cond.rerank.model).resolve()
     if model == plan.untrained.resolve():
         return "untrained"
     for name, cfg in plan.recipes:
@@ -345,15 +335,14 @@ def train_summary(name: str, cfg: TrainConfig, result: Any | None, wall: float |
 
 
 def condition_rows(result: SuiteResult) -> list[dict[str, Any]]:
-    from searchkit.rerank import read_model_card
+    from searchkit.rerank import read_reranker_card, resolve_fusion
 
     rows = []
     for cond in result.conditions:
         rerank = cond.settings.get("rerank")
         if rerank is not None:
-            wanted = rerank.get("interpolation", "auto")
-            used = read_model_card(rerank["model"]).get("interpolation") if wanted == "auto" else wanted
-            rerank = {**rerank, "interpolation_used": used}
+            used = resolve_fusion(read_reranker_card(rerank["model"]), rerank["interpolation"], rerank["fusion"])
+            rerank = {**rerank, "fusion_used": config_to_dict(used) if used else None}
         rows.append(
             {
                 "condition": cond.name,
@@ -371,23 +360,22 @@ def condition_rows(result: SuiteResult) -> list[dict[str, Any]]:
 
 
 def single_pass(suite: Suite, conditions: list[Condition], out: Path, name: str, progress: bool) -> list[dict]:
-    """Reranked conditions that share first stage and reranker, scored once; interpolations derived."""
-    import numpy as np
-
-    from searchkit.evaluate import evaluate, run_queries
+    """Reranked conditions that share first stage and reranker, scored once; each condition's mixing (its
+    ``interpolation`` / ``fusion`` settings, as :func:`searchkit.rerank.resolve_fusion` reads them) derived from
+    the same logits by :meth:`searchkit.rerank.CrossEncoderReranker.mix`, as ``rerank_batch`` would."""
+    from searchkit.evaluate import evaluate
     from searchkit.formats import document_text, read_qrels, read_queries, write_run
     from searchkit.index import Index
-    from searchkit.rerank import CrossEncoderReranker, interpolate
+    from searchkit.rerank import CrossEncoderReranker, resolve_fusion
     from searchkit.search import Searcher
     from searchkit.suite import restrict_to_split
-    from searchkit.types import Hit, sort_hits
 
     groups: dict[str, list[Condition]] = {}
     for cond in conditions:
         assert cond.rerank is not None
-        shared = {key: value for key, value in cond.rerank.items() if key != "interpolation"}
+        shared = dataclasses.replace(cond.rerank, interpolation=None, fusion=None)
         key = json.dumps(
-            [cond.dataset, str(cond.index), cond.mode, config_to_dict(cond.fusion), cond.k, shared],
+            [cond.dataset, str(cond.index), cond.mode, config_to_dict(cond.fusion), cond.k, config_to_dict(shared)],
             sort_keys=True,
             default=str,
         )
@@ -395,40 +383,34 @@ def single_pass(suite: Suite, conditions: list[Condition], out: Path, name: str,
     rows = []
     for group in groups.values():
         cond = group[0]
+        assert cond.rerank is not None
         dataset = suite.datasets[cond.dataset]
         qrels = read_qrels(dataset.source, dataset.split)
         queries = restrict_to_split(list(read_queries(dataset.source)), qrels)
         index = Index.open(cond.index)
-        cfg = config_from_dict(RerankConfig, {**(cond.rerank or {}), "interpolation": None})
+        cfg = dataclasses.replace(cond.rerank, interpolation=None, fusion=None)
         started = time.perf_counter()
-        first = run_queries(Searcher(index, mode=cond.mode, fusion=cond.fusion), queries, max(cond.k, cfg.depth))
-        reranker = CrossEncoderReranker(cfg.model, cfg.max_length, cfg.batch_size, cfg.device, cfg.dtype, None)
-        heads = [first[q.query_id][: cfg.depth] for q in queries]
+        searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion)
+        stages = searcher.stages([q.text for q in queries], max(cond.k, cfg.depth))
+        first = stages[searcher.mode]
+        per_query = [{n: stages[n][i] for n in ("bm25", "dense") if n in stages} for i in range(len(queries))]
+        reranker = CrossEncoderReranker.from_config(cfg)
+        heads = [hits[: cfg.depth] for hits in first]
         flat_q = [q.text for q, head in zip(queries, heads, strict=True) for _ in head]
         flat_t = [document_text(doc) for head in heads for doc in index.documents([h.doc_id for h in head])]
         scoring = time.perf_counter()
         scores = reranker.score(flat_q, flat_t, show_progress=progress)
         scored = time.perf_counter() - scoring
-        logger.info(
-            "%s: %d pairs scored in %.1f s (%.1f pairs/s)",
-            cfg.model,
-            len(flat_q),
-            scored,
-            len(flat_q) / max(scored, 1e-9),
-        )
+        logger.info("%s: %d pairs scored in %.1f s (%.1f pairs/s)", cfg.model, len(flat_q), scored,
+                    len(flat_q) / max(scored, 1e-9))  # fmt: skip
         for cond in group:
             assert cond.rerank is not None
-            wanted = cond.rerank.get("interpolation", "auto")
-            a = reranker.card.get("interpolation") if wanted == "auto" else wanted
-            run = {}
-            start = 0
-            for query, head in zip(queries, heads, strict=True):
-                own = scores[start : start + len(head)].astype(np.float64)
-                start += len(head)
-                if a is not None and float(a) < 1.0:
-                    own = interpolate(own, np.array([h.score for h in head], dtype=np.float64), float(a))
-                new = sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(head, own, strict=True))
-                run[query.query_id] = (new + first[query.query_id][cfg.depth :])[: cond.k]
+            reranker.fusion = resolve_fusion(reranker.card, cond.rerank.interpolation, cond.rerank.fusion)
+            mixed = reranker.mix(heads, scores, per_query)
+            run = {
+                q.query_id: (new + hits[cfg.depth :])[: cond.k]
+                for q, new, hits in zip(queries, mixed, first, strict=True)
+            }
             metrics = list(dict.fromkeys([*suite.metrics, *cond.expected]))
             ids = [q.query_id for q in queries] + list(qrels)
             evaluation = evaluate(run, qrels, metrics, query_ids=ids, unjudged=cond.unjudged, corpus_ids=index.docids)
@@ -439,7 +421,10 @@ def single_pass(suite: Suite, conditions: list[Condition], out: Path, name: str,
                     "condition": cond.name,
                     "mode": cond.mode,
                     "k": cond.k,
-                    "rerank": {**cond.rerank, "interpolation_used": a},
+                    "rerank": {
+                        **config_to_dict(cond.rerank),
+                        "fusion_used": config_to_dict(reranker.fusion) if reranker.fusion else None,
+                    },
                     "metrics": dict(evaluation.aggregate),
                     "expected": dict(cond.expected),
                     "queries": evaluation.num_queries,
@@ -485,8 +470,9 @@ def render(summary: dict[str, Any]) -> str:
         how = "-"
         if rerank:
             model = Path(rerank["model"]).name
-            a = rerank.get("interpolation_used", rerank.get("interpolation", "auto"))
-            how = f"{model} top {rerank.get('depth', 100)}, a={a}"
+            used = rerank.get("fusion_used")
+            mix = "alone" if not used else ", ".join(f"{f} {w:.2f}" for f, w in used["weights"].items())
+            how = f"{model} top {rerank['depth']}, {mix}"
         values = " | ".join(fmt(row["metrics"].get(m)) for m in metrics)
         lines.append(f"| {row['condition']} | {row['k']} | {how} | {values} | {fmt(row['expected'].get(METRIC))} |")
     return "\n".join(lines)
@@ -535,9 +521,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.single_pass and reranked:
             if plain:
                 phase(label + "-first-stage", plain)
-            models = list(dict.fromkeys(c.rerank["model"] for c in reranked if c.rerank is not None))
+            models = list(dict.fromkeys(c.rerank.model for c in reranked if c.rerank is not None))
             for model in models:  # one model at a time, saved after each: a killed run keeps what finished
-                group = [c for c in reranked if c.rerank is not None and c.rerank["model"] == model]
+                group = [c for c in reranked if c.rerank is not None and c.rerank.model == model]
                 summary["conditions"].extend(single_pass(plan.suite, group, out, f"{args.name}.{label}", args.progress))
                 save(summary, out, args)
         else:

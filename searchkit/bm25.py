@@ -42,7 +42,15 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import BM25Config, config_from_dict, config_to_dict
-from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, check_k, sort_hits
+from searchkit.ranking import DocIdTable, Ranking, sort_ranking
+from searchkit.types import (
+    ConfigError,
+    DataError,
+    Document,
+    Hit,
+    IndexFormatError,
+    check_k,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +175,21 @@ def describe(config: BM25Config) -> str:
     )
 
 
+def _shape_problem(model: Any) -> str:
+    """What is structurally wrong with loaded bm25s arrays (O(1): lengths and end points only), or ''."""
+    scores, vocab = model.scores, model.vocab_dict
+    data, indices, indptr = scores["data"], scores["indices"], scores["indptr"]
+    if any(array.ndim != 1 for array in (data, indices, indptr)):
+        return "the arrays are not one-dimensional"
+    if len(indptr) != len(vocab) + 1:
+        return f"indptr has {len(indptr)} entries for {len(vocab)} terms"
+    if len(indices) != len(data) or int(indptr[0]) != 0 or int(indptr[-1]) != len(data):
+        return "indptr does not describe the data and indices arrays"
+    if int(scores["num_docs"]) < 1:
+        return f"num_docs is {scores['num_docs']}"
+    return ""
+
+
 class BM25Retriever:
     """Lexical retrieval over one component folder: bm25s's score arrays, memory-mapped.
 
@@ -190,6 +213,7 @@ class BM25Retriever:
         self.folder = folder
         self.stats = stats
         self._expected_config = expected_config if expected_config is not None else config
+        self._doc_table: DocIdTable | None = None
         self._analyzer = analyzer
         self._vocab: dict[str, int] = model.vocab_dict
         scores = model.scores
@@ -336,6 +360,9 @@ class BM25Retriever:
         except (OSError, ValueError, KeyError) as err:
             raise IndexFormatError(f"{folder}: damaged BM25 arrays ({err}); rebuild the index") from None
         num_docs = int(model.scores["num_docs"])
+        shape_problem = _shape_problem(model)
+        if shape_problem:  # cheap checks on open (lengths, ends); verify() scans the values
+            raise IndexFormatError(f"{folder}: damaged BM25 arrays ({shape_problem}); rebuild the index")
         if docids is None:
             docids = [str(row) for row in range(num_docs)]
         elif len(docids) != num_docs:
@@ -396,6 +423,11 @@ class BM25Retriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """The best ``k`` documents for each query, best first: only documents sharing a term with it."""
+        ids = self._table.ids
+        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k)]
+
+    def search_rows(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
+        """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of queries; use search() for one query")
         check_k(k)
@@ -411,9 +443,15 @@ class BM25Retriever:
             for query in queries
         ]
 
-    def _search_ids(self, term_ids: list[int], k: int) -> list[Hit]:
+    @property
+    def _table(self) -> DocIdTable:
+        if self._doc_table is None:
+            self._doc_table = DocIdTable(self.docids)
+        return self._doc_table
+
+    def _search_ids(self, term_ids: list[int], k: int) -> Ranking:
         if not term_ids:
-            return []
+            return Ranking.empty()
         data, indices, indptr = self._data, self._indices, self._indptr
         scores = np.zeros(self.num_docs, dtype=np.float32)
         for term in term_ids:
@@ -422,7 +460,7 @@ class BM25Retriever:
             scores[indices[start:end]] += data[start:end]
         rows = np.flatnonzero(scores > 0)
         if len(rows) == 0:
-            return []
+            return Ranking.empty()
         values = scores[rows]
         if self._nonoccurrence is not None:
             # bm25l and bm25+ store (term score - non-occurrence score); every document gets the latter back.
@@ -430,8 +468,7 @@ class BM25Retriever:
         if len(rows) > k:
             top = self._top_k(rows, values, k)
             rows, values = rows[top], values[top]
-        docids = self.docids
-        return sort_hits([Hit(docids[row], score) for row, score in zip(rows.tolist(), values.tolist(), strict=True)])
+        return sort_ranking(rows, values, self._table.keys)
 
     def _top_k(self, rows: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
         """Positions of the k best values; a tie at the k-th value goes to larger doc ids (sort_hits)."""
@@ -441,6 +478,5 @@ class BM25Retriever:
         tied = np.flatnonzero(values == threshold)
         if len(above) + len(tied) == k:
             return top
-        docids = self.docids
-        keep = sorted(tied.tolist(), key=lambda pos: docids[int(rows[pos])], reverse=True)[: k - len(above)]
-        return np.concatenate([above, np.asarray(keep, dtype=np.int64)])
+        keep = tied[np.argsort(-self._table.keys[rows[tied]], kind="stable")[: k - len(above)]]
+        return np.concatenate([above, keep])

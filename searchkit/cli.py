@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from searchkit import __version__
+from searchkit.config import DEFAULT_DENSE_MODEL, TokensConfig
 from searchkit.types import SearchkitError
 
 logger = logging.getLogger("searchkit")
@@ -65,12 +66,39 @@ def _bm25_config(method: str, k1: float, b: float, stemmer: str, stopwords: str)
     )
 
 
+def _tokens_config(model: str | None, max_length: int | None) -> Any:
+    """The TokensConfig of ``--tokens [MODEL]`` and ``--tokens-max-length`` (None without --tokens)."""
+    from searchkit.types import ConfigError
+
+    if model is None:
+        if max_length is not None:
+            raise ConfigError("--tokens-max-length needs --tokens")
+        return None
+    return TokensConfig(model=model) if max_length is None else TokensConfig(model=model, max_length=max_length)
+
+
 @index.command("build")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--corpus", help="BEIR folder, .jsonl/.tsv corpus file, or irds:<ir-datasets id>.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
 @click.option("--dense", "dense_model", help="Also build a dense component with this model (e.g. all-MiniLM-L6-v2).")
 @click.option("--no-bm25", is_flag=True, help="Skip the BM25 component (dense only).")
+@click.option(
+    "--tokens",
+    "tokens_model",
+    is_flag=False,
+    flag_value=DEFAULT_DENSE_MODEL,
+    default=None,
+    metavar="[MODEL]",
+    help=f"Also store every document's token ids, from MODEL's tokenizer (default: {DEFAULT_DENSE_MODEL}); a "
+    "reranker or dense encoder with the same tokenizer then never tokenizes documents.",
+)
+@click.option(
+    "--tokens-max-length",
+    type=int,
+    default=None,
+    help=f"Tokens stored per document (default {TokensConfig.max_length}).",
+)
 @click.option("--bm25-method", default="lucene", show_default=True, help="lucene, robertson, atire, bm25l, bm25+.")
 @click.option("--k1", default=1.5, show_default=True, type=float)
 @click.option("--b", "b", default=0.75, show_default=True, type=float)
@@ -91,6 +119,8 @@ def index_build(
     output: Path | None,
     dense_model: str | None,
     no_bm25: bool,
+    tokens_model: str | None,
+    tokens_max_length: int | None,
     bm25_method: str,
     k1: float,
     b: float,
@@ -106,7 +136,7 @@ def index_build(
 ) -> None:
     """Build an index from RECIPE.toml or from --corpus/-o.
 
-    Python: Index.build(corpus, output, bm25=BM25Config(...), dense=DenseConfig(...))
+    Python: Index.build(corpus, output, bm25=BM25Config(...), dense=DenseConfig(...), tokens=TokensConfig(...))
     """
     from searchkit.config import DenseConfig, load_index_recipe
     from searchkit.index import Index
@@ -121,6 +151,7 @@ def index_build(
             "output": loaded.output,
             "bm25": loaded.bm25,
             "dense": loaded.dense,
+            "tokens": loaded.tokens,
             "fields": loaded.fields,
         }
     else:
@@ -133,6 +164,7 @@ def index_build(
             "dense": DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device)
             if dense_model
             else None,
+            "tokens": _tokens_config(tokens_model, tokens_max_length),
             "fields": {"id_field": id_field, "title_field": title_field, "text_field": text_field},
         }
     built = Index.build(
@@ -140,6 +172,7 @@ def index_build(
         spec["output"],
         bm25=spec["bm25"],
         dense=spec["dense"],
+        tokens=spec["tokens"],
         overwrite=overwrite,
         show_progress=ctx.obj["progress"],
         **spec["fields"],
@@ -160,6 +193,22 @@ def index_build(
 @click.option("--faiss", "faiss_factory", default="Flat", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--bm25", "add_bm25", is_flag=True, help="Add a BM25 component (default settings).")
+@click.option(
+    "--tokens",
+    "tokens_model",
+    is_flag=False,
+    flag_value=DEFAULT_DENSE_MODEL,
+    default=None,
+    metavar="[MODEL]",
+    help=f"Also store every document's token ids, from MODEL's tokenizer (default: {DEFAULT_DENSE_MODEL}); a "
+    "reranker or dense encoder with the same tokenizer then never tokenizes documents.",
+)
+@click.option(
+    "--tokens-max-length",
+    type=int,
+    default=None,
+    help=f"Tokens stored per document (default {TokensConfig.max_length}).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the component if the index has one.")
 @click.pass_context
 def index_add(
@@ -169,11 +218,13 @@ def index_add(
     faiss_factory: str,
     device: str,
     add_bm25: bool,
+    tokens_model: str | None,
+    tokens_max_length: int | None,
     overwrite: bool,
 ) -> None:
     """Add a component to an existing index without rebuilding the others.
 
-    Python: Index.open(directory).add(dense=DenseConfig(model=...))
+    Python: Index.open(directory).add(dense=DenseConfig(model=...), tokens=TokensConfig(model=...))
     """
     from searchkit.config import BM25Config, DenseConfig
     from searchkit.index import Index
@@ -182,6 +233,7 @@ def index_add(
     updated = Index.open(directory).add(
         bm25=BM25Config() if add_bm25 else None,
         dense=dense,
+        tokens=_tokens_config(tokens_model, tokens_max_length),
         overwrite=overwrite,
         show_progress=ctx.obj["progress"],
     )
@@ -260,7 +312,17 @@ def _searcher_options(func: Any) -> Any:
             metavar="MODEL",
             help="Rerank with this cross-encoder: a `searchkit train` output folder or a model name.",
         ),
-        click.option("--rerank-depth", default=100, show_default=True, help="First-stage hits the reranker re-scores."),
+        click.option(
+            "--rerank-depth",
+            type=int,
+            default=None,
+            help="First-stage hits the reranker re-scores (default: RerankConfig's, 100).",
+        ),
+        click.option(
+            "--no-fusion",
+            is_flag=True,
+            help="Ignore the reranker card's learned fusion (use its interpolation weight, if any).",
+        ),
     ]
 
     @functools.wraps(func)
@@ -284,22 +346,28 @@ class _SearcherSettings:
     rrf_k: int
     device: str | None
     rerank_model: str | None
-    rerank_depth: int
+    rerank_depth: int | None
+    no_fusion: bool
+
+    def rerank_config(self) -> Any:
+        """RerankConfig(MODEL, device=..., depth=...): only what was given overrides RerankConfig's defaults."""
+        from searchkit.config import RerankConfig
+
+        if self.rerank_model is None:
+            return None
+        given: dict[str, Any] = {"device": self.device, "depth": self.rerank_depth}
+        settings = {name: value for name, value in given.items() if value is not None}
+        return RerankConfig(self.rerank_model, fusion=None if self.no_fusion else "auto", **settings)
 
     def build(self, directory: Path) -> Any:
-        """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), reranker=CrossEncoderReranker(...))"""
+        """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), rerank=RerankConfig(...))"""
         from searchkit.config import FusionConfig
         from searchkit.index import Index
         from searchkit.search import Searcher
 
         config = FusionConfig(method=self.fusion, depth=self.depth, alpha=self.alpha, rrf_k=self.rrf_k)
         opened = Index.open(directory, device=self.device)
-        reranker = None
-        if self.rerank_model is not None:
-            from searchkit.rerank import CrossEncoderReranker
-
-            reranker = CrossEncoderReranker(self.rerank_model, device=self.device or "auto")
-        return Searcher(opened, mode=self.mode, fusion=config, reranker=reranker, rerank_depth=self.rerank_depth)
+        return Searcher(opened, mode=self.mode, fusion=config, rerank=self.rerank_config())
 
 
 _SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
@@ -322,7 +390,8 @@ def search_command(
 ) -> None:
     """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k)
 
-    With --rerank MODEL: Searcher(index, reranker=CrossEncoderReranker(MODEL), rerank_depth=...).search(query, k)
+    With --rerank MODEL: Searcher(index, rerank=RerankConfig(MODEL, depth=...)).search(query, k); a reranker whose
+    card holds a learned fusion (see `searchkit fit-fusion`) combines every stage's scores with it.
     """
     searcher = settings.build(directory)
     if explain:
@@ -488,6 +557,12 @@ def eval_command(
 @click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps (smoke runs).")
 @click.option("--limit-queries", type=int, default=None, help="Use only N queries, dev included (smoke runs).")
 @click.option("--device", default=None, help="Override the recipe's device: auto, cpu or cuda.")
+@click.option(
+    "--init-from",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Start from this already fine-tuned model folder (continual fine-tuning; lineage recorded).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the TrainResult as JSON.")
 @click.pass_context
 def train_command(
@@ -498,24 +573,42 @@ def train_command(
     max_steps: int | None,
     limit_queries: int | None,
     device: str | None,
+    init_from: Path | None,
     as_json: bool,
 ) -> None:
-    """Fine-tune a cross-encoder reranker as RECIPE.toml (training/*.toml) says; the output folder is a model for
-    --rerank.
+    """Fine-tune a model as RECIPE.toml (training/*.toml) says: a cross-encoder reranker (the output folder is a
+    model for --rerank), or with `model = "dense"` in the recipe the bi-encoder (a sentence-transformers folder
+    for `index add DIR --dense FOLDER`).
 
-    Python: train(dataclasses.replace(load_train_recipe(recipe), resume=..., max_steps=...))
+    Python: train(dataclasses.replace(load_train_recipe(recipe), resume=..., max_steps=...)), or for a dense
+    recipe train_dense(dataclasses.replace(load_dense_train_recipe(recipe), init_from=...))
     """
     import dataclasses
 
-    from searchkit.config import load_train_recipe
-    from searchkit.train import train
+    from searchkit.config import TrainConfig, load_dense_train_recipe, load_recipe, load_train_recipe
+    from searchkit.types import ConfigError
 
-    cfg = load_train_recipe(recipe)
     # only what was given on the command line overrides the recipe
     given = {"max_steps": max_steps, "limit_queries": limit_queries, "device": device}
     changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     changes.update({name: True for name, flag in (("resume", resume), ("overwrite", overwrite)) if flag})
-    cfg = dataclasses.replace(cfg, **changes)
+    if init_from is not None:
+        changes["init_from"] = str(init_from)
+    if load_recipe(recipe).get("model") == "dense":
+        from searchkit.train_dense import train_dense
+
+        dense = train_dense(dataclasses.replace(load_dense_train_recipe(recipe), **changes), ctx.obj["progress"])
+        if as_json:
+            _echo_json(dataclasses.asdict(dense))
+        else:
+            for line in dense.summary():
+                click.echo(line)
+        return
+    from searchkit.train import train
+
+    if "init_from" in changes and "init_from" not in {field.name for field in dataclasses.fields(TrainConfig)}:
+        raise ConfigError(f"{recipe}: --init-from is not supported for reranker recipes yet")
+    cfg = dataclasses.replace(load_train_recipe(recipe), **changes)
     result = train(cfg, show_progress=ctx.obj["progress"])
     if as_json:
         _echo_json(dataclasses.asdict(result))
@@ -555,7 +648,83 @@ def _train_summary(result: Any, metric: str) -> list[str]:
     if not result.interrupted:
         weight = "none (reranker scores only)" if result.interpolation is None else f"a = {result.interpolation}"
         lines.append(f"shipped      epoch {result.best_epoch}, interpolation {weight} (dev {metric})")
+        fusion = getattr(result, "fusion", None)
+        if fusion:
+            lines.append(_fusion_line(fusion, metric))
     return lines
+
+
+def _fusion_line(fusion: dict[str, Any], metric: str) -> str:
+    weights = ", ".join(f"{name} {weight:.3f}" for name, weight in fusion["weights"].items())
+    fitted = fusion.get("fitted") or {}
+    score = f"; dev {metric} {fitted['fused']:.4f}" if "fused" in fitted else ""
+    return f"fusion       {weights} (fitted at depth {fusion.get('depth')}, mode {fusion.get('mode')}{score})"
+
+
+@cli.command("fit-fusion")
+@click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--depth", type=int, default=None, help="Rerank depth it will be used at (default: RerankConfig's).")
+@click.option("--mode", default="auto", show_default=True, help="First stage: auto, bm25, dense, hybrid or cascade.")
+@click.option(
+    "--dev-queries",
+    "dev_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File of dev query ids, one a line (default: MODEL/data/dev_queries.txt).",
+)
+@click.option("--metric", default="nDCG@10", show_default=True, help="Dev metric the weights maximise.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fit_fusion_command(
+    ctx: click.Context,
+    model: Path,
+    directory: Path,
+    depth: int | None,
+    mode: str,
+    dev_file: Path | None,
+    metric: str,
+    device: str,
+    dtype: str,
+    as_json: bool,
+) -> None:
+    """Fit the learned fusion of every stage for a trained reranker MODEL on its dev queries, over the index
+    DIRECTORY, and store it in MODEL/searchkit.json (used from then on by --rerank MODEL and suites).
+
+    Dev queries, their texts and qrels come from the training run (its data/dev_queries.txt and the card's training
+    split); the test split is never read. Python: searchkit.fusion.fit_fusion(MODEL, DIRECTORY, depth=..., mode=...)
+    """
+    from searchkit.config import config_to_dict
+    from searchkit.fusion import fit_fusion
+
+    dev_ids = None
+    if dev_file is not None:
+        dev_ids = [line.strip() for line in dev_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    fitted, report = fit_fusion(
+        model,
+        directory,
+        dev_ids=dev_ids,
+        depth=depth,
+        mode=mode,
+        metric=metric,
+        device=device,
+        dtype=dtype,
+        show_progress=ctx.obj["progress"],
+    )
+    if as_json:
+        _echo_json(config_to_dict(fitted))
+        return
+    name = report["metric"]
+    click.echo(f"dev          {report['queries']} queries, {name}, depth {fitted.depth}, mode {fitted.mode}")
+    for stage, value in report["alone"].items():
+        click.echo(f"  {stage:<12} alone {value:.4f}")
+    a = report["interpolation"]
+    click.echo(f"  interpolated (a = {a['a']}) {a['score']:.4f}")
+    click.echo(f"  fused        {report['fused']:.4f}")
+    click.echo(_fusion_line(config_to_dict(fitted), name))
+    click.echo(f"written to   {model / 'searchkit.json'}")
 
 
 # ---------------------------------------------------------------------- entry point

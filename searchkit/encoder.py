@@ -1,7 +1,9 @@
 """The dense encoder: texts -> token ids -> batches sorted by length -> SentenceTransformer modules -> vectors.
 
-Tokenization is a separate step from the model call (the design's speed seam), so token ids can later be computed
-once at build time. fp16 on a GPU, fp32 on the CPU; output equals ``SentenceTransformer.encode``.
+Tokenization is a separate step from the model call (the design's speed seam), so token ids can be computed once at
+build time. Batches are cut by a token budget from length-sorted texts (:mod:`searchkit.batching`). ``dtype="auto"``
+runs fp16 on a GPU, bf16 on a CPU with AMX or AVX512-BF16 and fp32 elsewhere (:func:`searchkit.models.resolve_dtype`);
+in fp32 the output equals ``SentenceTransformer.encode``, in bf16 it stays within cosine 0.999 of it.
 
 >>> encoder = Encoder("all-MiniLM-L6-v2", device="cpu")
 >>> encoder.encode(["solar panels", "wind turbines"]).shape
@@ -16,17 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from searchkit.batching import pad_rows, token_budget_batches
 from searchkit.config import DenseConfig
-from searchkit.models import resolve_device, resolve_model
+from searchkit.models import resolve_device, resolve_dtype, resolve_model
+from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 class Encoder:
-    """Texts -> token ids -> length-sorted batches -> the SentenceTransformer modules -> (n, dim) float32.
+    """Texts -> token ids -> token-budget batches -> the SentenceTransformer modules -> (n, dim) float32.
 
     ``tokenize`` and ``embed_tokens`` are separate steps so token ids can be computed once and stored.
-    Output equals ``SentenceTransformer.encode`` (same modules: transformer, pooling, normalize).
+    Output equals ``SentenceTransformer.encode`` in fp32 (same modules: transformer, pooling, normalize).
+    ``batch_size`` caps the rows of a batch, ``batch_tokens`` its padded tokens; ``dtype``: auto, fp32, fp16, bf16.
     """
 
     def __init__(
@@ -37,8 +42,9 @@ class Encoder:
         max_length: int = 256,
         batch_size: int = 64,
         normalize: bool = True,
+        dtype: str = "auto",
+        batch_tokens: int = 16384,
     ) -> None:
-        import torch
         from sentence_transformers import SentenceTransformer
 
         self.name = model
@@ -46,16 +52,20 @@ class Encoder:
         self.device = resolve_device(device, "dense")
         self.max_length = max_length
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self.normalize = normalize
         self.model = SentenceTransformer(self.resolved, device=self.device)
         self.model.max_seq_length = max_length
-        self.dtype = "float16" if self.device.startswith("cuda") else "float32"
-        self.model.to(torch.float16 if self.dtype == "float16" else torch.float32)
+        torch_dtype = resolve_dtype(dtype, self.device, "dense encoder")
+        self.dtype = str(torch_dtype).removeprefix("torch.")
+        self.model.to(torch_dtype)
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"
         self.token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self._fingerprint: str | None = None
+        self._special: tuple[list[int], list[int]] | None = None
         logger.info("dense encoder: %s on %s (%s)", model, self.device, self.dtype)
 
     @property
@@ -78,25 +88,54 @@ class Encoder:
         )
         return [list(ids) for ids in encoded["input_ids"]]
 
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """:func:`searchkit.tokens.tokenizer_fingerprint` of this encoder's tokenizer (computed once)."""
+        from searchkit.tokens import tokenizer_fingerprint
+
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._fingerprint
+
+    @property
+    def num_special_tokens(self) -> int:
+        """Special tokens the tokenizer adds around one text ([CLS] and [SEP] for BERT)."""
+        return int(self.tokenizer.num_special_tokens_to_add(pair=False))
+
+    def with_special_tokens(self, ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Stored document ids (no special tokens) as :meth:`tokenize` would give them: cut to ``max_length`` minus
+        the special tokens, which are then added (``build_inputs_with_special_tokens`` where the tokenizer has it,
+        else the template read from the tokenizer by encoding one probe text)."""
+        room = self.max_length - self.num_special_tokens
+        build = getattr(self.tokenizer, "build_inputs_with_special_tokens", None)
+        if build is not None:
+            return [list(build(list(row[:room]))) for row in ids]
+        before, after = self._special_template()
+        return [[*before, *row[:room], *after] for row in ids]
+
+    def _special_template(self) -> tuple[list[int], list[int]]:
+        if self._special is None:
+            probe = "document"
+            bare = list(self.tokenizer(probe, add_special_tokens=False)["input_ids"])
+            full = list(self.tokenizer(probe, add_special_tokens=True)["input_ids"])
+            start = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), -1)
+            if start < 0 or not bare:
+                raise ConfigError(f"cannot read the special tokens of tokenizer {type(self.tokenizer).__name__}")
+            self._special = (full[:start], full[start + len(bare) :])
+        return self._special
+
     def embed_tokens(self, ids: Sequence[Sequence[int]], progress: Any = None) -> np.ndarray:
-        """Embed token id lists in batches sorted longest first; rows come back in input order."""
+        """Embed token id lists in token-budget batches, longest first; rows come back in input order."""
         import torch
 
         n = len(ids)
-        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
+        batches = token_budget_batches(
+            [len(row) for row in ids], max_tokens=self.batch_tokens, max_rows=self.batch_size
+        )
         out: np.ndarray | None = None
         with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                width = int(lengths[batch].max())
-                input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=np.int64)
-                for j, row in enumerate(batch):
-                    seq = ids[row]
-                    cols = slice(width - len(seq), width) if self.left_pad else slice(0, len(seq))
-                    input_ids[j, cols] = seq
-                    mask[j, cols] = 1
+            for batch in batches:
+                input_ids, mask = pad_rows(ids, batch, self.pad_id, left=self.left_pad)
                 features = {
                     "input_ids": torch.from_numpy(input_ids).to(self.device),
                     "attention_mask": torch.from_numpy(mask).to(self.device),
@@ -123,7 +162,8 @@ _ENCODERS: dict[tuple[Any, ...], Encoder] = {}
 
 def get_encoder(config: DenseConfig) -> Encoder:
     """The process-wide encoder for a config's embedding settings (loaded once)."""
-    key = (config.model, config.device, config.max_length, config.batch_size, config.normalize)
+    key = tuple(getattr(config, name) for name in ("model", "device", "max_length", "normalize", "dtype"))
+    key += (config.batch_size, config.batch_tokens)
     if key not in _ENCODERS:
         _ENCODERS[key] = Encoder(
             config.model,
@@ -131,5 +171,7 @@ def get_encoder(config: DenseConfig) -> Encoder:
             max_length=config.max_length,
             batch_size=config.batch_size,
             normalize=config.normalize,
+            dtype=config.dtype,
+            batch_tokens=config.batch_tokens,
         )
     return _ENCODERS[key]

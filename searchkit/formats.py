@@ -7,6 +7,12 @@ or an ``irds:`` id. LF or CRLF line ends, a UTF-8 BOM and blank lines are all fi
 stripped strings (JSON ``7`` is ``"7"``, ``"007"`` stays ``"007"``); titles default to ``""``; a null text
 is ``""``. Bad data raises a DataError naming the file and its 1-based line. A corpus is streamed.
 
+Ids (documents and queries) are single printable tokens: an id with whitespace of any kind (space, tab, newline,
+``\u2028``, ...) or a control character is refused where it is read, with the file and line, because TREC runs,
+qrels and ``docids.txt`` are whitespace- or line-separated and such an id would silently shift their columns or rows.
+Everything else is kept verbatim, never escaped or rewritten: ``../x``, ``a/b``, quotes, non-ASCII, 10 KB ids.
+Ids are never used as file names, and the doc store holds them JSON-encoded, so they cannot reach outside a file.
+
 >>> docs = list(read_corpus("tests/data/tiny"))
 >>> len(docs), docs[6].doc_id
 (8, '007')
@@ -23,6 +29,7 @@ import math
 import os
 import re
 import tempfile
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +100,53 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def json_checksum(payload: dict[str, Any]) -> str:
+    """sha256 of ``payload``'s canonical JSON (sorted keys, ASCII), its own ``checksum`` key left out: a manifest
+    or model card that records it is refused when edited or damaged.
+
+    >>> json_checksum({"b": 1, "a": [1.5]}) == json_checksum({"a": [1.5], "b": 1, "checksum": "x"})
+    True
+    """
+    body = {key: value for key, value in payload.items() if key != "checksum"}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".txt", ".model", ".bin")
+"""Top-level files of a model folder a loader reads (config, weights, tokenizer), recorded in its model card."""
+
+
+def model_files(folder: Source, skip: str) -> dict[str, dict[str, Any]]:
+    """sha256 and size of a model folder's top-level model files (see MODEL_FILE_SUFFIXES), ``skip`` left out.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "config.json").write_text("{}")
+    >>> model_files(folder, "searchkit.json")["config.json"]["size"]
+    2
+    """
+    return {
+        path.name: {"sha256": sha256_file(path), "size": path.stat().st_size}
+        for path in sorted(Path(folder).iterdir())
+        if path.is_file() and path.suffix in MODEL_FILE_SUFFIXES and path.name != skip
+    }
+
+
+def check_model_files(folder: Source, recorded: Any, card: Source) -> None:
+    """DataError naming ``card`` unless every file it records is in ``folder`` with the same size and sha256."""
+    if not isinstance(recorded, dict) or not all(
+        isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..") and isinstance(entry, dict)
+        for name, entry in recorded.items()
+    ):
+        raise DataError("invalid model card: 'files' must map file names to their sha256 and size", card)
+    for name, entry in recorded.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise DataError(f"model file {name} is missing; restore the model folder or retrain", card)
+        if path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            raise DataError(f"model file {name} differs from the one this card records (damaged?); retrain", card)
 
 
 def sha256_file(path: Source) -> str:
@@ -185,7 +239,8 @@ def _records(path: Path, positional: dict[int, tuple[str, ...]], id_field: str) 
 
 
 def _missing(record: dict[str, Any], what: str, path: Source, line: int) -> DataError:
-    return DataError(f"missing {what}; this line has fields: {', '.join(record) or 'none'}", path, line)
+    fields = ", ".join(repr(str(name))[1:-1] for name in record) or "none"  # escaped: keys may hold newlines
+    return DataError(f"missing {what}; this line has fields: {fields}", path, line)
 
 
 def _get_id(record: dict[str, Any], name: str, what: str, path: Source, line: int) -> str:
@@ -195,7 +250,25 @@ def _get_id(record: dict[str, Any], name: str, what: str, path: Source, line: in
     text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     if not text:
         raise DataError(f"{what} id {name!r} must be a non-empty string or integer, found {value!r}", path, line)
+    problem = id_problem(text)
+    if problem:
+        raise DataError(f"{what} id {text[:80]!r} {problem}", path, line)
     return text
+
+
+def id_problem(identifier: str) -> str:
+    """Why ``identifier`` cannot be a document or query id ('' when it can): see "Ids" in the module docstring.
+
+    >>> id_problem("../d 1"), id_problem("caf\u00e9/../007")
+    ('contains whitespace; ids must be single tokens (TREC runs and qrels are whitespace-separated)', '')
+    """
+    if not identifier:
+        return "is empty"
+    if identifier.split() != [identifier]:
+        return "contains whitespace; ids must be single tokens (TREC runs and qrels are whitespace-separated)"
+    if any(unicodedata.category(char) == "Cc" for char in identifier):
+        return "contains a control character; ids must be printable"
+    return ""
 
 
 def _get_text(record: dict[str, Any], name: str, path: Source, line: int, required: bool = True) -> str:

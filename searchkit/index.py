@@ -9,12 +9,27 @@ Layout of an index folder (everything but the component folders is written by th
       docs.jsonl           doc store: one JSON object per document ({"_id", "title", "text"})
       docs.offsets.npy     int64 byte offsets into docs.jsonl (num_docs + 1 entries), memory-mapped: one seek a doc
       bm25/                BM25Retriever files (bm25s arrays + vocab + analyzer settings)
+      tokens/              DocumentTokens files: every document's token ids (int32 ids.npy + int64 offsets.npy,
+                           tokenizer.json); the manifest's entry also records the tokenizer's fingerprint
       dense/               DenseRetriever files (embeddings fp16 .npy + index.faiss)
 
-Builds are atomic: everything is written into ``.<name>.building`` next to the target and moved into place with
-``os.replace``; a build that fails leaves neither the target nor the temp folder behind. An interrupted build
-(Ctrl-C, or a killed process) keeps the temp folder so that dense encoding resumes from its finished shards.
-No pickle anywhere: JSON, ``.npy`` with ``allow_pickle=False``, FAISS's own format, bm25s's arrays.
+The manifest also records every file's size (``sizes``) and its own sha256 (``checksum``, over the canonical JSON of
+the other keys); an index written before they existed still opens, with the checks it allows.
+
+Generations. A build and an add both write a complete new folder (``.<name>.building``; an add hard-links the
+files it keeps) and swap it in with ``os.replace``, holding ``.<name>.lock`` (``flock``) so that a second build
+or add of the same target fails at once with a clear error. A build that fails leaves neither the target nor the
+temp folder behind; an interrupted one (Ctrl-C, or a killed process) keeps the temp folder so that dense encoding
+resumes from its finished shards. A process killed between moving the old index aside and moving the new one
+in leaves the old one in ``.<name>.old``: the next ``Index.open`` or build of ``<name>`` puts it back.
+
+Opening is a snapshot. :meth:`Index.open` reads the manifest, checks it (schema, checksum, format version),
+checks every file's size against it, hashes the files of at most ``OPEN_HASH_LIMIT`` bytes, checks the doc ids
+and doc store against each other, loads every component (arrays memory-mapped, cheap shape checks), then reads
+the manifest again: if a rebuild swapped the folder meanwhile, it starts over, so an open index never mixes two
+generations, and it keeps serving the generation it opened (open files and memory maps outlive the swap).
+:meth:`Index.verify` hashes every file and checks every invariant. No pickle anywhere: JSON, ``.npy`` with
+``allow_pickle=False``, FAISS's own format, bm25s's arrays.
 
 >>> import tempfile, pathlib
 >>> out = pathlib.Path(tempfile.mkdtemp()) / "tiny"
@@ -34,6 +49,8 @@ import json
 import logging
 import os
 import shutil
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,13 +60,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchkit import __version__
-from searchkit.config import BM25Config, DenseConfig, config_from_dict, config_to_dict
-from searchkit.formats import sha256_file, write_json_atomic
-from searchkit.types import ConfigError, DataError, Document, IndexFormatError
+from searchkit.config import BM25Config, DenseConfig, TokensConfig, config_from_dict, config_to_dict
+from searchkit.faults import checkpoint
+from searchkit.formats import id_problem, json_checksum, sha256_file, write_json_atomic
+from searchkit.types import ConfigError, DataError, Document, IndexFormatError, SearchkitError
 
 if TYPE_CHECKING:
     from searchkit.bm25 import BM25Retriever
     from searchkit.dense import DenseRetriever
+    from searchkit.tokens import DocumentTokens
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +78,11 @@ MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
 DOCSTORE = "docs.jsonl"
 OFFSETS = "docs.offsets.npy"
+BUILD_STATE = "build-state.json"
+OPEN_HASH_LIMIT = 16 << 20
+"""Files of at most this many bytes are hashed on every open (all of a small index); larger ones only by verify."""
+OPEN_WAIT_SECONDS = 10.0
+"""How long Index.open waits for a concurrent swap (a build or add of the same folder) to settle."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +95,14 @@ class _ComponentSpec:
         return getattr(importlib.import_module(self.module), self.class_name)
 
 
-# Components in the order they are built; the folder name inside the index is the key.
+# Components in the order they are built (tokens before dense, which encodes them); the key is the folder's name.
 COMPONENTS: dict[str, _ComponentSpec] = {
     "bm25": _ComponentSpec(BM25Config, "searchkit.bm25", "BM25Retriever"),
+    "tokens": _ComponentSpec(TokensConfig, "searchkit.tokens", "DocumentTokens"),
     "dense": _ComponentSpec(DenseConfig, "searchkit.dense", "DenseRetriever"),
 }
+RETRIEVERS = ("bm25", "dense")
+"""The components that retrieve (an index needs one of them); the others serve them."""
 
 
 def _checksums(folder: Path) -> dict[str, str]:
@@ -87,6 +114,15 @@ def _checksums(folder: Path) -> dict[str, str]:
     }
 
 
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Record every file's sha256 and size, then the manifest's own checksum, and write it atomically."""
+    manifest["files"] = _checksums(folder)
+    manifest["sizes"] = {relpath: (folder / relpath).stat().st_size for relpath in manifest["files"]}
+    manifest.pop("checksum", None)
+    manifest["checksum"] = json_checksum(manifest)
+    write_json_atomic(folder / MANIFEST, manifest)
+
+
 def _progress(iterable: Iterable[Any], show: bool, desc: str, total: int | None = None) -> Iterable[Any]:
     if not show:
         return iterable
@@ -96,33 +132,70 @@ def _progress(iterable: Iterable[Any], show: bool, desc: str, total: int | None 
 
 
 class _DocStore:
-    """Documents by row: ``docs.jsonl`` plus memory-mapped offsets, one seek a document."""
+    """Documents by row: ``docs.jsonl`` plus memory-mapped offsets, one ``pread`` a document.
+
+    The file stays open from construction on, so the store keeps reading the generation it was opened on even
+    after a rebuild swaps the folder; ``pread`` keeps it safe to share between threads.
+    """
+
+    _BLOCK = 1 << 20
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / DOCSTORE
         self.offsets = np.load(folder / OFFSETS, mmap_mode="r", allow_pickle=False)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+        self.size = os.fstat(self._fd).st_size
 
     def __len__(self) -> int:
         return int(self.offsets.shape[0]) - 1
 
+    def problems(self, num_docs: int) -> list[str]:
+        """Cheap structural checks: the offsets' header and shape, their ends, and the store's size."""
+        offsets = self.offsets
+        if offsets.ndim != 1 or offsets.dtype != np.int64:
+            return [f"{OFFSETS} is {offsets.dtype} with shape {offsets.shape}, expected int64 ({num_docs + 1},)"]
+        if len(offsets) != num_docs + 1:
+            return [f"{OFFSETS} describes {len(offsets) - 1} documents, {DOCIDS} has {num_docs}"]
+        if int(offsets[0]) != 0 or int(offsets[-1]) != self.size:
+            return [f"{DOCSTORE} has {self.size} bytes, {OFFSETS} says {int(offsets[-1])}"]
+        return []
+
+    def _read(self, start: int, end: int) -> bytes:
+        if not 0 <= start <= end <= self.size:
+            raise IndexFormatError(
+                f"{self.path}: offsets {start}..{end} outside the file; run `searchkit index verify`"
+            )
+        return os.pread(self._fd, end - start, start)
+
     def get(self, rows: Sequence[int]) -> list[Document]:
-        docs: list[Document] = []
-        with self.path.open("rb") as handle:
-            for row in rows:
-                start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-                handle.seek(start)
-                docs.append(_decode_doc(handle.read(end - start)))
-        return docs
+        return [
+            _decode_doc(self._read(int(self.offsets[row]), int(self.offsets[row + 1])), self.path, row) for row in rows
+        ]
 
     def __iter__(self) -> Iterator[Document]:
-        with self.path.open("rb") as handle:
-            for line in handle:
-                yield _decode_doc(line)
+        rows = len(self)
+        row = 0
+        while row < rows:
+            start = int(self.offsets[row])
+            end = row + 1
+            while end < rows and int(self.offsets[end + 1]) - start <= self._BLOCK:
+                end += 1
+            block = self._read(start, int(self.offsets[end]))
+            for inner in range(row, end):
+                lo, hi = int(self.offsets[inner]) - start, int(self.offsets[inner + 1]) - start
+                yield _decode_doc(block[lo:hi], self.path, inner)
+            row = end
 
 
-def _decode_doc(raw: bytes) -> Document:
-    record = json.loads(raw)
-    return Document(record["_id"], record["text"], record["title"])
+def _decode_doc(raw: bytes, path: Path, row: int) -> Document:
+    try:
+        record = json.loads(raw)
+        return Document(record["_id"], record["text"], record["title"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise IndexFormatError(
+            f"{path}: document row {row + 1} is damaged ({type(err).__name__}); run `searchkit index verify`"
+        ) from None
 
 
 def _write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool) -> list[str]:
@@ -141,11 +214,9 @@ def _write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool)
             if not isinstance(doc, Document):
                 raise DataError(f"expected a searchkit Document, got {type(doc).__name__}")
             doc_id = str(doc.doc_id)
-            if not doc_id or any(ch in doc_id for ch in "\r\n\t "):
-                raise DataError(
-                    f"document id {doc_id!r} (row {len(docids) + 1}) is empty or contains whitespace; "
-                    "ids must be single tokens so that TREC run files stay valid"
-                )
+            problem = id_problem(doc_id)
+            if problem:
+                raise DataError(f"document id {doc_id[:80]!r} (row {len(docids) + 1}) {problem}")
             if doc_id in seen:
                 duplicates.append(doc_id)
                 continue
@@ -195,7 +266,9 @@ class Index:
         self.path = path
         self.manifest = manifest
         self._overrides = overrides or {}
-        self.docids: list[str] = (path / DOCIDS).read_text(encoding="utf-8").splitlines()
+        self.docids: list[str] = (path / DOCIDS).read_text(encoding="utf-8").split("\n")
+        if self.docids[-1] == "":
+            self.docids.pop()
         self._store = _DocStore(path)
         self._rows: dict[str, int] | None = None
         self._loaded: dict[str, Any] = {}
@@ -237,6 +310,11 @@ class Index:
     def dense(self) -> DenseRetriever | None:
         return self.component("dense") if "dense" in self.manifest["components"] else None
 
+    @property
+    def tokens(self) -> DocumentTokens | None:
+        """The stored document token ids (:mod:`searchkit.tokens`), when the index has them."""
+        return self.component("tokens") if "tokens" in self.manifest["components"] else None
+
     def row(self, doc_id: str) -> int:
         """Row number of ``doc_id`` (KeyError naming the id if absent)."""
         if self._rows is None:
@@ -271,6 +349,7 @@ class Index:
         *,
         bm25: BM25Config | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
         dense: DenseConfig | None = None,
+        tokens: TokensConfig | None = None,
         overwrite: bool = False,
         show_progress: bool = False,
         id_field: str = "_id",
@@ -279,6 +358,9 @@ class Index:
     ) -> Index:
         """Build an index over ``corpus`` (BEIR dir, JSONL/TSV file, ``irds:<id>`` or Documents) at ``path``.
 
+        ``tokens``: also store every document's token ids (tokenized once, before dense encoding, which then uses
+        them when the tokenizers match); a reranker with the same tokenizer reads them instead of the texts.
+
         >>> import tempfile, pathlib
         >>> Index.build("tests/data/tiny", pathlib.Path(tempfile.mkdtemp()) / "i").num_docs
         8
@@ -286,50 +368,61 @@ class Index:
         from searchkit.formats import read_corpus
 
         target = Path(path)
-        configs = {"bm25": bm25, "dense": dense}
-        if all(config is None for config in configs.values()):
+        configs = {"bm25": bm25, "tokens": tokens, "dense": dense}
+        if all(configs[name] is None for name in RETRIEVERS):
             raise ConfigError("nothing to build: enable BM25 and/or dense (e.g. drop --no-bm25 or add --dense)")
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
-        source = _describe_source(corpus)
-        fields = {"id": id_field, "title": title_field, "text": text_field}
-        building = target.parent / f".{target.name}.building"
-        state = {"source": source, "fields": fields, "components": _config_dicts(configs)}
-        _prepare_build_dir(building, state)
-
-        try:
-            if isinstance(corpus, str | Path):
-                docs: Iterable[Document] = read_corpus(
-                    corpus, id_field=id_field, title_field=title_field, text_field=text_field
+        with _build_lock(target):
+            _recover(target)
+            if target.exists() and not overwrite:
+                raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+            source = _describe_source(corpus)
+            fields = {"id": id_field, "title": title_field, "text": text_field}
+            building = _building_dir(target)
+            state = {"source": source, "fields": fields, "components": _config_dicts(configs)}
+            _prepare_build_dir(building, state)
+            try:
+                if isinstance(corpus, str | Path):
+                    docs: Iterable[Document] = read_corpus(
+                        corpus, id_field=id_field, title_field=title_field, text_field=text_field
+                    )
+                else:
+                    docs = corpus
+                docids = _write_docstore(docs, building, show_progress)
+                logger.info("stored %d documents from %s", len(docids), source["path"] or "an iterable")
+                checkpoint("index.build.docstore")
+                entries: dict[str, Any] = {}
+                stored: Any = None
+                for name, config in configs.items():
+                    if config is not None:
+                        built = _build_component(name, config, building, docids, show_progress, tokens=stored)
+                        stored = built if name == "tokens" else stored
+                        entries[name] = _component_entry(config, built)
+                        checkpoint("index.build.component")
+                manifest: dict[str, Any] = {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "searchkit_version": __version__,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "num_docs": len(docids),
+                    "source": source,
+                    "fields": fields,
+                    "components": entries,
+                    "files": {},
+                }
+                (building / BUILD_STATE).unlink(missing_ok=True)
+                _write_manifest(building, manifest)
+                checkpoint("index.build.manifest")
+                _move_into_place(building, target, "index.build")
+            except KeyboardInterrupt:
+                logger.warning(
+                    "build interrupted; partial work kept in %s: run the same build again to resume", building
                 )
-            else:
-                docs = corpus
-            docids = _write_docstore(docs, building, show_progress)
-            logger.info("stored %d documents from %s", len(docids), source["path"] or "an iterable")
-            for name, config in configs.items():
-                if config is not None:
-                    _build_component(name, config, building, docids, show_progress)
-            manifest: dict[str, Any] = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "searchkit_version": __version__,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "num_docs": len(docids),
-                "source": source,
-                "fields": fields,
-                "components": {name: {"config": config_to_dict(config)} for name, config in configs.items() if config},
-                "files": {},
-            }
-            (building / "build-state.json").unlink(missing_ok=True)
-            manifest["files"] = _checksums(building)
-            write_json_atomic(building / MANIFEST, manifest)
-            _move_into_place(building, target)
-        except KeyboardInterrupt:
-            logger.warning("build interrupted; partial work kept in %s: run the same build again to resume", building)
-            raise
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
+                raise
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
         logger.info("built %s (%d docs, components: %s)", target, len(docids), ", ".join(manifest["components"]))
         return cls.open(target)
 
@@ -339,86 +432,187 @@ class Index:
     ) -> Index:
         """Open an index folder (fast: arrays are memory-mapped, models load on first query).
 
+        Cheap checks run every time (manifest schema and checksum, file sizes, hashes of files up to
+        ``OPEN_HASH_LIMIT`` bytes, doc ids against the doc store, component shapes), and every component is loaded,
+        so the opened index is one consistent generation even while a rebuild replaces the folder.
         ``verify=True`` also checks every checksum and invariant (see :meth:`verify`). ``device`` (auto, cpu, cuda)
         and ``dense_model`` (a local copy of the same model) override, for this process only, what the manifest
         recorded at build time: an index built on a GPU machine opens on a laptop, and vice versa.
         """
         folder = Path(path)
-        manifest_path = folder / MANIFEST
-        if not folder.is_dir():
-            raise IndexFormatError(f"{folder}: no such index folder; build one with `searchkit index build`")
-        if not manifest_path.is_file():
-            raise IndexFormatError(
-                f"{folder} is not a searchkit index (no {MANIFEST}); build one with `searchkit index build`"
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise IndexFormatError(f"{manifest_path}: corrupt manifest ({err}); rebuild the index") from None
-        _check_manifest(manifest, manifest_path)
         overrides: dict[str, Any] = {}
         if device is not None:
             overrides["device"] = device
         if dense_model is not None:
             overrides["model"] = dense_model
-        try:
-            index = cls(folder, manifest, {"dense": overrides} if overrides else None)
-        except (OSError, ValueError) as err:
-            raise IndexFormatError(f"{folder}: damaged index ({err}); run `searchkit index verify {folder}`") from None
+        deadline = time.monotonic() + OPEN_WAIT_SECONDS
+        while True:
+            try:
+                index = cls._open_once(folder, {"dense": overrides} if overrides else None)
+            except _Swapping:
+                if time.monotonic() > deadline:
+                    raise IndexFormatError(
+                        f"{folder} kept changing for {OPEN_WAIT_SECONDS:.0f} s while being opened (a build or add "
+                        "running in a loop?); try again when it is done"
+                    ) from None
+                time.sleep(0.02)
+                continue
+            break
         if verify:
             index.verify()
         return index
+
+    @classmethod
+    def _open_once(cls, folder: Path, overrides: dict[str, dict[str, Any]] | None) -> Index:
+        """One attempt at opening ``folder``; _Swapping when a concurrent swap got in the way."""
+        manifest_path = folder / MANIFEST
+        if not folder.is_dir():
+            if _old_dir(folder).is_dir():
+                _recover_or_wait(folder)
+            raise IndexFormatError(f"{folder}: no such index folder; build one with `searchkit index build`")
+        try:
+            raw = manifest_path.read_bytes()
+        except FileNotFoundError:
+            if not folder.is_dir():
+                raise _Swapping from None
+            raise IndexFormatError(
+                f"{folder} is not a searchkit index (no {MANIFEST}); build one with `searchkit index build`"
+            ) from None
+        try:
+            try:
+                manifest = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise IndexFormatError(f"{manifest_path}: corrupt manifest ({err}); rebuild the index") from None
+            _check_manifest(manifest, manifest_path)
+            problems = _open_problems(folder, manifest)
+            if problems:
+                raise IndexFormatError(
+                    f"{folder}: damaged index: {'; '.join(problems)}; run `searchkit index verify {folder}` "
+                    "or rebuild it"
+                )
+            index = cls(folder, manifest, overrides)
+            problems = index._structure_problems()
+            if problems:
+                raise IndexFormatError(f"{folder}: damaged index: {'; '.join(problems)}; rebuild it")
+            index._load_components()
+        except (SearchkitError, OSError, ValueError) as err:
+            if _changed(manifest_path, raw):
+                raise _Swapping from None
+            if isinstance(err, SearchkitError):
+                raise
+            raise IndexFormatError(f"{folder}: damaged index ({err}); run `searchkit index verify {folder}`") from None
+        if _changed(manifest_path, raw):
+            raise _Swapping
+        return index
+
+    def _structure_problems(self) -> list[str]:
+        """Cheap invariants between the doc ids, the doc store and the manifest."""
+        if self.num_docs != self.manifest["num_docs"]:
+            return [f"{DOCIDS} has {self.num_docs} lines, manifest says {self.manifest['num_docs']}"]
+        return self._store.problems(self.num_docs)
+
+    def _load_components(self) -> None:
+        """Load every component now (memory maps, FAISS index): the snapshot this Index object serves."""
+        for name in self.manifest["components"]:
+            try:
+                retriever = self.component(name)
+            except ImportError as err:  # an optional library is missing: fail when the component is used
+                logger.warning("%s: %s component not loaded (%s)", self.path, name, err)
+                continue
+            if getattr(retriever, "num_docs", self.num_docs) != self.num_docs:
+                raise IndexFormatError(
+                    f"{self.path / name}: scores {retriever.num_docs} documents, the index has {self.num_docs}"
+                )
+            problem = self._entry_problem(name, retriever)
+            if problem:
+                raise IndexFormatError(f"{self.path / name}: {problem}; rebuild it")
+
+    def _entry_problem(self, name: str, retriever: Any) -> str | None:
+        """Whether a component's files agree with what its manifest entry records beside the config."""
+        describe = getattr(retriever, "manifest_entry", None)
+        if describe is None:
+            return None
+        entry = self.manifest["components"][name]
+        for key, value in describe().items():
+            if entry.get(key) != value:
+                return f"the manifest records {key} {entry.get(key)!r}, its files say {value!r}"
+        return None
 
     def add(
         self,
         *,
         bm25: BM25Config | None = None,
         dense: DenseConfig | None = None,
+        tokens: TokensConfig | None = None,
         overwrite: bool = False,
         show_progress: bool = False,
     ) -> Index:
         """Add (or with ``overwrite`` replace) a component without rebuilding the others; returns the re-opened index.
 
-        The new component is built next to the live ones and swapped in together with a new manifest, so a failure
-        leaves the index as it was. Replacing a dense component whose embedding settings are unchanged (only the
-        FAISS type or search parameters differ) reuses the stored fp16 embeddings instead of re-encoding.
+        The new generation is assembled next to the index (hard links to the files it keeps, the new component
+        built beside them, a new manifest) and swapped in whole, so a failure or a crash leaves the index as it
+        was and readers never see half of it. Replacing a dense component whose embedding settings are unchanged
+        (only the FAISS type or search parameters differ) reuses the stored fp16 embeddings instead of re-encoding.
+        Encoding a dense component reads the index's stored tokens when its tokenizer is theirs (no document is
+        tokenized again); replacing the tokens with a shorter ``max_length`` of the same tokenizer cuts the stored
+        ids instead of tokenizing again.
         """
-        configs = {name: config for name, config in {"bm25": bm25, "dense": dense}.items() if config is not None}
+        given = {"bm25": bm25, "tokens": tokens, "dense": dense}
+        configs = {name: config for name, config in given.items() if config is not None}
         if not configs:
-            raise ConfigError("nothing to add: pass bm25=BM25Config(...) and/or dense=DenseConfig(...)")
+            raise ConfigError(
+                "nothing to add: pass bm25=BM25Config(...), dense=DenseConfig(...) and/or tokens=TokensConfig(...)"
+            )
         for name in configs:
             if name in self.manifest["components"] and not overwrite:
                 raise ConfigError(f"{self.path} already has a {name} component; pass overwrite=True to replace it")
-        staged: dict[str, Path] = {}
-        try:
-            for name, config in configs.items():
-                stage = self.path / f".{name}.building"
-                _prepare_build_dir(stage, {"component": name, "config": config_to_dict(config)})
-                staged[name] = stage
-                if isinstance(config, DenseConfig) and self._reusable_embeddings(config):
-                    COMPONENTS[name].retriever_class().reindex(self.path / name, stage, config, self.docids)
-                else:
-                    _build_component(name, config, stage, self.docids, show_progress, subfolder=False)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:
-            for stage in staged.values():
-                shutil.rmtree(stage, ignore_errors=True)
-            raise
-        manifest = json.loads(json.dumps(self.manifest))
-        for name, stage in staged.items():
-            (stage / "build-state.json").unlink(missing_ok=True)
-            old = self.path / f".{name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if (self.path / name).exists():
-                os.replace(self.path / name, old)
-            os.replace(stage, self.path / name)
-            shutil.rmtree(old, ignore_errors=True)
-            manifest["components"][name] = {"config": config_to_dict(configs[name])}
-        manifest["files"] = _checksums(self.path)
-        manifest["searchkit_version"] = __version__
-        write_json_atomic(self.path / MANIFEST, manifest)
-        return Index.open(self.path)
+        target = self.path
+        with _build_lock(target):
+            _recover(target)
+            if _read_manifest(target) != self.manifest:
+                raise ConfigError(f"{target} changed since it was opened; open it again and repeat the add")
+            building = _building_dir(target)
+            state = {"add": _config_dicts(configs), "base": self.manifest.get("checksum") or self.fingerprint()}
+            _prepare_build_dir(building, state)
+            try:
+                for entry in target.iterdir():
+                    if entry.name not in (MANIFEST, *configs) and not entry.name.startswith("."):
+                        _link_tree(entry, building / entry.name)
+                stored: Any = self.tokens if "tokens" not in configs else None
+                entries: dict[str, Any] = {}
+                for name, config in configs.items():
+                    if self._reusable(name, config):
+                        stage = building / name
+                        shutil.rmtree(stage, ignore_errors=True)
+                        built = COMPONENTS[name].retriever_class().reindex(target / name, stage, config, self.docids)
+                    else:
+                        built = _build_component(name, config, building, self.docids, show_progress, tokens=stored)
+                    stored = built if name == "tokens" else stored
+                    entries[name] = _component_entry(config, built)
+                    checkpoint("index.add.component")
+                manifest = json.loads(json.dumps(self.manifest))
+                manifest["components"].update(entries)
+                manifest["searchkit_version"] = __version__
+                (building / BUILD_STATE).unlink(missing_ok=True)
+                _write_manifest(building, manifest)
+                checkpoint("index.add.manifest")
+                _move_into_place(building, target, "index.add")
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
+        return Index.open(target)
+
+    def _reusable(self, name: str, config: Any) -> bool:
+        """Whether the new ``name`` component can be made from the stored one's files (no corpus pass)."""
+        if isinstance(config, DenseConfig):
+            return self._reusable_embeddings(config)
+        if isinstance(config, TokensConfig) and "tokens" in self.manifest["components"]:
+            from searchkit.tokens import DocumentTokens
+
+            return DocumentTokens.reusable(self.path / "tokens", config)
+        return False
 
     def _reusable_embeddings(self, config: DenseConfig) -> bool:
         """True when this index's stored embeddings are what ``config`` would encode (only FAISS settings differ)."""
@@ -433,12 +627,17 @@ class Index:
         """Check checksums of every file and the invariants between them; IndexFormatError lists what is wrong."""
         problems: list[str] = []
         expected: dict[str, str] = self.manifest.get("files", {})
+        if "checksum" in self.manifest and self.manifest["checksum"] != json_checksum(self.manifest):
+            problems.append(f"{MANIFEST} checksum mismatch (edited or damaged)")
+        sizes = self.manifest.get("sizes", {})
         for relpath, digest in expected.items():
             file = self.path / relpath
             if not file.is_file():
                 problems.append(f"missing file {relpath}")
             elif sha256_file(file) != digest:
                 problems.append(f"checksum mismatch in {relpath}")
+            elif relpath in sizes and file.stat().st_size != sizes[relpath]:
+                problems.append(f"size mismatch in {relpath}")
         for file in self.path.rglob("*"):
             relpath = file.relative_to(self.path).as_posix()
             if file.is_file() and file.name != MANIFEST and relpath not in expected and not relpath.startswith("."):
@@ -453,6 +652,9 @@ class Index:
             for name in self.manifest["components"]:
                 try:
                     problems.extend(f"{name}: {problem}" for problem in self.component(name).verify())
+                    problem = self._entry_problem(name, self.component(name))
+                    if problem:
+                        problems.append(f"{name}: {problem}")
                 except Exception as err:  # a component that cannot even load is a verification failure
                     problems.append(f"{name}: cannot load ({err})")
         if problems:
@@ -470,6 +672,137 @@ class Index:
 
 
 # ---------------------------------------------------------------------- helpers
+class _Swapping(Exception):
+    """Internal: the folder was swapped by a concurrent build or add while it was being opened; try again."""
+
+
+def _building_dir(target: Path) -> Path:
+    return target.parent / f".{target.name}.building"
+
+
+def _old_dir(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def _lock_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` (an exclusive ``flock``) for a build or add; a second one fails at once.
+
+    The kernel drops the lock when its process dies, so a killed build never blocks the next one. The file is
+    removed on release; a process that opened it just before is told apart by its inode and takes a new one.
+    """
+    import fcntl
+
+    path = _lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"{target}: another build or add of this index is running (pid {holder}, lock {path}); "
+                "wait for it to finish, then try again"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _recover(target: Path) -> None:
+    """Under the lock: undo a swap a killed process left half done (the previous index back in place)."""
+    old = _old_dir(target)
+    if not old.is_dir():
+        return
+    if not target.exists() and (old / MANIFEST).is_file():
+        logger.warning("%s: a build or add was killed while swapping; restored the previous index", target)
+        os.replace(old, target)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_or_wait(target: Path) -> None:
+    """Open found ``target`` missing but ``.<name>.old`` present: a swap is running (wait) or was killed (undo)."""
+    try:
+        with _build_lock(target):
+            _recover(target)
+    except (ConfigError, OSError):
+        pass  # a live build or add holds the lock (it is between its two renames), or the folder is read-only
+    raise _Swapping
+
+
+def _read_manifest(folder: Path) -> Any:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _changed(manifest_path: Path, raw: bytes) -> bool:
+    """Whether the manifest is no longer the one read at the start of an open (the folder was swapped)."""
+    try:
+        return manifest_path.read_bytes() != raw
+    except OSError:
+        return True
+
+
+def _open_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Cheap checks of the files against the manifest: present, recorded size, sha256 when small."""
+    problems: list[str] = []
+    sizes: dict[str, int] = manifest.get("sizes", {})
+    for relpath, digest in manifest["files"].items():
+        file = folder / relpath
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            problems.append(f"missing file {relpath}")
+            continue
+        if relpath in sizes and size != sizes[relpath]:
+            problems.append(f"{relpath} has {size} bytes, the manifest says {sizes[relpath]}")
+        elif size <= OPEN_HASH_LIMIT and sha256_file(file) != digest:
+            problems.append(f"checksum mismatch in {relpath}")
+    for required in (DOCIDS, DOCSTORE, OFFSETS):
+        if required not in manifest["files"]:
+            problems.append(f"the manifest lists no {required}")
+    return problems
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    """Hard-link ``source`` (a file or a folder, recursively) at ``destination``; copy where links fail.
+
+    Index files are never modified in place (every write is a new file moved over the old one), so two
+    generations may share them.
+    """
+    if source.is_dir():
+        destination.mkdir(exist_ok=True)
+        for child in source.iterdir():
+            _link_tree(child, destination / child.name)
+        return
+    if destination.exists():
+        return
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def _config_dicts(configs: dict[str, Any]) -> dict[str, Any]:
     return {name: config_to_dict(config) for name, config in configs.items() if config is not None}
 
@@ -492,39 +825,63 @@ def _prepare_build_dir(building: Path, state: dict[str, Any]) -> None:
     write_json_atomic(state_file, state)
 
 
+def _component_entry(config: Any, built: Any) -> dict[str, Any]:
+    """A component's manifest entry: its config, plus what the component records beside it (``manifest_entry``)."""
+    describe = getattr(built, "manifest_entry", None)
+    return {"config": config_to_dict(config), **(describe() if describe is not None else {})}
+
+
 def _build_component(
-    name: str, config: Any, folder: Path, docids: list[str], show_progress: bool, *, subfolder: bool = True
-) -> None:
-    """Build component ``name`` from the doc store of the index being built (streamed again from disk)."""
+    name: str,
+    config: Any,
+    folder: Path,
+    docids: list[str],
+    show_progress: bool,
+    *,
+    subfolder: bool = True,
+    tokens: Any = None,
+) -> Any:
+    """Build component ``name`` from the doc store of the index being built (streamed again from disk); returns it.
+
+    ``tokens``: the index's stored document tokens, handed to the dense component (it encodes them when it can).
+    """
     target = folder / name if subfolder else folder
     target.mkdir(exist_ok=True)
     store_folder = folder if subfolder else folder.parent
     store = _DocStore(store_folder)
     retriever_class = COMPONENTS[name].retriever_class()
     logger.info("building %s component over %d documents", name, len(docids))
-    retriever_class.build(iter(store), target, config, docids, show_progress=show_progress)
+    extra = {"tokens": tokens} if name == "dense" and tokens is not None else {}
+    return retriever_class.build(iter(store), target, config, docids, show_progress=show_progress, **extra)
 
 
-def _move_into_place(building: Path, target: Path) -> None:
-    """Swap the finished build in; an existing target is moved aside first (rename over a full dir fails)."""
-    old = target.parent / f".{target.name}.old"
+def _move_into_place(building: Path, target: Path, operation: str) -> None:
+    """Swap the finished generation in; an existing target is moved aside first (rename over a full dir fails).
+
+    Readers opening meanwhile retry (see Index.open); a crash between the two renames is undone by ``_recover``.
+    """
+    old = _old_dir(target)
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
+        checkpoint(f"{operation}.swap")
     try:
         os.replace(building, target)
     except BaseException:
         if old.exists() and not target.exists():
             os.replace(old, target)
         raise
+    checkpoint(f"{operation}.swapped")
     shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:
+    """The manifest's schema, format version, component configs and checksum; IndexFormatError (or ConfigError
+    for a bad component setting) naming the key."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path}: not a searchkit index manifest; rebuild the index")
     version = manifest.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise IndexFormatError(f"{path}: format_version missing or not an integer; rebuild the index")
     if version > FORMAT_VERSION:
         raise IndexFormatError(
@@ -532,6 +889,48 @@ def _check_manifest(manifest: Any, path: Path) -> None:
             f"this searchkit {__version__} reads formats up to {FORMAT_VERSION}: upgrade with "
             "`pip install -U searchkit` or rebuild the index with this version"
         )
-    unknown = set(manifest.get("components", {})) - set(COMPONENTS)
+
+    def bad(key: str, wanted: str) -> IndexFormatError:
+        return IndexFormatError(f"{path}: '{key}' is missing or not {wanted}; rebuild the index")
+
+    num_docs = manifest.get("num_docs")
+    if not isinstance(num_docs, int) or isinstance(num_docs, bool) or num_docs < 1:
+        raise bad("num_docs", "a positive integer")
+    components = manifest.get("components")
+    if not isinstance(components, dict) or not components:
+        raise bad("components", "a non-empty object")
+    unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise IndexFormatError(f"{path}: unknown components {sorted(unknown)}; upgrade searchkit")
+    for name, entry in components.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise bad(f"components.{name}.config", "an object")
+        fingerprint = entry.get("fingerprint")
+        if name == "tokens" and not (isinstance(fingerprint, str) and len(fingerprint) == 64):
+            raise bad(f"components.{name}.fingerprint", "a sha256 digest")
+        try:
+            config_from_dict(COMPONENTS[name].config_class, entry["config"])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: components.{name}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise IndexFormatError(f"{path}: components.{name}.config is invalid ({err}); rebuild the index") from None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) and len(value) == 64 for key, value in files.items()
+    ):
+        raise bad("files", "an object of sha256 digests")
+    for relpath in files:
+        parts = Path(relpath).parts
+        if Path(relpath).is_absolute() or ".." in parts or not parts:
+            raise IndexFormatError(f"{path}: file {relpath!r} lies outside the index; rebuild the index")
+    if "sizes" in manifest:
+        sizes = manifest["sizes"]
+        if not isinstance(sizes, dict) or set(sizes) != set(files):
+            raise bad("sizes", "an object with the size of every file")
+        if not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in sizes.values()):
+            raise bad("sizes", "an object of byte counts")
+    for key in ("source", "fields"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise bad(key, "an object")
+    if "checksum" in manifest and manifest["checksum"] != json_checksum(manifest):
+        raise IndexFormatError(f"{path}: checksum mismatch: the manifest was edited or damaged; rebuild the index")

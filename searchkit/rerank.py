@@ -7,18 +7,24 @@ folder they equal ``CrossEncoder(path).predict(pairs, activation_fn=torch.nn.Ide
 
 Speed seams (design): tokenization is a step of its own. Queries and texts are tokenized separately, without
 special tokens, and joined with the tokenizer's own pair template (``[CLS] q [SEP] d [SEP]`` for BERT), so
-documents could later come pre-tokenized from an index. Pairs are then sorted by length, batched with little
-padding, run under ``torch.inference_mode`` and put back in input order: a score does not depend on the batch
-it landed in (beyond float rounding: 1e-5 in fp32 in the tests).
+documents can come pre-tokenized from an index (its ``tokens`` component, :mod:`searchkit.tokens`):
+:meth:`CrossEncoderReranker.score_tokens` and ``rerank_batch(..., doc_tokens=...)`` tokenize only the queries.
+:attr:`CrossEncoderReranker.tokenizer_fingerprint` tells whether stored ids are this tokenizer's. Pairs are then
+sorted by length, batched with little padding, run under ``torch.inference_mode`` and put back in input order: a
+score does not depend on the batch it landed in (beyond float rounding: 1e-5 in fp32 in the tests).
 
 Truncation policy, explicit and counted: only the document is cut (``only_second``) to fit ``max_length``; a
 query longer than half of ``max_length`` is first cut to that half, so a document always keeps room. Every
 call logs how many pairs were cut; the totals are in ``truncated_pairs`` / ``scored_pairs``.
 
-A model folder may hold a ``searchkit.json`` (written by ``searchkit train``) whose ``interpolation`` weight
-``a`` makes :meth:`CrossEncoderReranker.rerank_batch` return ``a * minmax(reranker) + (1 - a) *
-minmax(first stage)`` per query (``a`` is tuned on dev queries at the end of training; ``a = 1`` keeps the raw
-logits); its ``max_length`` is the default length.
+This module is the reranker's one owner: loading (:func:`load_cross_encoder`, also training's base model with
+``fresh_head=True``), its model card (:func:`read_reranker_card` / :func:`write_reranker_card`, through
+:mod:`searchkit.models`, version checked) and scoring. A model folder may hold a ``searchkit.json`` (written by
+``searchkit train``) whose ``fusion`` (a :class:`searchkit.config.LearnedFusion` fitted on dev, see
+:mod:`searchkit.fusion`) or, on older cards, ``interpolation`` weight ``a`` makes
+:meth:`CrossEncoderReranker.rerank_batch` return fused scores (``a * minmax(reranker) + (1 - a) *
+minmax(first stage)`` per query for ``a``; ``a = 1`` keeps the raw logits); its ``max_length`` is the default
+length.
 
 >>> import tempfile, pathlib
 >>> from searchkit.types import Hit
@@ -35,24 +41,33 @@ logits); its ``max_length`` is the default length.
 
 from __future__ import annotations
 
+import copy
 import inspect
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from searchkit.config import RERANK_DTYPES, RerankConfig
-from searchkit.models import resolve_device
+from searchkit.batching import pad_rows, token_budget_batches
+from searchkit.config import LearnedFusion, RerankConfig, config_from_dict
+from searchkit.fusion import fuse, interpolation_model, reranker_only, stage_features
+from searchkit.models import (
+    MODEL_CARD,
+    read_model_card,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+    write_model_card,
+)
 from searchkit.types import ConfigError, DataError, Hit, sort_hits
 
 logger = logging.getLogger(__name__)
 
-MODEL_CARD = "searchkit.json"
+__all__ = ["MODEL_CARD", "CrossEncoderReranker", "load_cross_encoder", "read_reranker_card", "write_reranker_card"]
+
 SCORE_KIND = "logit"
-DTYPES = RERANK_DTYPES
 DEFAULT_MAX_LENGTH = 512
 _AUTO = "auto"
 
@@ -60,58 +75,105 @@ _AUTO = "auto"
 # ------------------------------------------------------------------------------------------- loading
 
 
-def read_model_card(model: str | Path) -> dict[str, Any]:
-    """The ``searchkit.json`` of a local model folder, or {} when there is none (hub names, other models)."""
-    path = Path(model) / MODEL_CARD
-    if not path.is_file():
-        return {}
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"invalid model card: {err}", path) from None
-    if not isinstance(card, dict):
-        raise DataError("invalid model card: expected a JSON object", path)
-    return card
+def read_reranker_card(model: str | Path) -> dict[str, Any]:
+    """The ``searchkit.json`` of a reranker folder ({} for hub names and folders without one), version checked."""
+    return read_model_card(model, "reranker")
 
 
-def load_cross_encoder(model: str | Path, *, dtype: Any = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` of a one-output sequence classifier; anything else is a ConfigError.
+def write_reranker_card(folder: str | Path, card: Mapping[str, Any]) -> Path:
+    """Write a reranker folder's ``searchkit.json`` (format, version and searchkit version added)."""
+    return write_model_card(folder, "reranker", card)
 
-    The output count is checked from the config before any weight is read, so a base encoder (no head, which
-    transformers would give two fresh outputs) is refused with a message saying how to get a reranker.
+
+class LoadedModel(NamedTuple):
+    """A loaded cross-encoder: the HF model, its tokenizer, and what it was loaded from (for cards and lineage)."""
+
+    model: Any
+    tokenizer: Any
+    identity: dict[str, Any]
+
+
+def load_cross_encoder(model: str | Path, *, dtype: Any = None, fresh_head: bool = False, seed: int = 0) -> LoadedModel:
+    """Load a one-output sequence classifier (a reranker) and its tokenizer.
+
+    ``fresh_head=False`` (scoring, ``init_from``): anything but a one-output classifier is a ConfigError (checked
+    from the config before any weight is read: a base encoder would get two random outputs). ``fresh_head=True``
+    (training's base model): a model without a one-output classification head gets a fresh one, seeded by
+    ``seed``; the embedded all-MiniLM-L6-v2 names resolve to their folder. ``identity``: name, resolved path,
+    ``fresh_head`` (whether a head was added) and the sha256 of local weight files.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     name = str(model)
+    resolved = resolve_model(name) if fresh_head else name
+    what = "base model" if fresh_head else "reranker"
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(resolved)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load reranker {name!r}: {err}") from None
-    if config.num_labels != 1:
+        raise ConfigError(f"cannot load {what} {name!r}: {err}") from None
+    has_head = config.num_labels == 1 and any("SequenceClassification" in a for a in config.architectures or [])
+    if not fresh_head and config.num_labels != 1:
         architectures = ", ".join(getattr(config, "architectures", None) or ["unknown"])
         raise ConfigError(
             f"reranker {name!r} has {config.num_labels} outputs (num_labels={config.num_labels}, "
             f"architectures: {architectures}); a cross-encoder reranker needs a sequence classifier with ONE "
             "output. Fine-tune one with `searchkit train` (which adds a one-output head to a base model)."
         )
-    kwargs = {} if dtype is None else {"dtype": dtype}
+    kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    if fresh_head:
+        kwargs.update(num_labels=1, ignore_mismatched_sizes=True)
+        torch.manual_seed(seed)
     try:
-        hf_model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        hf_model = AutoModelForSequenceClassification.from_pretrained(resolved, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load reranker {name!r}: {err}") from None
-    return hf_model, tokenizer
+        raise ConfigError(f"cannot load {what} {name!r}: {err}") from None
+    fresh = fresh_head and not has_head
+    if fresh:
+        logger.info("base model %s: a fresh one-output head (seed %d) is put on top of it", name, seed)
+    return LoadedModel(hf_model, tokenizer, model_weights(name, resolved, fresh))
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """The torch dtype for ``dtype`` on ``device``: ``auto`` is fp16 on CUDA, fp32 (the reference) on CPU."""
-    import torch
+def model_weights(name: str, resolved: str, fresh_head: bool = False) -> dict[str, Any]:
+    """Identity of a model for cards: name, resolved path, fresh_head, sha256 of local ``*.safetensors`` files."""
+    from searchkit.formats import sha256_file
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if dtype == _AUTO:
-        dtype = "fp16" if device.startswith("cuda") else "fp32"
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    identity: dict[str, Any] = {"name": name, "resolved": resolved, "fresh_head": fresh_head}
+    folder = Path(resolved)
+    if folder.is_dir():
+        identity["weights_sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("*.safetensors"))}
+    return identity
+
+
+def resolve_fusion(
+    card: Mapping[str, Any], interpolation: float | str | None, fusion: str | None, where: str = "model card"
+) -> LearnedFusion | None:
+    """How reranker scores are mixed with the first stage, from the settings and the card.
+
+    ``interpolation=None``: reranker scores only; a number ``a``: the two-stage mix with that weight; ``"auto"``:
+    the card's learned ``fusion`` (unless ``fusion`` is None), else the card's ``interpolation``, else nothing.
+
+    >>> resolve_fusion({"interpolation": 0.5}, "auto", "auto").weights
+    {'reranker': 0.5, 'first_stage': 0.5}
+    >>> resolve_fusion({"interpolation": 0.5, "fusion": {"weights": {"reranker": 1.0}}}, "auto", "auto").weights
+    {'reranker': 1.0}
+    >>> resolve_fusion({"interpolation": 0.5}, None, "auto") is None
+    True
+    """
+    if interpolation is None:
+        return None
+    if interpolation != "auto":
+        return interpolation_model(float(interpolation))
+    saved = card.get("fusion")
+    if fusion == "auto" and saved:
+        try:
+            return config_from_dict(LearnedFusion, saved)
+        except (ConfigError, TypeError) as err:
+            message = f"invalid fusion in the model card: {err}; refit it with `searchkit fit-fusion`"
+            raise DataError(message, where) from None
+    a = card.get("interpolation")
+    return None if a is None else interpolation_model(float(a))
 
 
 # ------------------------------------------------------------------------------------------- tokenization
@@ -194,9 +256,13 @@ class PairEncoder:
 
     def encode(self, queries: Sequence[str], texts: Sequence[str]) -> EncodedPairs:
         """Tokenize each distinct query once, every text, and join them into pairs."""
+        return self.encode_tokens(queries, self.tokenize(texts))
+
+    def encode_tokens(self, queries: Sequence[str], text_ids: Sequence[Sequence[int]]) -> EncodedPairs:
+        """Tokenize each distinct query once and join it to pre-tokenized texts (ids without special tokens)."""
         distinct = list(dict.fromkeys(queries))
         by_query = dict(zip(distinct, self.tokenize(distinct), strict=True))
-        return self.join([by_query[query] for query in queries], self.tokenize(texts))
+        return self.join([by_query[query] for query in queries], text_ids)
 
 
 def _find(haystack: list[int], needle: list[int], start: int) -> int:
@@ -210,19 +276,10 @@ def batch_tensors(pairs: EncodedPairs, rows: Sequence[int], pad_id: int, device:
     """Model inputs for ``rows`` of ``pairs``, padded to the longest of them (the right side, masked)."""
     import torch
 
-    width = max(len(pairs.input_ids[row]) for row in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    types = np.zeros((len(rows), width), dtype=np.int64) if pairs.token_type_ids is not None else None
-    for i, row in enumerate(rows):
-        length = len(pairs.input_ids[row])
-        ids[i, :length] = pairs.input_ids[row]
-        mask[i, :length] = 1
-        if types is not None and pairs.token_type_ids is not None:
-            types[i, :length] = pairs.token_type_ids[row]
+    ids, mask = pad_rows(pairs.input_ids, rows, pad_id)
     arrays = {"input_ids": ids, "attention_mask": mask}
-    if types is not None:
-        arrays["token_type_ids"] = types
+    if pairs.token_type_ids is not None:
+        arrays["token_type_ids"] = pad_rows(pairs.token_type_ids, rows, 0)[0]
     return {name: torch.from_numpy(array).to(device) for name, array in arrays.items()}
 
 
@@ -233,9 +290,11 @@ class CrossEncoderReranker:
     """Scores (query, text) pairs with a one-output cross-encoder and reranks first-stage candidates.
 
     ``model``: a model folder or hub name (a sequence classifier with one output). ``max_length``: tokens per
-    pair (None: the model card's training length, else 512). ``dtype``: ``auto`` (fp16 on CUDA, fp32 on CPU),
-    ``fp32``, ``fp16`` or ``bf16``. ``interpolation``: ``"auto"`` uses the model card's weight if it has one.
-    See the module docstring for an example.
+    pair (None: the model card's training length, else 512). ``dtype``: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+    ``interpolation`` / ``fusion``: how scores are mixed with the first stage (see :func:`resolve_fusion`; the
+    default uses the card's learned fusion, else its interpolation weight). The settings are a
+    :class:`searchkit.config.RerankConfig` (:meth:`from_config`); ``config.depth`` is the rerank depth a
+    Searcher uses. See the module docstring for an example.
     """
 
     score_kind = SCORE_KIND
@@ -248,14 +307,34 @@ class CrossEncoderReranker:
         device: str = _AUTO,
         dtype: str = _AUTO,
         interpolation: float | str | None = _AUTO,
+        fusion: str | None = _AUTO,
+        depth: int = RerankConfig.depth,
+        batch_tokens: int = RerankConfig.batch_tokens,
     ) -> None:
-        settings = RerankConfig(str(model), max_length, batch_size, device, dtype, interpolation)
+        settings = RerankConfig(
+            str(model), max_length, batch_size, device, dtype, interpolation, depth, fusion, batch_tokens
+        )
         self.device = resolve_device(device, "reranker")
-        torch_dtype = resolve_dtype(dtype, self.device)
-        hf_model, tokenizer = load_cross_encoder(model, dtype=torch_dtype)
-        card = read_model_card(model)
-        self._setup(hf_model, tokenizer, settings, card, torch_dtype)
+        torch_dtype = resolve_dtype(dtype, self.device, "reranker")
+        card = read_reranker_card(model)  # first: it checks the model files it records before they are loaded
+        loaded = load_cross_encoder(model, dtype=torch_dtype)
+        self._setup(loaded.model, loaded.tokenizer, settings, card, torch_dtype)
         self.name = str(model)
+
+    @classmethod
+    def from_config(cls, config: RerankConfig) -> CrossEncoderReranker:
+        """The reranker ``config`` describes (what ``Searcher(index, rerank=config)`` builds)."""
+        return cls(
+            config.model,
+            config.max_length,
+            config.batch_size,
+            config.device,
+            config.dtype,
+            config.interpolation,
+            config.fusion,
+            config.depth,
+            config.batch_tokens,
+        )
 
     @classmethod
     def from_model(
@@ -272,7 +351,7 @@ class CrossEncoderReranker:
             raise ConfigError(f"a reranker needs a model with one output, got num_labels={model.config.num_labels}")
         self = cls.__new__(cls)
         self.device = str(next(model.parameters()).device)
-        settings = RerankConfig("<in memory>", max_length, batch_size, "cpu", _AUTO, interpolation)
+        settings = RerankConfig("<in memory>", max_length, batch_size, "cpu", _AUTO, interpolation, fusion=None)
         self._setup(model, tokenizer, settings, {}, next(model.parameters()).dtype)
         self.name = "<in memory>"
         return self
@@ -285,12 +364,71 @@ class CrossEncoderReranker:
         limit = int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
         wanted = settings.max_length or int(card.get("max_length") or DEFAULT_MAX_LENGTH)
         self.max_length = min(wanted, limit)
+        self.config = settings
         self.encoder = PairEncoder(tokenizer, self.max_length)
-        a = card.get("interpolation") if settings.interpolation == _AUTO else settings.interpolation
-        self.interpolation: float | None = None if a is None else float(a)
+        where = str(Path(settings.model) / MODEL_CARD)
+        self.fusion: LearnedFusion | None = resolve_fusion(card, settings.interpolation, settings.fusion, where)
+        if self.fusion is not None and self.fusion.depth is not None and self.fusion.depth != settings.depth:
+            logger.warning(
+                "reranker %s: its fusion was fitted at rerank depth %d but is used at depth %d (min-max ranges "
+                "differ); refit it at this depth with `searchkit fit-fusion --depth %d`",
+                settings.model,
+                self.fusion.depth,
+                settings.depth,
+                settings.depth,
+            )
         self.scored_pairs = 0
         self.truncated_pairs = 0
         self._warned = False
+        self._memo: dict[tuple[str, Any], float] | None = None
+        self._fingerprint: str | None = None
+
+    def variant(self, config: RerankConfig) -> CrossEncoderReranker:
+        """This loaded model with ``config``'s mixing settings (interpolation, fusion, depth): nothing is reloaded,
+        and with :meth:`remember_scores` on, pairs either of them scored are not scored again."""
+        fixed = ("model", "max_length", "batch_size", "device", "dtype", "batch_tokens")
+        if any(getattr(config, name) != getattr(self.config, name) for name in fixed):
+            raise ConfigError(f"a variant may only change interpolation, fusion and depth: {config} vs {self.config}")
+        other = copy.copy(self)
+        other.config = config
+        where = str(Path(config.model) / MODEL_CARD)
+        other.fusion = resolve_fusion(self.card, config.interpolation, config.fusion, where)
+        return other
+
+    def remember_scores(self) -> None:
+        """Keep every (query, text) logit this reranker (and its variants made afterwards) computes, so a pair is
+        scored once however many conditions rerank it (evaluation suites; unbounded memory: not for serving)."""
+        if self._memo is None:
+            self._memo = {}
+
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """:func:`searchkit.tokens.tokenizer_fingerprint` of this reranker's tokenizer (sha256 of the fast
+        tokenizer's definition; None for a slow one): stored document tokens with the same fingerprint are scored
+        as they are, without tokenizing the documents."""
+        from searchkit.tokens import tokenizer_fingerprint
+
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.encoder.tokenizer)
+        return self._fingerprint
+
+    @property
+    def max_document_tokens(self) -> int:
+        """The most document tokens a pair can hold (``max_length`` minus the special tokens): stored document
+        tokens cut shorter than this could score differently from the texts."""
+        return self.max_length - self.encoder.num_special
+
+    @property
+    def depth(self) -> int:
+        """How many first-stage candidates a Searcher hands this reranker (``config.depth``)."""
+        return self.config.depth
+
+    @property
+    def interpolation(self) -> float | None:
+        """The two-stage weight ``a`` when the mix is reranker + first stage only (older cards), else None."""
+        if self.fusion is None or set(self.fusion.weights) - {"reranker", "first_stage"}:
+            return None
+        return float(self.fusion.weights.get("reranker", 0.0))
 
     # ------------------------------------------------------------------ scoring
     def score(self, queries: Sequence[str], texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
@@ -299,26 +437,70 @@ class CrossEncoderReranker:
             raise DataError(f"score needs as many queries as texts, got {len(queries)} and {len(texts)}")
         if not queries:
             return np.zeros(0, dtype=np.float32)
+        if self._memo is not None:
+            keys = list(zip(queries, texts, strict=True))
+            return self._score_remembered(keys, lambda new: self.encoder.encode(*zip(*new, strict=True)), show_progress)
         pairs = self.encoder.encode(queries, texts)
         self._count_truncation(pairs.truncated, len(queries))
         return self.score_encoded(pairs, show_progress)
 
+    def score_tokens(
+        self, queries: Sequence[str], doc_tokens: Sequence[Sequence[int]], show_progress: bool = False
+    ) -> np.ndarray:
+        """:meth:`score` of ``(queries[i], document i)`` given the documents' token ids (this tokenizer's, without
+        special tokens, e.g. an index's stored tokens): only the queries are tokenized.
+
+        The same logits as :meth:`score` on the texts, as long as no document was cut below
+        :attr:`max_document_tokens`.
+        """
+        if len(queries) != len(doc_tokens):
+            raise DataError(
+                f"score_tokens needs as many queries as documents, got {len(queries)} and {len(doc_tokens)}"
+            )
+        if not queries:
+            return np.zeros(0, dtype=np.float32)
+        if self._memo is not None:
+            keys = [(query, tuple(ids)) for query, ids in zip(queries, doc_tokens, strict=True)]
+            return self._score_remembered(
+                keys, lambda new: self.encoder.encode_tokens(*zip(*new, strict=True)), show_progress
+            )
+        pairs = self.encoder.encode_tokens(queries, doc_tokens)
+        self._count_truncation(pairs.truncated, len(queries))
+        return self.score_encoded(pairs, show_progress)
+
+    def _score_remembered(
+        self,
+        keys: Sequence[tuple[str, Any]],
+        encode: Callable[[list[tuple[str, Any]]], EncodedPairs],
+        show_progress: bool,
+    ) -> np.ndarray:
+        assert self._memo is not None
+        memo = self._memo
+        new = list(dict.fromkeys(key for key in keys if key not in memo))
+        if new:
+            pairs = encode(new)
+            self._count_truncation(pairs.truncated, len(new))
+            memo.update(zip(new, self.score_encoded(pairs, show_progress).tolist(), strict=True))
+        return np.array([memo[key] for key in keys], dtype=np.float32)
+
     def score_encoded(self, pairs: EncodedPairs, show_progress: bool = False) -> np.ndarray:
-        """Logits of pre-tokenized pairs: batches sorted by length (longest first), input order restored."""
+        """Logits of pre-tokenized pairs: token-budget batches, longest first, input order restored."""
         import torch
 
         count = len(pairs.input_ids)
-        order = sorted(range(count), key=lambda row: -len(pairs.input_ids[row]))
         scores = np.zeros(count, dtype=np.float32)
-        starts: Any = range(0, count, self.batch_size)
+        batches: Any = token_budget_batches(
+            [len(ids) for ids in pairs.input_ids], max_tokens=self.config.batch_tokens, max_rows=self.batch_size
+        )
+        order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         if show_progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="rerank", unit="batch", dynamic_ncols=True)
+            batches = tqdm(batches, desc="rerank", unit="batch", dynamic_ncols=True)
         outputs = []
         with torch.inference_mode():
-            for start in starts:
-                batch = batch_tensors(pairs, order[start : start + self.batch_size], self.encoder.pad_id, self.device)
+            for rows in batches:
+                batch = batch_tensors(pairs, rows, self.encoder.pad_id, self.device)
                 # logits stay on the device until the end: no sync per batch, so the host prepares the next
                 # batch while the GPU runs this one
                 outputs.append(self.model(**batch).logits[:, 0].float())
@@ -338,59 +520,66 @@ class CrossEncoderReranker:
 
     # ------------------------------------------------------------------ reranking
     def rerank_batch(
-        self, queries: Sequence[str], candidates: Sequence[Sequence[Hit]], texts: Sequence[Sequence[str]]
+        self,
+        queries: Sequence[str],
+        candidates: Sequence[Sequence[Hit]],
+        texts: Sequence[Sequence[str]] | None,
+        stages: Sequence[Mapping[str, Sequence[Hit]]] | None = None,
+        doc_tokens: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> list[list[Hit]]:
         """Re-score each query's candidates (``texts[i][j]`` is the text of ``candidates[i][j]``).
 
-        Returns exactly the given candidates, ordered by :func:`searchkit.types.sort_hits`. Scores are logits,
-        or with an interpolation weight ``a``: ``a * minmax(logits) + (1 - a) * minmax(first-stage scores)``.
+        ``doc_tokens`` (instead of ``texts``, which may then be None): ``doc_tokens[i][j]`` are the token ids of
+        ``candidates[i][j]`` under this reranker's tokenizer, without special tokens (an index's stored tokens
+        whose fingerprint is :attr:`tokenizer_fingerprint`); the documents are not tokenized, the scores are those
+        of their texts.
+
+        Returns exactly the given candidates, ordered by :func:`searchkit.types.sort_hits`. Scores are logits, or
+        with a fusion model (:attr:`fusion`) the fused scores of :func:`searchkit.fusion.fuse`, whose BM25 and
+        dense features come from ``stages[i]`` (query i's ``{"bm25": hits, "dense": hits}``, as the Searcher
+        passes them; without it those features are 0).
         """
-        if not len(queries) == len(candidates) == len(texts):
+        documents: Sequence[Sequence[Any]] | None = doc_tokens if doc_tokens is not None else texts
+        what = "token list" if doc_tokens is not None else "text list"
+        if documents is None:
+            raise DataError("rerank_batch needs the candidates' texts or their doc_tokens")
+        if not len(queries) == len(candidates) == len(documents):
             raise DataError(
-                f"rerank_batch needs a candidate list and a text list per query, got {len(queries)} queries, "
-                f"{len(candidates)} candidate lists and {len(texts)} text lists"
+                f"rerank_batch needs a candidate list and a {what} per query, got {len(queries)} queries, "
+                f"{len(candidates)} candidate lists and {len(documents)} {what}s"
             )
+        if stages is not None and len(stages) != len(queries):
+            raise DataError(f"rerank_batch got {len(stages)} stage rankings for {len(queries)} queries")
         flat_queries: list[str] = []
-        flat_texts: list[str] = []
-        for query, hits, hit_texts in zip(queries, candidates, texts, strict=True):
-            if len(hits) != len(hit_texts):
-                raise DataError(f"query {query!r}: {len(hits)} candidates but {len(hit_texts)} texts")
+        flat_documents: list[Any] = []
+        for query, hits, hit_documents in zip(queries, candidates, documents, strict=True):
+            if len(hits) != len(hit_documents):
+                raise DataError(f"query {query!r}: {len(hits)} candidates but {len(hit_documents)} in its {what}")
             flat_queries.extend([query] * len(hits))
-            flat_texts.extend(hit_texts)
-        scores = self.score(flat_queries, flat_texts)
+            flat_documents.extend(hit_documents)
+        if doc_tokens is not None:
+            scores = self.score_tokens(flat_queries, flat_documents)
+        else:
+            scores = self.score(flat_queries, flat_documents)
+        return self.mix(candidates, scores, stages)
+
+    def mix(
+        self,
+        candidates: Sequence[Sequence[Hit]],
+        scores: np.ndarray,
+        stages: Sequence[Mapping[str, Sequence[Hit]]] | None = None,
+    ) -> list[list[Hit]]:
+        """Candidates re-scored from their flat logits ``scores`` (in candidate order) with :attr:`fusion`."""
         results: list[list[Hit]] = []
         start = 0
-        for hits in candidates:
+        for i, hits in enumerate(candidates):
             own = scores[start : start + len(hits)].astype(np.float64)
             start += len(hits)
-            if self.interpolation is not None and self.interpolation < 1.0:
-                first = np.array([hit.score for hit in hits], dtype=np.float64)
-                own = interpolate(own, first, self.interpolation)
+            if not reranker_only(self.fusion):
+                assert self.fusion is not None
+                own = fuse(self.fusion, stage_features(hits, own, None if stages is None else stages[i]))
             results.append(sort_hits(Hit(hit.doc_id, float(s)) for hit, s in zip(hits, own, strict=True)))
         return results
-
-
-def minmax(scores: np.ndarray) -> np.ndarray:
-    """Scores mapped to [0, 1]; constant scores all map to 1.0 (as the Searcher's fusion does).
-
-    >>> minmax(np.array([3.0, 1.0, 2.0])).tolist()
-    [1.0, 0.0, 0.5]
-    """
-    if scores.size == 0:
-        return scores.astype(np.float64)
-    low, high = float(scores.min()), float(scores.max())
-    if high == low:
-        return np.ones_like(scores, dtype=np.float64)
-    return (scores - low) / (high - low)
-
-
-def interpolate(reranker: np.ndarray, first_stage: np.ndarray, a: float) -> np.ndarray:
-    """``a * minmax(reranker) + (1 - a) * minmax(first_stage)`` for one query's candidates.
-
-    >>> interpolate(np.array([0.0, 2.0]), np.array([10.0, 5.0]), 0.25).tolist()
-    [0.75, 0.25]
-    """
-    return a * minmax(reranker) + (1.0 - a) * minmax(first_stage)
 
 
 # ------------------------------------------------------------------------------------------- tiny model

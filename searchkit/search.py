@@ -11,14 +11,18 @@ Every retriever and the Searcher implement ``search_batch(queries, k) -> list[li
 
 from __future__ import annotations
 
+import inspect
 import logging
-import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from searchkit.config import SEARCH_MODES, FusionConfig
+import numpy as np
+
+from searchkit.config import SEARCH_MODES, FusionConfig, RerankConfig
 from searchkit.formats import document_text
-from searchkit.types import ConfigError, Hit, check_k, sort_hits
+from searchkit.fusion import minmax
+from searchkit.ranking import DocIdTable, Ranking, sort_ranking, tie_keys
+from searchkit.types import ConfigError, Hit, check_k
 
 if TYPE_CHECKING:
     from searchkit.index import Index
@@ -27,7 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 class Reranker(Protocol):
-    """What the Searcher needs from a reranker: re-score each query's candidates given their texts."""
+    """What the Searcher needs from a reranker: re-score each query's candidates given their texts.
+
+    ``stages`` (query i's ``{"bm25": hits, "dense": hits}`` where the mode ran them) is passed only to rerankers
+    that accept it (:class:`searchkit.rerank.CrossEncoderReranker`, for its learned fusion).
+    """
 
     def rerank_batch(
         self, queries: Sequence[str], candidates: Sequence[Sequence[Hit]], texts: Sequence[Sequence[str]]
@@ -50,49 +58,75 @@ class ExplainedHit(NamedTuple):
 
 
 # ---------------------------------------------------------------------- fusion
-def rrf_fuse(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[Hit]:
-    """Reciprocal-rank fusion: ``score(d) = sum over rankings of 1 / (k + rank(d))``, ranks from 1.
+def rrf_rows(rankings: Sequence[Ranking], keys: np.ndarray, k: int = 60) -> Ranking:
+    """Reciprocal-rank fusion on arrays: ``score(row) = sum over rankings of 1 / (k + rank)``, ranks from 1.
 
-    Empty rankings contribute nothing, so fusing with an empty list returns the other ranking's order.
+    Each row's contributions are added smallest first, so the fused score (and the tie order, by ``keys`` from
+    :func:`searchkit.types.tie_keys`) cannot depend on the order of the rankings.
+    """
+    parts = [r for r in rankings if len(r.rows)]
+    if not parts:
+        return Ranking.empty()
+    rows = np.concatenate([r.rows for r in parts])
+    contributions = np.concatenate([1.0 / (k + np.arange(1, len(r.rows) + 1, dtype=np.float64)) for r in parts])
+    order = np.lexsort((contributions, rows))
+    unique, inverse = np.unique(rows[order], return_inverse=True)
+    # bincount adds in input order: per row, smallest contribution first
+    return sort_ranking(unique, np.bincount(inverse, weights=contributions[order]), keys)
+
+
+def convex_rows(sparse: Ranking, dense: Ranking, keys: np.ndarray, alpha: float = 0.5) -> Ranking:
+    """``alpha * dense + (1 - alpha) * sparse`` on per-query min-max-normalized scores (a missing row counts 0)."""
+    rows = np.union1d(sparse.rows, dense.rows)
+    total = np.zeros(len(rows), dtype=np.float64)
+    for ranking, weight in ((sparse, 1.0 - alpha), (dense, alpha)):
+        if len(ranking.rows):
+            total[np.searchsorted(rows, ranking.rows)] += weight * minmax(ranking.scores)
+    return sort_ranking(rows, total, keys)
+
+
+def _as_rankings(lists: Sequence[Sequence[Hit]]) -> tuple[list[Ranking], np.ndarray, np.ndarray]:
+    """Hit lists as Rankings over a local id table: (rankings, ids, tie keys)."""
+    ids = list(dict.fromkeys(hit.doc_id for hits in lists for hit in hits))
+    row_of = {doc_id: row for row, doc_id in enumerate(ids)}
+    rankings = [
+        Ranking(
+            np.fromiter((row_of[hit.doc_id] for hit in hits), dtype=np.int64, count=len(hits)),
+            np.fromiter((hit.score for hit in hits), dtype=np.float64, count=len(hits)),
+        )
+        for hits in lists
+    ]
+    return rankings, np.array(ids, dtype=object), tie_keys(ids)
+
+
+def rrf_fuse(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[Hit]:
+    """:func:`rrf_rows` on Hit lists. Empty rankings contribute nothing.
 
     >>> rrf_fuse([[Hit("a", 9.0), Hit("b", 1.0)], [Hit("b", 0.9)]], k=60)[0]
     Hit(doc_id='b', score=0.03252247488101534)
     """
-    contributions: dict[str, list[float]] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            contributions.setdefault(hit.doc_id, []).append(1.0 / (k + rank))
-    # fsum is exactly rounded, so the fused score (and hence tie order) cannot depend on the order of rankings.
-    return sort_hits(Hit(doc_id, math.fsum(parts)) for doc_id, parts in contributions.items())
+    converted, ids, keys = _as_rankings(rankings)
+    return rrf_rows(converted, keys, k).to_hits(ids)
 
 
 def min_max_normalize(hits: Sequence[Hit]) -> dict[str, float]:
-    """Scores mapped to [0, 1] per ranking; a ranking with constant scores maps every hit to 1.0.
+    """Scores mapped to [0, 1] per ranking (:func:`searchkit.fusion.minmax`); constant scores all map to 1.0.
 
     >>> min_max_normalize([Hit("a", 3.0), Hit("b", 1.0)])
     {'a': 1.0, 'b': 0.0}
     """
-    if not hits:
-        return {}
-    scores = [hit.score for hit in hits]
-    low, high = min(scores), max(scores)
-    if high == low:
-        return {hit.doc_id: 1.0 for hit in hits}
-    return {hit.doc_id: (hit.score - low) / (high - low) for hit in hits}
+    normalized = minmax(np.array([hit.score for hit in hits], dtype=np.float64)).tolist()
+    return {hit.doc_id: value for hit, value in zip(hits, normalized, strict=True)}
 
 
 def convex_fuse(sparse: Sequence[Hit], dense: Sequence[Hit], alpha: float = 0.5) -> list[Hit]:
-    """``alpha * dense + (1 - alpha) * sparse`` on per-query min-max-normalized scores (missing = 0).
+    """:func:`convex_rows` on Hit lists.
 
     >>> convex_fuse([Hit("a", 10.0), Hit("b", 5.0)], [Hit("b", 0.9), Hit("c", 0.1)], alpha=0.5)
     [Hit(doc_id='b', score=0.5), Hit(doc_id='a', score=0.5), Hit(doc_id='c', score=0.0)]
     """
-    sparse_norm, dense_norm = min_max_normalize(sparse), min_max_normalize(dense)
-    doc_ids = dict.fromkeys([*sparse_norm, *dense_norm])
-    return sort_hits(
-        Hit(doc_id, alpha * dense_norm.get(doc_id, 0.0) + (1 - alpha) * sparse_norm.get(doc_id, 0.0))
-        for doc_id in doc_ids
-    )
+    (sparse_rows, dense_rows), ids, keys = _as_rankings([sparse, dense])
+    return convex_rows(sparse_rows, dense_rows, keys, alpha).to_hits(ids)
 
 
 # ---------------------------------------------------------------------- searcher
@@ -102,7 +136,9 @@ class Searcher:
     ``mode``: ``auto`` (hybrid when the index has both components, else the one it has), ``bm25``, ``dense``,
     ``hybrid`` (each stage retrieves ``fusion.depth`` from the whole corpus, fused by RRF or convex combination) or
     ``cascade`` (BM25 retrieves ``fusion.depth`` candidates, the dense model re-scores them from stored embeddings).
-    ``reranker`` re-scores the first stage's top ``rerank_depth``; documents below that depth keep their order.
+    ``rerank``: a :class:`searchkit.config.RerankConfig` (the Searcher loads that cross-encoder) or a reranker
+    object; it re-scores the first stage's top ``depth`` (``RerankConfig.depth``, or the object's ``depth``
+    attribute, else RerankConfig's default); documents below that depth keep their order, scored below.
     """
 
     def __init__(
@@ -111,8 +147,7 @@ class Searcher:
         *,
         mode: str = "auto",
         fusion: FusionConfig = FusionConfig(),  # noqa: B008 - frozen dataclass, safe as a default
-        reranker: Reranker | None = None,
-        rerank_depth: int = 100,
+        rerank: RerankConfig | Reranker | None = None,
     ) -> None:
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
@@ -131,12 +166,22 @@ class Searcher:
                 f"mode {mode!r} needs the {' and '.join(sorted(missing))} component(s), which {index.path} lacks "
                 f"(it has: {', '.join(sorted(available))}); add it with Index.add or `searchkit index build`"
             )
-        check_k(rerank_depth)
+        reranker: Any = rerank
+        if isinstance(rerank, RerankConfig):
+            from searchkit.rerank import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker.from_config(rerank)
+        depth = getattr(reranker, "depth", None) if reranker is not None else None
+        self.rerank_depth: int = int(depth) if depth is not None else RerankConfig.depth
+        check_k(self.rerank_depth)
         self.index = index
+        self._doc_table: DocIdTable | None = None
         self.mode = mode
         self.fusion = fusion
-        self.reranker = reranker
-        self.rerank_depth = rerank_depth
+        self.reranker: Reranker | None = reranker
+        self._pass_stages = reranker is not None and "stages" in inspect.signature(reranker.rerank_batch).parameters
+        self._stored_tokens: Any = None
+        self._tokens_checked = False
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """Best ``k`` hits for one query; same as ``search_batch([query], k)[0]``."""
@@ -147,10 +192,20 @@ class Searcher:
         check_k(k)
         queries = list(queries)
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
-        results = self._stages(queries, depth)[self.mode]
-        if self.reranker is not None:
-            results = self._rerank(queries, results)
+        if self.reranker is None:
+            ids = self._table.ids
+            return [Ranking(r.rows[:k], r.scores[:k]).to_hits(ids) for r in self._stage_rows(queries, k)[self.mode]]
+        stages = self._stages(queries, depth)
+        results = self._rerank(queries, stages[self.mode], stages)
         return [hits[:k] for hits in results]
+
+    def stages(self, queries: Sequence[str], k: int) -> dict[str, list[list[Hit]]]:
+        """Every first-stage ranking the mode runs (``bm25``, ``dense``, and the mode's own), top ``k`` or more.
+
+        What the reranker's learned fusion reads (:func:`searchkit.fusion.dev_features` fits on it).
+        """
+        check_k(k)
+        return self._stages(list(queries), k)
 
     def explain(self, query: str, k: int = 10) -> list[ExplainedHit]:
         """The final top ``k`` with each hit's rank and score in every stage that ran (the reranker included)."""
@@ -159,7 +214,7 @@ class Searcher:
         stages = {name: rankings[0] for name, rankings in self._stages([query], depth).items()}
         final = stages[self.mode]
         if self.reranker is not None:
-            final = stages["rerank"] = self._rerank([query], [final])[0]
+            final = stages["rerank"] = self._rerank([query], [final], {n: [r] for n, r in stages.items()})[0]
         positions = {name: {hit.doc_id: rank for rank, hit in enumerate(ranking)} for name, ranking in stages.items()}
         explained = []
         for hit in final[:k]:
@@ -172,38 +227,74 @@ class Searcher:
 
     # ------------------------------------------------------------------ stages
     def _stages(self, queries: list[str], k: int) -> dict[str, list[list[Hit]]]:
-        """Every stage's ranking for ``queries`` (used by search and by explain)."""
+        """Every stage's ranking for ``queries`` as Hits (used by explain and by the reranker's fusion)."""
+        ids = self._table.ids
+        return {name: [r.to_hits(ids) for r in rankings] for name, rankings in self._stage_rows(queries, k).items()}
+
+    @property
+    def _table(self) -> DocIdTable:
+        if self._doc_table is None:
+            self._doc_table = DocIdTable(self.index.docids)
+        return self._doc_table
+
+    def _stage_rows(self, queries: list[str], k: int) -> dict[str, list[Ranking]]:
+        """Every stage's ranking for ``queries`` as arrays (row numbers, scores): Hits are made at the edge."""
         if self.mode in ("bm25", "dense"):
-            return {self.mode: self.index.component(self.mode).search_batch(queries, k)}
+            return {self.mode: self.index.component(self.mode).search_rows(queries, k)}
         depth = max(k, self.fusion.depth)
-        bm25_hits = self.index.component("bm25").search_batch(queries, depth)
+        bm25 = self.index.component("bm25").search_rows(queries, depth)
         if self.mode == "cascade":
-            return {"bm25": bm25_hits, "cascade": self._cascade(queries, bm25_hits)}
-        dense_hits = self.index.component("dense").search_batch(queries, depth)
+            scores = self.index.component("dense").score_rows(queries, [r.rows for r in bm25])
+            keys = self._table.keys
+            return {"bm25": bm25, "cascade": [sort_ranking(r.rows, s, keys) for r, s in zip(bm25, scores, strict=True)]}
+        dense = self.index.component("dense").search_rows(queries, depth)
+        keys = self._table.keys
         if self.fusion.method == "rrf":
-            fused = [
-                rrf_fuse([sparse, dense], self.fusion.rrf_k)
-                for sparse, dense in zip(bm25_hits, dense_hits, strict=True)
-            ]
+            fused = [rrf_rows([s, d], keys, self.fusion.rrf_k) for s, d in zip(bm25, dense, strict=True)]
         else:
-            fused = [convex_fuse(s, d, self.fusion.alpha) for s, d in zip(bm25_hits, dense_hits, strict=True)]
-        return {"bm25": bm25_hits, "dense": dense_hits, "hybrid": fused}
+            fused = [convex_rows(s, d, keys, self.fusion.alpha) for s, d in zip(bm25, dense, strict=True)]
+        return {"bm25": bm25, "dense": dense, "hybrid": fused}
 
-    def _cascade(self, queries: list[str], candidates: list[list[Hit]]) -> list[list[Hit]]:
-        rows = [[self.index.row(hit.doc_id) for hit in hits] for hits in candidates]
-        scores = self.index.component("dense").score_rows(queries, rows)
-        return [
-            sort_hits(Hit(hit.doc_id, float(score)) for hit, score in zip(hits, row_scores, strict=True))
-            for hits, row_scores in zip(candidates, scores, strict=True)
-        ]
-
-    def _rerank(self, queries: list[str], results: list[list[Hit]]) -> list[list[Hit]]:
+    def _rerank(
+        self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
+    ) -> list[list[Hit]]:
         assert self.reranker is not None
         heads = [hits[: self.rerank_depth] for hits in results]
-        texts = [[document_text(doc) for doc in self.index.documents([hit.doc_id for hit in head])] for head in heads]
-        reranked = self.reranker.rerank_batch(queries, heads, texts)
+        kwargs: dict[str, Any] = {}
+        stored = self._reranker_tokens()
+        texts: list[list[str]] | None = None
+        if stored is not None:  # the index's token ids: the documents are neither read nor tokenized
+            kwargs["doc_tokens"] = [stored.rows([self.index.row(hit.doc_id) for hit in head]) for head in heads]
+        else:
+            texts = [[document_text(d) for d in self.index.documents([hit.doc_id for hit in head])] for head in heads]
+        if self._pass_stages:
+            names = [name for name in ("bm25", "dense") if name in stages]
+            kwargs["stages"] = [{name: stages[name][i] for name in names} for i in range(len(heads))]
+        reranked = self.reranker.rerank_batch(queries, heads, texts, **kwargs)  # type: ignore[arg-type]
         # Only documents the first stage actually returned are credited; the tail keeps first-stage order below.
         return [_below(new, hits[self.rerank_depth :]) for new, hits in zip(reranked, results, strict=True)]
+
+    def _reranker_tokens(self) -> Any:
+        """The index's stored document tokens when the reranker can score them (it takes ``doc_tokens`` and its
+        tokenizer has their fingerprint), else None: decided once, the reason for texts logged once."""
+        if self._tokens_checked:
+            return self._stored_tokens
+        self._tokens_checked = True
+        reranker = self.reranker
+        if "tokens" not in self.index.manifest["components"] or reranker is None:
+            return None
+        if "doc_tokens" not in inspect.signature(reranker.rerank_batch).parameters:
+            return None
+        stored = self.index.component("tokens")
+        fingerprint = getattr(reranker, "tokenizer_fingerprint", None)
+        needed = getattr(reranker, "max_document_tokens", stored.max_length)
+        reason = stored.mismatch(fingerprint, needed)
+        if reason is not None:
+            logger.info("reranker: scoring document texts, not the index's stored tokens: %s", reason)
+            return None
+        logger.info("reranker: scoring the index's stored document tokens (only queries are tokenized)")
+        self._stored_tokens = stored
+        return stored
 
 
 def _below(head: list[Hit], tail: list[Hit]) -> list[Hit]:

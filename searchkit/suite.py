@@ -95,7 +95,7 @@ class Condition:
     bm25: BM25Config | None = None
     dense: DenseConfig | None = None
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    rerank: dict[str, Any] | None = None
+    rerank: RerankConfig | None = None
     tolerance: float = 0.002
     unjudged: str = "zero"
     expected: dict[str, float] = field(default_factory=dict)
@@ -141,7 +141,9 @@ def load_suite(path: str | Path) -> Suite:
         dense = { model = "all-MiniLM-L6-v2" }  # DenseConfig fields (dense/hybrid/cascade)
         fusion = { method = "rrf", depth = 100 }  # FusionConfig fields (hybrid/cascade)
         rerank = { model = "../training/out", depth = 100 }  # RerankConfig fields; ./ ../ / paths are
-                                              # relative to this file, other names go to Hugging Face
+                                              # relative to this file, other names go to Hugging Face;
+                                              # interpolation = "none": the reranker alone; fusion = "none":
+                                              # the card's interpolation instead of its learned fusion
         index = "../indexes/other"            # optional: overrides the dataset's index path
         tolerance = 0.002                     # optional: overrides [suite]
         unjudged = "skip"                     # optional: overrides the dataset
@@ -272,26 +274,29 @@ def _load_condition(
         bm25=configs["bm25"],
         dense=configs["dense"],
         fusion=configs["fusion"] or FusionConfig(),
-        rerank=dict(rerank) if rerank is not None else None,
+        rerank=rerank,
         tolerance=_number(table.get("tolerance", tolerance), lambda m: fail(f"{where} tolerance", m)),
         unjudged=_choice(table.get("unjudged", dataset.unjudged), UNJUDGED_MODES, lambda m: fail(where, m)),
         expected=expected,
     )
 
 
-def _load_rerank(table: Any, base: Path, error: Any) -> dict[str, Any]:
-    """Validate a ``rerank`` table against RerankConfig; a model starting with ``.`` or ``/`` is a path
-    relative to the suite file, anything else a Hugging Face name passed on as is."""
+def _load_rerank(table: Any, base: Path, error: Any) -> RerankConfig:
+    """A ``rerank`` table as a RerankConfig; a model starting with ``.`` or ``/`` is a path relative to the suite
+    file, anything else a Hugging Face name passed on as is. TOML has no null: ``interpolation = "none"`` means
+    the reranker alone, ``fusion = "none"`` ignores the card's learned fusion."""
     if not isinstance(table, dict) or "model" not in table:
         raise error("must be a table with at least 'model'")
     table = dict(table)
     if str(table["model"]).startswith((".", "/")):
         table["model"] = str((base / table["model"]).resolve())
+    for key in ("interpolation", "fusion"):
+        if table.get(key) == "none":
+            table[key] = None
     try:
-        config_from_dict(RerankConfig, table)
+        return config_from_dict(RerankConfig, table)
     except (ConfigError, TypeError, ValueError) as err:
         raise error(str(err)) from None
-    return table
 
 
 def _number(value: Any, error: Any) -> float:
@@ -494,11 +499,16 @@ def run_suite(
         trec = None
         if write:
             trec = json_path.with_name(f"{json_path.stem}.{_safe_name(cond.name)}.trec")
-        results.append(_run_condition(suite, cond, index, index_info, all_queries, qrels, trec, show_progress))
+        try:
+            results.append(_run_condition(suite, cond, index, index_info, all_queries, qrels, trec, show_progress))
+        except BaseException:
+            _LOADED_RERANKERS.clear()
+            raise
         for c in results[-1].comparisons:
             if check and c.ok is False:
                 logger.warning("%s: %s = %.4f, expected %.4f ± %g", cond.name, c.metric, c.got, c.expected,
                                cond.tolerance)  # fmt: skip
+    _LOADED_RERANKERS.clear()  # models and remembered logits live for one suite run
     result = SuiteResult(suite.name, str(suite.path), check, tuple(results), __version__,
                          _git_commit(suite.path.parent), now.isoformat(timespec="seconds"),
                          str(json_path) if write else None)  # fmt: skip
@@ -525,9 +535,8 @@ def _run_condition(
 
     dataset = suite.datasets[cond.dataset]
     queries = restrict_to_split(all_queries, qrels)
-    reranker = _make_reranker(cond.rerank) if cond.rerank else None
-    depth = int(cond.rerank.get("depth", 100)) if cond.rerank else 100
-    searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion, reranker=reranker, rerank_depth=depth)
+    searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion, rerank=_reranker(cond.rerank))
+    reranker, depth = searcher.reranker, searcher.rerank_depth
     started = time.perf_counter()
     run = run_queries(searcher, queries, cond.k, show_progress=show_progress, exclude_self=dataset.exclude_self)
     searched = time.perf_counter()
@@ -548,7 +557,7 @@ def _run_condition(
         "bm25": config_to_dict(cond.bm25) if cond.bm25 else None,
         "dense": config_to_dict(cond.dense) if cond.dense else None,
         "fusion": config_to_dict(cond.fusion) if cond.mode in ("hybrid", "cascade") else None,
-        "rerank": cond.rerank,
+        "rerank": config_to_dict(cond.rerank) if cond.rerank else None,
         "tolerance": cond.tolerance,
     }
     selection = {
@@ -562,6 +571,26 @@ def _run_condition(
     comparisons = _compare(evaluation.aggregate, cond.expected, cond.tolerance)
     return ConditionResult(cond.name, cond.dataset, cond.mode, cond.k, settings, selection, evaluation,
                            comparisons, index_info, seconds, trec.name if trec else None, first_stage)  # fmt: skip
+
+
+_LOADED_RERANKERS: dict[tuple[Any, ...], Any] = {}
+
+
+def _reranker(config: RerankConfig | None) -> Any:
+    """The condition's reranker; conditions that differ only in how scores are mixed (interpolation, fusion, depth)
+    share one loaded model and its remembered logits, so each (query, document) pair is scored once per suite run."""
+    if config is None:
+        return None
+    from searchkit.rerank import CrossEncoderReranker
+
+    key = tuple(getattr(config, name) for name in ("model", "max_length", "batch_size", "device", "dtype"))
+    key = (*key, config.batch_tokens)
+    if key not in _LOADED_RERANKERS:
+        _LOADED_RERANKERS.clear()  # one model in memory at a time
+        loaded = CrossEncoderReranker.from_config(config)
+        loaded.remember_scores()
+        _LOADED_RERANKERS[key] = loaded
+    return _LOADED_RERANKERS[key].variant(config)
 
 
 def _safe_name(name: str) -> str:
@@ -639,14 +668,6 @@ def _prepare_index(
         "seconds": time.perf_counter() - started,
     }
     return index, info
-
-
-def _make_reranker(spec: Mapping[str, Any]) -> Any:
-    """A CrossEncoderReranker from a condition's validated ``rerank`` table (RerankConfig fields)."""
-    from searchkit.rerank import CrossEncoderReranker
-
-    cfg = config_from_dict(RerankConfig, spec)
-    return CrossEncoderReranker(cfg.model, cfg.max_length, cfg.batch_size, cfg.device, cfg.dtype, cfg.interpolation)
 
 
 def _git_commit(folder: Path) -> str | None:

@@ -2,8 +2,9 @@
 
 Settings are a :class:`searchkit.config.TrainConfig` (``load_train_recipe`` reads one from ``training/*.toml``);
 the training data (pair files or qrels with mined hard negatives, the dev split, the cached first stage) comes
-from :mod:`searchkit.train_data`. This module holds the loss, the training loop, dev evaluation, checkpoints and
-resume, and the output folder with its model card.
+from :mod:`searchkit.train_data`, checkpoints and resume from :mod:`searchkit.checkpoints`, the starting model and
+its card from :mod:`searchkit.rerank`. This module holds the loss, the training loop, dev evaluation (through
+:func:`searchkit.evaluate.rerank_evaluation`), the dev guard, the fitted fusion and the output folder.
 
 The loss is :func:`weighted_cross_entropy`, ``L = sum_i w_i * l(y_i, s_i) / sum_i w_i``: binary cross-entropy
 on the logit (``pointwise``) or softmax cross-entropy over one positive and n negatives (``listwise``, weights
@@ -50,19 +51,25 @@ from typing import Any
 
 import numpy as np
 
-from searchkit import __version__
-from searchkit.config import LOSSES, TRAIN_RUN_CONTROL, TrainConfig, config_to_dict
-from searchkit.evaluate import canonical_metric
-from searchkit.formats import sha256_file
-from searchkit.models import resolve_device, resolve_model
-from searchkit.rerank import MODEL_CARD, SCORE_KIND, CrossEncoderReranker, PairEncoder, batch_tensors, interpolate
+from searchkit.checkpoints import checkpoint_epoch, find_checkpoint, load_checkpoint, save_checkpoint
+from searchkit.config import LOSSES, TrainConfig, config_to_dict
+from searchkit.evaluate import canonical_metric, rerank_evaluation
+from searchkit.faults import checkpoint as fault_point
+from searchkit.fusion import interpolation_model
+from searchkit.models import MODEL_CARD, lineage, resolve_device
+from searchkit.rerank import (
+    SCORE_KIND,
+    CrossEncoderReranker,
+    PairEncoder,
+    batch_tensors,
+    load_cross_encoder,
+    read_reranker_card,
+    write_reranker_card,
+)
 from searchkit.train_data import TrainingData, load_training_data
-from searchkit.types import ConfigError, DataError, Hit, sort_hits
+from searchkit.types import ConfigError, DataError, Hit
 
 logger = logging.getLogger(__name__)
-
-CARD_FORMAT = "searchkit-reranker"
-CARD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class TrainResult:
     pairs_per_second: float
     interrupted: bool = False
     stopped_early: bool = False
+    fusion: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- the loss
@@ -154,7 +162,7 @@ class _Trainer:
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.startswith("cuda"))
         data = load_training_data(cfg, self.out, self.show_progress)
         self.data = data
-        model, tokenizer, base_identity = _load_base_model(cfg.base_model, cfg.seed)
+        model, tokenizer, base_identity = self._load_start()
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, cfg.max_length)
@@ -181,7 +189,11 @@ class _Trainer:
             " (bf16 autocast)" if self.bf16 else "",
         )
 
-        state = self._resume(checkpoint) if checkpoint is not None else None
+        state = None
+        if checkpoint is not None:
+            state = load_checkpoint(
+                checkpoint, self.out, self.model, self.optimizer, self.scheduler, cfg, data.sha256, self.device
+            )
         if state is None:
             state = {
                 "epoch": 0,
@@ -217,7 +229,8 @@ class _Trainer:
                     logger.info("early stop after epoch %d: no dev gain for %d epochs", epoch, cfg.patience)
                     state["stopped_early"] = True
             state["epoch"] = epoch
-            self._save_checkpoint(state)
+            save_checkpoint(self.out, self.model, self.optimizer, self.scheduler, state, cfg, self.data.sha256)
+            fault_point("train.epoch")
             if cfg.stop_after_epochs is not None and epoch >= cfg.stop_after_epochs and epoch < cfg.epochs:
                 interrupted = not state["stopped_early"] and state["step"] < total_steps
                 if interrupted:
@@ -225,13 +238,37 @@ class _Trainer:
                     break
         return self._finish(state, base_identity, started, interrupted)
 
+    # ------------------------------------------------------------------ the starting model
+    def _load_start(self) -> tuple[Any, Any, dict[str, Any]]:
+        """``(model, tokenizer, identity)`` of the starting point: ``init_from`` (a fine-tuned reranker, its card
+        read for the lineage) or ``base_model`` with a fresh one-output head. fp32 master weights whatever the
+        checkpoint stores (AdamW on fp16 weights loses updates); bf16 comes from autocast during training."""
+        import torch
+
+        cfg = self.cfg
+        if cfg.init_from is None:
+            self.parent_card: dict[str, Any] = {}
+            return load_cross_encoder(cfg.base_model, dtype=torch.float32, fresh_head=True, seed=cfg.seed)
+        folder = Path(cfg.init_from)
+        self.parent_card = read_reranker_card(folder)
+        if not self.parent_card:
+            logger.warning("init_from %s has no searchkit.json: its lineage starts at itself", folder)
+        loaded = load_cross_encoder(folder, dtype=torch.float32)
+        logger.info("continuing from the fine-tuned reranker %s", folder)
+        return loaded
+
+    def _lineage(self, start: dict[str, Any]) -> list[dict[str, Any]]:
+        """base -> parent -> ...: the parent's recorded chain plus the parent itself (or just the base model)."""
+        step = {"name": start["name"], "sha256": start.get("weights_sha256")}
+        if self.cfg.init_from is None:
+            return [step]
+        return [*lineage(self.parent_card), step]
+
     # ------------------------------------------------------------------ output folder
     def _prepare_output(self) -> Path | None:
         """Check what the output folder holds; return the checkpoint to resume from, if any."""
         cfg, out = self.cfg, self.out
-        checkpoint = next(
-            (p for p in (out / "checkpoint", out / "checkpoint.old") if (p / "state.json").is_file()), None
-        )
+        checkpoint = find_checkpoint(out)
         if cfg.overwrite:
             for child in out.iterdir() if out.is_dir() else []:
                 # the cache is keyed by index, queries and settings: always safe to reuse
@@ -241,7 +278,7 @@ class _Trainer:
         elif (out / MODEL_CARD).is_file():
             raise ConfigError(f"{out} already holds a trained model; pass overwrite=True (--overwrite) to replace it")
         elif checkpoint is not None and not cfg.resume:
-            epoch = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))["epoch"]
+            epoch = checkpoint_epoch(checkpoint)
             raise ConfigError(
                 f"{out} holds an interrupted run (checkpoint after epoch {epoch}); pass resume=True (--resume) "
                 "to continue it, or overwrite=True (--overwrite) to start over"
@@ -406,31 +443,26 @@ class _Trainer:
 
     def _first_stage_recall(self) -> float:
         """Recall of the dev candidates: the share of relevant documents the reranker is given to find."""
-        from searchkit.evaluate import evaluate
-
-        run = {q.query_id: hits for q, hits in zip(self.data.dev.queries, self.data.dev.candidates, strict=True)}
-        metric = f"R@{self.cfg.dev_depth}"
-        recall = float(evaluate(run, self.data.dev.qrels, [metric]).aggregate[metric])
+        dev = self.data.dev
+        ids = [q.query_id for q in dev.queries]
+        scores = self._per_query(self.dev_scores)
+        report = rerank_evaluation(ids, dev.candidates, scores, dev.qrels, [self.metric])
+        recall = float(report.first_stage[f"R@{max(report.depth, 1)}"])
         logger.info(
-            "dev: %d queries; the first stage's top %d holds %.1f%% of their relevant documents (%s)",
-            len(run),
-            self.cfg.dev_depth,
+            "dev: %d queries; the first stage's top %d holds %.1f%% of their relevant documents (R@%d)",
+            len(ids),
+            report.depth,
             100 * recall,
-            metric,
+            report.depth,
         )
         return recall
 
     def _dev_metric(self, scores: list[np.ndarray], a: float) -> float:
-        from searchkit.evaluate import evaluate
-
-        run = {}
-        for query, hits, own in zip(self.data.dev.queries, self.data.dev.candidates, scores, strict=True):
-            values = own.astype(np.float64)
-            if a < 1.0:
-                values = interpolate(values, np.array([hit.score for hit in hits], dtype=np.float64), a)
-            ranked = (Hit(hit.doc_id, float(v)) for hit, v in zip(hits, values, strict=True))
-            run[query.query_id] = sort_hits(ranked)
-        return float(evaluate(run, self.data.dev.qrels, [self.metric]).aggregate[self.metric])
+        """Dev metric of ``a * reranker + (1 - a) * first stage`` (a = 1: the reranker alone), by the one helper."""
+        dev = self.data.dev
+        ids = [q.query_id for q in dev.queries]
+        report = rerank_evaluation(ids, dev.candidates, scores, dev.qrels, [self.metric], fusion=interpolation_model(a))
+        return float((report.fused or report.reranker)[self.metric])
 
     # ------------------------------------------------------------------ checkpoints
     def _save_best(self, epoch: int) -> None:
@@ -444,69 +476,32 @@ class _Trainer:
             np.save(folder / "dev_scores.npy", self.dev_scores, allow_pickle=False)
         (folder / "best.json").write_text(json.dumps({"epoch": epoch}) + "\n", encoding="utf-8")
 
-    def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        import torch
-        from safetensors.torch import save_file, save_model
-
-        tmp, final, old = (self.out / name for name in ("checkpoint.tmp", "checkpoint", "checkpoint.old"))
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_model(self.model, str(tmp / "model.safetensors"))
-        tensors, optimizer_json = _flatten_optimizer(self.optimizer.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        save_file(rng, str(tmp / "rng.safetensors"))
-        payload = {
-            **state,
-            "optimizer": optimizer_json,
-            "scheduler": self.scheduler.state_dict(),
-            "config": _comparable(self.cfg),
-            "train_data_sha256": self.data.sha256,
-        }
-        (tmp / "state.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _resume(self, checkpoint: Path) -> dict[str, Any]:
-        import torch
-        from safetensors.torch import load_file, load_model
-
-        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
-        saved, now = state.pop("config"), _comparable(self.cfg)
-        changed = sorted(key for key in set(saved) | set(now) if saved.get(key) != now.get(key))
-        if changed:
-            raise ConfigError(
-                f"cannot resume {self.out}: settings changed since the checkpoint ({', '.join(changed)})"
-                "; restore them or pass overwrite=True to start over"
-            )
-        if state.pop("train_data_sha256") != self.data.sha256:
-            raise ConfigError(f"cannot resume {self.out}: the training data changed since the checkpoint")
-        load_model(self.model, str(checkpoint / "model.safetensors"), device=self.device)
-        # loaded on the CPU: load_state_dict moves moments to their parameters' device and keeps "step" where
-        # a non-capturable AdamW needs it
-        tensors = load_file(str(checkpoint / "optimizer.safetensors"))
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, state.pop("optimizer")))
-        self.scheduler.load_state_dict(state.pop("scheduler"))
-        rng = load_file(str(checkpoint / "rng.safetensors"))
-        torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available():
-            cuda = [rng[key] for key in sorted(k for k in rng if k.startswith("cuda."))]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
-        log = self.out / "train_log.jsonl"
-        if log.is_file():  # drop what the killed run logged after its last checkpoint
-            records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
-            kept = [record for record in records if record["epoch"] <= state["epoch"]]
-            log.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        logger.info("resumed %s after epoch %d (step %d)", self.out, state["epoch"], state["step"])
-        return state
-
     # ------------------------------------------------------------------ the end
+    def _fit_fusion(self, final: dict[str, Any]) -> dict[str, Any] | None:
+        """Fit the learned fusion of every stage on dev with the shipped epoch's scores (see searchkit.fusion)."""
+        from searchkit.config import LearnedFusion
+        from searchkit.fusion import STAGE_FEATURES, fit_weights, stage_features
+        from searchkit.index import Index
+        from searchkit.search import Searcher
+
+        cfg, dev = self.cfg, self.data.dev
+        if not cfg.fit_fusion or not dev.has_first_stage or cfg.index is None:
+            return None
+        searcher = Searcher(Index.open(cfg.index), mode=cfg.dev_mode)
+        stages = searcher.stages([q.text for q in dev.queries], cfg.dev_depth)
+        scores = self._per_query(np.load(self.out / "best" / "dev_scores.npy", allow_pickle=False))
+        features = [
+            stage_features(head, own, {name: stages[name][i] for name in STAGE_FEATURES if name in stages})
+            for i, (head, own) in enumerate(zip(dev.candidates, scores, strict=True))
+        ]
+        ids = [q.query_id for q in dev.queries]
+        model, report = fit_weights(
+            dev.candidates, features, ids, dev.qrels, metric=self.metric, interpolation_grid=cfg.interpolation_grid
+        )
+        fitted = LearnedFusion(model.weights, depth=cfg.dev_depth, mode=searcher.mode, fitted=report)
+        final["fused"] = report["fused"]
+        return config_to_dict(fitted)
+
     def _finish(self, state: dict[str, Any], base: dict[str, Any], started: float, interrupted: bool) -> TrainResult:
         from safetensors.torch import load_model
 
@@ -553,21 +548,28 @@ class _Trainer:
         if not data.dev.queries:
             logger.warning("no dev queries: the last epoch is shipped unchecked against its starting point")
         elif best_epoch == 0 and state["epoch"] > 0:
-            logger.warning("no epoch beat the starting model on dev %s: the starting model is shipped", self.metric)
+            logger.warning(
+                "no epoch beat the starting model (%s) on dev %s: the starting model is shipped",
+                "the parent" if cfg.init_from else "the base model",
+                self.metric,
+            )
+        fusion = self._fit_fusion(final) if final and data.dev.queries else None
         self.model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
         self.model.save_pretrained(self.out)
         self.tokenizer.model_max_length = cfg.max_length
         self.tokenizer.save_pretrained(self.out)
+        parent = None if cfg.init_from is None else {"name": base["name"], "sha256": base.get("weights_sha256")}
         card = {
-            "format": CARD_FORMAT,
-            "format_version": CARD_VERSION,
-            "searchkit_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "score_kind": SCORE_KIND,
             "max_length": cfg.max_length,
             "interpolation": interpolation,
             "interpolation_note": "a * minmax(reranker logits) + (1 - a) * minmax(first-stage scores)",
-            "base_model": base,
+            "fusion": fusion,
+            "base_model": self.parent_card.get("base_model", base) if cfg.init_from else base,
+            "parent": parent,
+            "lineage": self._lineage(base),
+            "guard": _guard(history, best_epoch, self.metric, "parent" if cfg.init_from else "base", base["name"]),
             "training_config": config_to_dict(cfg),
             "training_data": {"sha256": data.sha256, **data.source},
             "dev_metric": self.metric,
@@ -579,13 +581,44 @@ class _Trainer:
             "train_pairs": state["pairs"],
             "train_pairs_per_second": round(rate, 2),
         }
-        (self.out / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        fault_point("train.card")
+        write_reranker_card(self.out, card)
         _plot(self.out, self.metric)
         shutil.rmtree(self.out / "best", ignore_errors=True)
         if not cfg.keep_checkpoint:
             shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
         logger.info("reranker written to %s (best epoch %d, interpolation %s)", self.out, best_epoch, interpolation)
-        return dataclasses.replace(result, interpolation=interpolation)
+        return dataclasses.replace(result, interpolation=interpolation, fusion=fusion)
+
+
+def _guard(history: list[dict[str, Any]], best: int, metric: str, what: str, name: str) -> dict[str, Any] | None:
+    """The dev guard's verdict: the shipped epoch against the starting model (the parent, or the base model).
+
+    Compared as shipped: interpolated with the first stage when dev has one, else the reranker alone.
+    """
+    start, shipped = history[0].get("dev"), history[best].get("dev")
+    if not start or not shipped:
+        return None
+    key = "interpolated" if "interpolated" in start else "reranker"
+    improved = shipped[key] > start[key]
+    if not improved:
+        logger.warning(
+            "dev guard: the result does not beat its %s %s on dev %s (%.4f vs %.4f)",
+            what,
+            name,
+            metric,
+            shipped[key],
+            start[key],
+        )
+    return {
+        "compared_with": what,
+        "model": name,
+        "metric": metric,
+        "score": key,
+        "start": start[key],
+        "shipped": shipped[key],
+        "improved": improved,
+    }
 
 
 def _better(entry: dict[str, Any], best: dict[str, Any], metric: str) -> bool:
@@ -595,39 +628,6 @@ def _better(entry: dict[str, Any], best: dict[str, Any], metric: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _load_base_model(name: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """``(model, tokenizer, identity)``: any sequence-classification-capable model with a one-output head.
-
-    A base encoder (or a classifier with another number of outputs) gets a fresh head, seeded by ``seed``.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    resolved = resolve_model(name)
-    try:
-        config = AutoConfig.from_pretrained(resolved)
-        torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            # fp32 master weights whatever the checkpoint stores (transformers 5 keeps a checkpoint's own dtype,
-            # and AdamW on fp16 weights loses updates); bf16 comes from autocast during training.
-            resolved,
-            num_labels=1,
-            ignore_mismatched_sizes=True,
-            dtype=torch.float32,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load base model {name!r}: {err}") from None
-    fresh = config.num_labels != 1 or not any("SequenceClassification" in a for a in config.architectures or [])
-    if fresh:
-        logger.info("base model %s: a fresh one-output head is trained on top of it", name)
-    identity: dict[str, Any] = {"name": name, "resolved": resolved, "fresh_head": fresh}
-    folder = Path(resolved)
-    if folder.is_dir():
-        identity["weights_sha256"] = {p.name: sha256_file(p) for p in sorted(folder.glob("*.safetensors"))}
-    return model, tokenizer, identity
 
 
 def _seed_everything(seed: int) -> None:
@@ -674,41 +674,6 @@ def _scheduler(optimizer: Any, total_steps: int, warmup_ratio: float) -> Any:
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optimizer state as (tensors for safetensors, the rest for JSON): no pickle."""
-    import torch
-
-    tensors: dict[str, Any] = {}
-    plain: dict[str, Any] = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                plain[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "plain": plain}
-
-
-def _unflatten_optimizer(tensors: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in [*tensors.items(), *saved["plain"].items()]:
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    groups = [
-        {**group, "betas": tuple(group["betas"])} if "betas" in group else group for group in saved["param_groups"]
-    ]
-    return {"state": state, "param_groups": groups}
-
-
-def _comparable(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings a resumed run must share with its checkpoint (run-control switches excluded)."""
-    values = config_to_dict(cfg)
-    for name in TRAIN_RUN_CONTROL:
-        values.pop(name)
-    values["interpolation_grid"] = list(values["interpolation_grid"])
-    return json.loads(json.dumps(values))
 
 
 def _plot(out: Path, metric: str) -> None:

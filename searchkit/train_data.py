@@ -234,17 +234,27 @@ def _open_index(cfg: TrainConfig, show_progress: bool) -> Any:
     return Index.open(path)
 
 
-def _split_dev(cfg: TrainConfig, queries: list[Query]) -> tuple[list[Query], list[Query]]:
-    """(train, dev): a seeded shuffle; ``dev_queries`` is a count, or a fraction when below 1."""
-    rng = np.random.default_rng(cfg.seed)
+def split_dev(
+    queries: Sequence[Query], dev_queries: float, seed: int, limit_queries: int | None = None
+) -> tuple[list[Query], list[Query]]:
+    """(train, dev): a seeded shuffle of ``queries``, cut to ``limit_queries``; the first ``dev_queries`` (a count,
+    or a fraction when below 1) are dev. Reranker and dense training call it with the same usable queries (judged,
+    with a positive, in file order), count and seed, so both hold out the same dev queries.
+
+    >>> qs = [Query(f"q{i}", "text") for i in range(6)]
+    >>> train, dev = split_dev(qs, 2, seed=42)
+    >>> len(train), len(dev), sorted(q.query_id for q in train + dev) == sorted(q.query_id for q in qs)
+    (4, 2, True)
+    """
+    rng = np.random.default_rng(seed)
     shuffled = [queries[i] for i in rng.permutation(len(queries))]
-    if cfg.limit_queries is not None:
-        shuffled = shuffled[: cfg.limit_queries]
-    wanted = round(cfg.dev_queries * len(shuffled)) if cfg.dev_queries < 1 else int(cfg.dev_queries)
+    if limit_queries is not None:
+        shuffled = shuffled[:limit_queries]
+    wanted = round(dev_queries * len(shuffled)) if dev_queries < 1 else int(dev_queries)
     if wanted >= len(shuffled):
         logger.warning(
             "dev_queries=%s leaves no training queries out of %d: using %d for dev",
-            cfg.dev_queries,
+            dev_queries,
             len(shuffled),
             len(shuffled) // 2,
         )
@@ -276,7 +286,7 @@ def _qrels_data(
             ", ".join(missing[:5]),
         )
     usable = [query for query in judged_queries if query.query_id not in set(without)]
-    train_queries, dev_queries = _split_dev(cfg, usable)
+    train_queries, dev_queries = split_dev(usable, cfg.dev_queries, cfg.seed, cfg.limit_queries)
 
     mined = _first_stage(index, cfg.mine_mode, train_queries, cfg.mine_depth, out / "cache", "mine", show_progress)
     rng = np.random.default_rng([cfg.seed, 1])
@@ -390,7 +400,8 @@ def _pairs_data(cfg: TrainConfig, index: Any) -> tuple[list[TrainQuery], DevSet,
             cfg.pairs,
             ", ".join(without[:5]),
         )
-    train_queries, dev_queries = _split_dev(cfg, [q for q in queries if q.query_id not in set(without)])
+    usable = [q for q in queries if q.query_id not in set(without)]
+    train_queries, dev_queries = split_dev(usable, cfg.dev_queries, cfg.seed, cfg.limit_queries)
     train = []
     for query in train_queries:
         items = by_query[query.text]

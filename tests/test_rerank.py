@@ -3,6 +3,7 @@ template against the tokenizer's own pair encoding, refusal of non-rerankers, re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -11,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from searchkit.config import LearnedFusion, config_to_dict
 from searchkit.rerank import (
     CrossEncoderReranker,
     PairEncoder,
     RerankConfig,
-    interpolate,
+    load_cross_encoder,
     make_tiny_cross_encoder,
-    minmax,
+    read_reranker_card,
+    write_reranker_card,
 )
 from searchkit.types import ConfigError, DataError, Hit, sort_hits
 
@@ -82,7 +85,7 @@ def test_pair_template_matches_the_tokenizers_pair_encoding() -> None:
 def test_scores_do_not_depend_on_batch_size(model_dir: Path, reranker: CrossEncoderReranker) -> None:
     expected = reranker.score(QUERIES, TEXTS)
     for batch_size in (1, 3, 64):
-        other = CrossEncoderReranker(model_dir, max_length=48, batch_size=batch_size, device="cpu")
+        other = CrossEncoderReranker(model_dir, max_length=48, batch_size=batch_size, device="cpu", dtype="fp32")
         np.testing.assert_allclose(other.score(QUERIES, TEXTS), expected, atol=1e-5, rtol=0)
     # and a pair scores the same alone as among others
     alone = [reranker.score([q], [t])[0] for q, t in zip(QUERIES, TEXTS, strict=True)]
@@ -122,7 +125,7 @@ def test_truncated_pairs_are_counted_and_logged(model_dir: Path, caplog: pytest.
 def test_max_length_comes_from_the_model_card_and_is_capped(model_dir: Path, tmp_path: Path) -> None:
     assert CrossEncoderReranker(model_dir, device="cpu").max_length == 128  # 512 capped at position embeddings
     folder = make_tiny_cross_encoder(tmp_path / "carded", words=_words())
-    (folder / "searchkit.json").write_text(json.dumps({"max_length": 32, "interpolation": None}))
+    write_reranker_card(folder, {"max_length": 32, "interpolation": None})
     assert CrossEncoderReranker(folder, device="cpu").max_length == 32
     assert CrossEncoderReranker(folder, max_length=40, device="cpu").max_length == 40
 
@@ -174,7 +177,7 @@ def test_rerank_batch_keeps_only_the_given_candidates(reranker: CrossEncoderRera
 
 def test_interpolation_from_the_model_card(model_dir: Path, tmp_path: Path) -> None:
     folder = make_tiny_cross_encoder(tmp_path / "interp", words=_words())
-    (folder / "searchkit.json").write_text(json.dumps({"interpolation": 0.25, "score_kind": "logit"}))
+    write_reranker_card(folder, {"interpolation": 0.25, "score_kind": "logit"})
     candidates = [[Hit("d1", 9.0), Hit("d4", 3.0), Hit("007", 1.0)]]
     texts = [[TEXTS[0], TEXTS[4], TEXTS[2]]]
     carded = CrossEncoderReranker(folder, max_length=48, device="cpu")
@@ -195,10 +198,63 @@ def test_interpolation_from_the_model_card(model_dir: Path, tmp_path: Path) -> N
     assert [hit.doc_id for hit in ranked] == ["d1", "d4", "007"]  # a = 0: the first stage's order
 
 
-def test_minmax_and_interpolate_by_hand() -> None:
-    assert minmax(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]  # constant scores: all 1, as the Searcher does
-    assert minmax(np.array([])).tolist() == []
-    assert interpolate(np.array([1.0, 3.0]), np.array([0.0, 10.0]), 0.5).tolist() == [0.0, 1.0]
+def test_learned_fusion_in_the_card_wins_over_interpolation(model_dir: Path, tmp_path: Path) -> None:
+    folder = make_tiny_cross_encoder(tmp_path / "fused", words=_words())
+    fusion = LearnedFusion({"reranker": 0.5, "first_stage": 0.2, "bm25": 0.3}, depth=3)
+    write_reranker_card(folder, {"interpolation": 0.25, "fusion": config_to_dict(fusion)})
+    candidates = [[Hit("d1", 9.0), Hit("d4", 3.0), Hit("007", 1.0)]]
+    texts = [[TEXTS[0], TEXTS[4], TEXTS[2]]]
+    stages = [{"bm25": [Hit("007", 4.0), Hit("d1", 2.0)]}]  # d4: not in BM25's ranking
+    fused = CrossEncoderReranker(folder, max_length=48, device="cpu", depth=3)
+    assert fused.fusion == fusion and fused.interpolation is None
+    logits = fused.score([QUERIES[0]] * 3, texts[0]).astype(np.float64)
+    norm = (logits - logits.min()) / (logits.max() - logits.min())
+    expected = {
+        doc: 0.5 * r + 0.2 * f + 0.3 * b
+        for doc, r, f, b in zip(["d1", "d4", "007"], norm, [1.0, 0.25, 0.0], [0.0, 0.0, 1.0], strict=True)
+    }
+    got = {hit.doc_id: hit.score for hit in fused.rerank_batch([QUERIES[0]], candidates, texts, stages)[0]}
+    assert got == pytest.approx(expected, abs=1e-9)
+    # fusion=None falls back to the card's interpolation; an explicit weight wins over both
+    assert CrossEncoderReranker(folder, max_length=48, device="cpu", fusion=None).interpolation == 0.25
+    assert CrossEncoderReranker(folder, max_length=48, device="cpu", interpolation=0.7).interpolation == 0.7
+    assert CrossEncoderReranker.from_config(RerankConfig(str(folder), interpolation=None, device="cpu")).fusion is None
+
+
+def test_a_newer_or_foreign_card_is_refused(tmp_path: Path) -> None:
+    folder = make_tiny_cross_encoder(tmp_path / "newer")
+    (folder / "searchkit.json").write_text(json.dumps({"format": "searchkit-reranker", "format_version": 99}))
+    with pytest.raises(DataError, match="newer searchkit"):
+        CrossEncoderReranker(folder, device="cpu")
+    (folder / "searchkit.json").write_text(json.dumps({"format": "searchkit-dense", "format_version": 1}))
+    with pytest.raises(ConfigError, match="not a reranker"):
+        CrossEncoderReranker(folder, device="cpu")
+    write_reranker_card(folder, {"fusion": {"weights": {"colour": 1.0}}})
+    with pytest.raises(DataError, match="invalid fusion"):
+        CrossEncoderReranker(folder, device="cpu")
+    assert read_reranker_card(folder)["format"] == "searchkit-reranker"
+
+
+def test_one_loader_fresh_head_for_a_base_model(model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    base = tmp_path / "base"
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    settings = BertModel.from_pretrained(model_dir).config.to_dict()
+    BertModel(BertConfig(**{k: settings[k] for k in keys}, max_position_embeddings=128)).save_pretrained(base)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        if (model_dir / name).is_file():
+            (base / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(ConfigError, match="ONE output"):
+        load_cross_encoder(base)  # a base encoder is not a reranker
+    one, two = (load_cross_encoder(base, fresh_head=True, seed=3) for _ in range(2))
+    assert one.identity["fresh_head"] is True and one.model.config.num_labels == 1
+    assert torch.equal(one.model.classifier.weight, two.model.classifier.weight)  # seeded head
+    kept = load_cross_encoder(model_dir, fresh_head=True, seed=3)  # a reranker keeps its own head
+    assert kept.identity["fresh_head"] is False
+    assert torch.equal(kept.model.classifier.weight, load_cross_encoder(model_dir).model.classifier.weight)
+    assert set(kept.identity["weights_sha256"]) == {"model.safetensors"}
 
 
 def test_empty_input_and_length_mismatch(reranker: CrossEncoderReranker) -> None:
@@ -213,6 +269,23 @@ def test_the_searcher_reranks_its_top_candidates_only(reranker: CrossEncoderRera
 
     index = Index.build(TINY, tmp_path / "index")
     first = Searcher(index).search("solar electricity wind", k=5)
-    reranked = Searcher(index, reranker=reranker, rerank_depth=3).search("solar electricity wind", k=5)
+    reranked = Searcher(index, rerank=reranker.from_config(dataclasses.replace(reranker.config, depth=3))).search(
+        "solar electricity wind", k=5
+    )
     assert {hit.doc_id for hit in reranked[:3]} == {hit.doc_id for hit in first[:3]}
     assert reranked[3:] == first[3:]  # below the rerank depth the first stage's order stays
+
+
+def test_variants_share_the_model_and_remembered_scores(reranker: CrossEncoderReranker) -> None:
+    from searchkit.config import RerankConfig
+
+    base = CrossEncoderReranker(reranker.config.model, max_length=48, device="cpu", dtype="fp32")
+    base.remember_scores()
+    first = base.score(QUERIES, TEXTS)
+    alone = base.variant(dataclasses.replace(base.config, interpolation=None, depth=3))
+    assert alone.model is base.model and alone.depth == 3 and base.depth == RerankConfig.depth
+    np.testing.assert_array_equal(alone.score(QUERIES[::-1], TEXTS[::-1]), first[::-1])
+    assert base.scored_pairs == len(QUERIES)  # the second call scored nothing new
+    np.testing.assert_allclose(first, reranker.score(QUERIES, TEXTS), atol=1e-5)
+    with pytest.raises(ConfigError, match="only change"):
+        base.variant(dataclasses.replace(base.config, max_length=40))

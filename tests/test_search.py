@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchkit.config import DenseConfig, FusionConfig
+from searchkit.config import DenseConfig, FusionConfig, RerankConfig
 from searchkit.index import Index
 from searchkit.search import Searcher, convex_fuse, min_max_normalize, rrf_fuse
 from searchkit.types import ConfigError, Hit, sort_hits
@@ -127,7 +128,8 @@ def test_explain_bm25(bm25_index: Index) -> None:
 class _ReverseReranker:
     """A stand-in reranker (the Searcher, not a reranker, is under test): reverses the candidates it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth  # the Searcher reads the rerank depth from its reranker
         self.seen_texts: list[list[str]] = []
 
     def rerank_batch(
@@ -140,7 +142,7 @@ class _ReverseReranker:
 def test_reranker_only_sees_its_depth(bm25_index: Index) -> None:
     plain = Searcher(bm25_index).search("electricity solar wind", k=3)
     reranker = _ReverseReranker()
-    reranked = Searcher(bm25_index, reranker=reranker, rerank_depth=2).search("electricity solar wind", k=3)
+    reranked = Searcher(bm25_index, rerank=reranker).search("electricity solar wind", k=3)
     assert [hit.doc_id for hit in reranked] == [plain[1].doc_id, plain[0].doc_id, plain[2].doc_id]
     assert len(reranker.seen_texts[0]) == 2
     assert (
@@ -182,7 +184,7 @@ def test_explain_hybrid_lists_every_stage(hybrid_index: Index) -> None:
 def test_hits_below_the_rerank_depth_score_below_the_reranked_ones(bm25_index: Index) -> None:
     query = "electricity solar wind"
     plain = Searcher(bm25_index).search(query, k=5)
-    reranked = Searcher(bm25_index, reranker=_ReverseReranker(), rerank_depth=2).search(query, k=5)
+    reranked = Searcher(bm25_index, rerank=_ReverseReranker()).search(query, k=5)
     # the stand-in scores its two candidates 1.0 and 0.0: every deeper hit must sort below them, in BM25 order
     assert reranked == sort_hits(reranked)
     assert [hit.doc_id for hit in reranked[2:]] == [hit.doc_id for hit in plain[2:]]
@@ -190,8 +192,59 @@ def test_hits_below_the_rerank_depth_score_below_the_reranked_ones(bm25_index: I
 
 
 def test_explain_with_a_reranker_matches_search_and_shows_the_rerank_stage(bm25_index: Index) -> None:
-    searcher = Searcher(bm25_index, reranker=_ReverseReranker(), rerank_depth=2)
+    searcher = Searcher(bm25_index, rerank=_ReverseReranker())
     query = "electricity solar wind"
     explained = searcher.explain(query, k=3)
     assert [(hit.doc_id, hit.score) for hit in explained] == list(searcher.search(query, k=3))
     assert explained[0].stages["rerank"].rank == 1 and explained[0].stages["bm25"].rank == 2
+
+
+def test_rerank_depth_has_one_default(bm25_index: Index) -> None:
+    class NoDepth:
+        rerank_batch = _ReverseReranker.rerank_batch
+
+    assert Searcher(bm25_index, rerank=NoDepth()).rerank_depth == RerankConfig.depth == 100
+    assert Searcher(bm25_index, rerank=_ReverseReranker(depth=3)).rerank_depth == 3
+    with pytest.raises(ConfigError, match="positive"):
+        Searcher(bm25_index, rerank=_ReverseReranker(depth=0))
+
+
+class _StageRecorder(_ReverseReranker):
+    """A stand-in that also takes the stage rankings (as the cross-encoder does, for its learned fusion)."""
+
+    def __init__(self, depth: int = 2) -> None:
+        super().__init__(depth)
+        self.stages: list[Any] = []
+
+    def rerank_batch(  # type: ignore[override]
+        self,
+        queries: Sequence[str],
+        candidates: Sequence[Sequence[Hit]],
+        texts: Sequence[Sequence[str]],
+        stages: Any = None,
+    ) -> list[list[Hit]]:
+        self.stages.append(stages)
+        return super().rerank_batch(queries, candidates, texts)
+
+
+def test_rerankers_that_take_stages_get_bm25_and_dense_rankings(hybrid_index: Index) -> None:
+    recorder = _StageRecorder(depth=3)
+    searcher = Searcher(hybrid_index, fusion=FusionConfig(depth=8), rerank=recorder)
+    searcher.search_batch(["solar electricity", "mice"], k=3)
+    (given,) = recorder.stages
+    assert len(given) == 2 and set(given[0]) == {"bm25", "dense"}
+    assert given[1]["bm25"] == hybrid_index.bm25.search("mice", 8)  # type: ignore[union-attr]
+    stages = searcher.stages(["solar electricity", "mice"], 8)
+    assert set(stages) == {"bm25", "dense", "hybrid"} and stages["dense"][1] == given[1]["dense"]
+
+
+def test_searcher_builds_the_reranker_of_a_rerank_config(bm25_index: Index, tmp_path: Path) -> None:
+    from searchkit.rerank import CrossEncoderReranker, make_tiny_cross_encoder
+
+    folder = make_tiny_cross_encoder(tmp_path / "ce")
+    searcher = Searcher(bm25_index, rerank=RerankConfig(str(folder), depth=3, device="cpu", dtype="fp32"))
+    assert isinstance(searcher.reranker, CrossEncoderReranker) and searcher.rerank_depth == 3
+    hits = searcher.search("electricity solar wind", k=5)
+    plain = Searcher(bm25_index).search("electricity solar wind", k=5)
+    assert {h.doc_id for h in hits[:3]} == {h.doc_id for h in plain[:3]}
+    assert [h.doc_id for h in hits[3:]] == [h.doc_id for h in plain[3:]]

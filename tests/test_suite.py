@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from searchkit.config import BM25Config
+from searchkit.config import BM25Config, RerankConfig
 from searchkit.suite import (
     DEFAULT_METRICS,
     load_suite,
@@ -234,9 +234,11 @@ expected = { "R@100" = 0.6 }
 """
     # the reranker only reorders what BM25 returned, so recall is BM25's: 3/5
     suite = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text() + rerank))
-    assert suite.conditions[1].rerank == {
-        "model": str(tmp_path / "tiny-ce"), "depth": 3, "device": "cpu", "dtype": "fp32"
-    }  # fmt: skip
+    assert suite.conditions[1].rerank == RerankConfig(str(tmp_path / "tiny-ce"), depth=3, device="cpu", dtype="fp32")
+    alone = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text() + rerank.replace(
+        'dtype = "fp32"', 'dtype = "fp32", interpolation = "none", fusion = "none"')))  # fmt: skip
+    assert alone.conditions[1].rerank is not None
+    assert (alone.conditions[1].rerank.interpolation, alone.conditions[1].rerank.fusion) == (None, None)
     result = run_suite(suite, output=tmp_path / "out" / "r.json")
     assert result.passed, result.format()
     assert result.conditions[0].first_stage is None

@@ -179,6 +179,50 @@ def test_output_folder_and_model_card(straight: TrainResult) -> None:
     assert straight.train_queries + straight.dev_queries == 4  # q1..q4 are judged; q5 is not in the split
 
 
+def test_card_records_lineage_guard_and_fusion(straight: TrainResult, workspace: Path) -> None:
+    from searchkit.models import lineage, read_model_card
+
+    card = read_model_card(straight.output, "reranker")
+    assert card["format"] == "searchkit-reranker" and card["format_version"] == 1
+    base = card["base_model"]
+    assert card["parent"] is None and card["lineage"] == [{"name": base["name"], "sha256": base["weights_sha256"]}]
+    assert lineage(card) == card["lineage"] and set(base["weights_sha256"]) == {"model.safetensors"}
+    guard = card["guard"]
+    assert guard["compared_with"] == "base" and guard["start"] == card["dev"][0]["dev"]["interpolated"]
+    assert guard["improved"] == (guard["shipped"] > guard["start"])
+    fusion = card["fusion"]  # fitted on dev at the end, at the dev depth, over the BM25 index's stages
+    assert fusion["depth"] == 6 and fusion["mode"] == "bm25"
+    assert abs(sum(fusion["weights"].values()) - 1) < 1e-6
+    assert fusion["fitted"]["fused"] >= card["final_dev"]["interpolated"] - 1e-12  # never below the interpolation
+    assert fusion["fitted"]["queries"] == straight.dev_queries and straight.fusion == fusion
+
+
+def test_init_from_continues_a_fine_tuned_reranker(straight: TrainResult, workspace: Path) -> None:
+    from searchkit.models import read_model_card
+
+    child = train(_config(workspace, "child", init_from=str(straight.output), epochs=1, fit_fusion=False))
+    parent_card = read_model_card(straight.output, "reranker")
+    card = read_model_card(child.output, "reranker")
+    weights = hashlib.sha256((straight.output / "model.safetensors").read_bytes()).hexdigest()
+    assert card["parent"] == {"name": str(straight.output), "sha256": {"model.safetensors": weights}}
+    assert card["lineage"] == [*parent_card["lineage"], card["parent"]]  # base -> parent
+    assert card["base_model"] == parent_card["base_model"] and card["fusion"] is None
+    # epoch 0 is the parent itself (same dev queries and candidates), and the guard compares with it
+    assert card["dev"][0]["dev"]["reranker"] == pytest.approx(parent_card["final_dev"]["reranker"], abs=1e-6)
+    assert card["guard"]["compared_with"] == "parent" and card["guard"]["model"] == str(straight.output)
+    grandchild = train(_config(workspace, "grandchild", init_from=str(child.output), epochs=1, max_steps=1))
+    chain = read_model_card(grandchild.output, "reranker")["lineage"]
+    names = [parent_card["base_model"]["name"], str(straight.output), str(child.output)]
+    assert [step["name"] for step in chain] == names
+    two = workspace / "two-outputs"  # not a one-output reranker: refused before any weight is read
+    two.mkdir(exist_ok=True)
+    config = json.loads((workspace / "base" / "config.json").read_text())
+    config.update(id2label={"0": "no", "1": "yes"}, label2id={"no": 0, "yes": 1})
+    (two / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="ONE output"):
+        train(_config(workspace, "bad-parent", init_from=str(two)))
+
+
 def test_mined_negatives_are_never_judged_and_no_query_is_dropped(straight: TrainResult) -> None:
     qrels = read_qrels(TINY, "test")
     rows = [json.loads(line) for line in (straight.output / "data" / "train_pairs.jsonl").read_text().splitlines()]
@@ -201,7 +245,7 @@ def test_output_reloads_and_scores_identically(straight: TrainResult) -> None:
     from sentence_transformers import CrossEncoder
 
     out = straight.output
-    reranker = CrossEncoderReranker(out, device="cpu")
+    reranker = CrossEncoderReranker(out, device="cpu", dtype="fp32")  # fp32: the reference
     assert reranker.max_length == 48  # from the model card
     dev_run = read_run(out / "dev_run.trec")
     index_docs = {

@@ -1,0 +1,319 @@
+"""Learned fusion of every stage: one small linear model of how to combine reranker, first-stage, BM25 and dense scores.
+
+Features, per query, over the candidates the reranker scored (its top ``depth``): the reranker's logits, the
+Searcher's first-stage score (hybrid fused, cascade, bm25 or dense, whichever ranking was reranked), and the BM25
+and dense scores from those stages' own rankings, each **min-max normalised over the query's candidates** (a
+candidate a stage did not return gets 0, below every candidate it did return; a stage the index lacks is all 0).
+Min-max, not z-scores, so that the two-stage ``interpolation`` ``a * reranker + (1 - a) * first stage`` that
+cards already store is the special case ``weights = {"reranker": a, "first_stage": 1 - a}``.
+
+Weights (>= 0, summing to 1) are fitted by **coordinate ascent on the dev metric** (nDCG@10 by ir-measures through
+:func:`searchkit.evaluate.evaluate`): start from the best two-stage interpolation on a grid, then, one feature at a
+time, try every grid value for its weight (the others rescaled to keep the sum 1) and keep a change only when the
+dev metric rises; stop when a pass changes nothing. The result can therefore never score below the best
+interpolation (nor the reranker alone, nor the first stage alone) on dev. Fitting reads the qrels of the dev
+queries only: dev queries are held out of the reranker's training split, and the test split is never opened.
+
+:func:`fit_fusion` fits an existing trained reranker folder without retraining and writes the card's ``fusion``.
+
+>>> from searchkit.config import LearnedFusion
+>>> from searchkit.types import Hit
+>>> head = [Hit("a", 3.0), Hit("b", 2.0), Hit("c", 1.0)]
+>>> feats = stage_features(head, np.array([0.0, 2.0, 1.0]), {"bm25": [Hit("c", 9.0), Hit("a", 5.0)]})
+>>> feats["bm25"].tolist()                       # b was not in BM25's ranking: 0
+[0.0, 0.0, 1.0]
+>>> fuse(LearnedFusion({"reranker": 0.5, "first_stage": 0.25, "bm25": 0.25}), feats).tolist()
+[0.25, 0.625, 0.5]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from searchkit.config import FUSION_FEATURES, LearnedFusion
+from searchkit.types import ConfigError, DataError, Hit, Qrels, Query, sort_hits
+
+if TYPE_CHECKING:
+    from searchkit.index import Index
+
+logger = logging.getLogger(__name__)
+
+STAGE_FEATURES = ("bm25", "dense")
+"""Features read from a stage's own ranking (the others come from the reranked candidates themselves)."""
+DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+INTERPOLATION_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def minmax(scores: np.ndarray) -> np.ndarray:
+    """Scores mapped to [0, 1]; constant scores all map to 1.0 (search.py's convention).
+
+    >>> minmax(np.array([3.0, 1.0, 2.0])).tolist()
+    [1.0, 0.0, 0.5]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    if high == low:
+        return np.ones_like(scores)
+    return (scores - low) / (high - low)
+
+
+def interpolation_model(a: float) -> LearnedFusion:
+    """The two-stage mix ``a * reranker + (1 - a) * first stage`` as a fusion model (old cards' ``interpolation``).
+
+    >>> interpolation_model(0.25).weights
+    {'reranker': 0.25, 'first_stage': 0.75}
+    """
+    return LearnedFusion({"reranker": float(a), "first_stage": 1.0 - float(a)})
+
+
+def reranker_only(model: LearnedFusion | None) -> bool:
+    """True when ``model`` leaves the reranker's order alone (no model, or all weight on the reranker)."""
+    return model is None or all(w == 0.0 for f, w in model.weights.items() if f != "reranker")
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+def stage_features(
+    head: Sequence[Hit], reranker: np.ndarray, stages: Mapping[str, Sequence[Hit]] | None = None
+) -> dict[str, np.ndarray]:
+    """One query's normalised features for its reranked candidates ``head`` (see the module docstring).
+
+    ``reranker``: the logits of ``head``'s candidates; ``stages``: the query's BM25 / dense rankings (optional).
+    """
+    reranker = np.asarray(reranker, dtype=np.float64)
+    if len(reranker) != len(head):
+        raise DataError(f"{len(head)} candidates but {len(reranker)} reranker scores")
+    features = {
+        "reranker": minmax(reranker),
+        "first_stage": minmax(np.array([hit.score for hit in head], dtype=np.float64)),
+    }
+    for name in STAGE_FEATURES:
+        ranking = (stages or {}).get(name)
+        if ranking is None:
+            continue
+        scores = {hit.doc_id: hit.score for hit in ranking}
+        present = np.array([hit.doc_id in scores for hit in head])
+        values = np.zeros(len(head), dtype=np.float64)
+        if present.any():
+            values[present] = minmax(np.array([scores[hit.doc_id] for hit in head if hit.doc_id in scores]))
+        features[name] = values
+    return features
+
+
+def fuse(model: LearnedFusion, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``sum_f weights[f] * features[f]`` (a feature that is missing counts 0)."""
+    size = len(features["reranker"])
+    total = np.zeros(size, dtype=np.float64)
+    for name, weight in model.weights.items():
+        if weight and name in features:
+            total += weight * features[name]
+    return total
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def fit_weights(
+    heads: Sequence[Sequence[Hit]],
+    features: Sequence[Mapping[str, np.ndarray]],
+    query_ids: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    metric: str = "nDCG@10",
+    grid: Sequence[float] = DEFAULT_GRID,
+    interpolation_grid: Sequence[float] = INTERPOLATION_GRID,
+    max_passes: int = 5,
+) -> tuple[LearnedFusion, dict[str, Any]]:
+    """Fit fusion weights by coordinate ascent on ``metric`` over the queries ``query_ids`` (dev only).
+
+    ``heads[i]`` are query ``query_ids[i]``'s candidates and ``features[i]`` their :func:`stage_features`. Only
+    ``qrels[query_id]`` of those queries is read. Returns the model and a report: the dev metric of each feature
+    alone, of the best interpolation (``a``) and of the fitted fusion, and the passes run.
+    """
+    from searchkit.evaluate import canonical_metric, evaluate
+
+    if not (len(heads) == len(features) == len(query_ids)) or not heads:
+        raise DataError(f"fit needs one candidate list and features per dev query, got {len(query_ids)} queries")
+    metric = canonical_metric(metric)
+    dev_qrels: Qrels = {qid: dict(qrels[qid]) for qid in query_ids}
+    names = [f for f in FUSION_FEATURES if any(f in feats for feats in features)]
+    cache: dict[tuple[tuple[str, float], ...], float] = {}
+
+    def score(weights: Mapping[str, float]) -> float:
+        key = tuple(sorted((f, round(w, 9)) for f, w in weights.items() if w))
+        if key not in cache:
+            model = LearnedFusion(dict(weights))
+            run = {
+                qid: sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(head, fuse(model, feats), strict=True))
+                for qid, head, feats in zip(query_ids, heads, features, strict=True)
+            }
+            cache[key] = float(evaluate(run, dev_qrels, [metric]).aggregate[metric])
+        return cache[key]
+
+    alone = {name: score({name: 1.0}) for name in names}
+    a_grid = sorted({0.0, 1.0, *interpolation_grid}, reverse=True)
+    by_a = {a: score(interpolation_model(a).weights) for a in a_grid}
+    best_a = max(a_grid, key=lambda a: by_a[a])  # max keeps the first of ties: the largest reranker weight
+    weights = dict(interpolation_model(best_a).weights)
+    best = by_a[best_a]
+    passes, improved = 0, True
+    while improved and passes < max_passes:
+        passes += 1
+        improved = False
+        for name in names:
+            for value in grid:
+                trial = _with_weight(weights, names, name, float(value))
+                got = score(trial)
+                if got > best + 1e-12:
+                    best, weights, improved = got, trial, True
+    weights = {f: round(w, 6) for f, w in weights.items() if w > 0}
+    weights[max(weights, key=lambda f: weights[f])] += 1.0 - sum(weights.values())  # exact sum after rounding
+    report = {
+        "metric": metric,
+        "queries": len(query_ids),
+        "alone": alone,
+        "interpolation": {"a": best_a, "score": by_a[best_a]},
+        "fused": best,
+        "passes": passes,
+        "evaluations": len(cache),
+    }
+    logger.info(
+        "fusion fitted on %d dev queries: %s %.4f (interpolation a=%s: %.4f; reranker alone %.4f); weights %s",
+        len(query_ids),
+        metric,
+        best,
+        best_a,
+        by_a[best_a],
+        alone.get("reranker", float("nan")),
+        weights,
+    )
+    return LearnedFusion(weights), report
+
+
+def _with_weight(weights: Mapping[str, float], names: Sequence[str], name: str, value: float) -> dict[str, float]:
+    """``weights`` with ``weights[name] = value``, the other features rescaled so the weights sum to 1."""
+    others = {f: weights.get(f, 0.0) for f in names if f != name}
+    rest = sum(others.values())
+    if rest > 0:
+        scaled = {f: w * (1.0 - value) / rest for f, w in others.items()}
+    else:
+        scaled = {f: (1.0 - value) / len(others) for f in others} if others else {}
+    return {f: w for f, w in {name: value, **scaled}.items() if w > 0} or {name: 1.0}
+
+
+# ------------------------------------------------------------------------------------------- a trained folder
+
+
+def fit_fusion(
+    reranker: str | Path,
+    index: Index | str | Path,
+    *,
+    dev_ids: Sequence[str] | None = None,
+    queries: Sequence[Query] | None = None,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    depth: int | None = None,
+    mode: str = "auto",
+    metric: str = "nDCG@10",
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 32,
+    write: bool = True,
+    show_progress: bool = False,
+) -> tuple[LearnedFusion, dict[str, Any]]:
+    """Fit the learned fusion of a trained reranker folder on its dev queries and (``write``) store it in its card.
+
+    Defaults come from the folder: ``dev_ids`` from ``data/dev_queries.txt`` (the queries its training held out),
+    ``queries`` and ``qrels`` from the card's training data (``training_config``: its corpus/queries/qrels and
+    ``split``, never the test split). ``depth`` (default: RerankConfig's) should be the rerank depth the model
+    will be used at; ``mode`` the Searcher's first stage. Returns the model and the fit report.
+    """
+    from searchkit.config import FusionConfig, RerankConfig, config_to_dict
+    from searchkit.index import Index
+    from searchkit.models import read_model_card, write_model_card
+    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.search import Searcher
+
+    folder = Path(reranker)
+    card = read_model_card(folder, "reranker")
+    if not card:
+        raise ConfigError(f"{folder} has no searchkit.json: fit_fusion needs a `searchkit train` output folder")
+    training = card.get("training_config") or {}
+    if dev_ids is None:
+        dev_ids = read_dev_ids(folder)
+    if qrels is None or queries is None:
+        from searchkit.formats import read_qrels, read_queries
+
+        split = str(training.get("split", "train"))
+        source = training.get("qrels") or training.get("corpus")
+        query_source = training.get("queries") or training.get("corpus")
+        if not source or not query_source:
+            raise ConfigError(f"{folder}: the card names no training qrels/queries; pass queries= and qrels=")
+        qrels = read_qrels(str(source), split) if qrels is None else qrels
+        if queries is None:
+            queries = read_queries(str(query_source), split=split if Path(str(query_source)).is_dir() else None)
+    by_id = {query.query_id: query for query in queries}
+    missing = [qid for qid in dev_ids if qid not in by_id]
+    if missing:
+        raise DataError(f"{len(missing)} dev queries have no text, e.g. {', '.join(missing[:5])}")
+    dev_queries = [by_id[qid] for qid in dev_ids]
+    opened = index if isinstance(index, Index) else Index.open(index)
+    settings = RerankConfig(str(folder), batch_size=batch_size, device=device, dtype=dtype, fusion=None)
+    depth = depth or settings.depth
+    searcher = Searcher(opened, mode=mode, fusion=FusionConfig())
+    heads, features = dev_features(
+        searcher, CrossEncoderReranker.from_config(settings), dev_queries, depth, show_progress=show_progress
+    )
+    model, report = fit_weights(heads, features, [q.query_id for q in dev_queries], qrels, metric=metric)
+    model = LearnedFusion(model.weights, depth=depth, mode=searcher.mode, fitted=report)
+    if write:
+        write_model_card(folder, "reranker", {**card, "fusion": config_to_dict(model)})
+        logger.info("fusion written to %s", folder / "searchkit.json")
+    return model, report
+
+
+def dev_features(
+    searcher: Any,
+    reranker: Any,
+    queries: Sequence[Query],
+    depth: int,
+    *,
+    show_progress: bool = False,
+) -> tuple[list[list[Hit]], list[dict[str, np.ndarray]]]:
+    """The top ``depth`` of ``searcher``'s first stage for each query and their features, scored by ``reranker``."""
+    texts = [query.text for query in queries]
+    stages = searcher.stages(texts, depth)
+    heads = [hits[:depth] for hits in stages[searcher.mode]]
+    docs = {
+        doc.doc_id: doc
+        for doc in searcher.index.documents(list(dict.fromkeys(h.doc_id for head in heads for h in head)))
+    }
+    from searchkit.formats import document_text
+
+    flat_queries = [text for text, head in zip(texts, heads, strict=True) for _ in head]
+    flat_texts = [document_text(docs[h.doc_id]) for head in heads for h in head]
+    scores = reranker.score(flat_queries, flat_texts, show_progress=show_progress)
+    features, start = [], 0
+    for i, head in enumerate(heads):
+        own = scores[start : start + len(head)]
+        start += len(head)
+        features.append(stage_features(head, own, {name: stages[name][i] for name in STAGE_FEATURES if name in stages}))
+    return heads, features
+
+
+def read_dev_ids(folder: str | Path) -> list[str]:
+    """The dev query ids a training run held out (``data/dev_queries.txt`` of its output folder)."""
+    path = Path(folder) / "data" / "dev_queries.txt"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass dev_ids= (the queries held out of the reranker's training)")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids:
+        raise DataError("no dev query ids: the training run held out no dev queries", path)
+    return ids

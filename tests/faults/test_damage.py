@@ -1,0 +1,251 @@
+"""Damage every file of an index (delete, truncate, flip a byte) and every manifest key (missing, wrong type, a
+future format version): ``Index.open`` (no full verification) either refuses the index with a SearchkitError or
+answers exactly as the undamaged index does; ``verify`` finds every change that matters. Nothing is silently wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from searchkit.index import Index
+from searchkit.types import SearchkitError
+
+if TYPE_CHECKING:
+    from .conftest import FaultTables
+
+QUERIES = ["cats chasing mice", "solar electricity", "wind energy storage", "leading zeros document"]
+
+
+def _answers(index: Index, vectors: np.ndarray) -> Any:
+    """Everything a user can get out of an index: hits of both components, documents, ids, configs."""
+    assert index.bm25 is not None and index.dense is not None
+    return (
+        [index.bm25.search(query, 8) for query in QUERIES],
+        index.dense.search_vectors(vectors, 8),
+        index.documents(index.docids),
+        list(index.iter_documents()),
+        index.docids,
+        index.components,
+        index.num_docs,
+    )
+
+
+@pytest.fixture(scope="module")
+def pristine(tiny_hybrid_index: Index, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, Any]:
+    folder = tmp_path_factory.mktemp("damage") / "pristine"
+    shutil.copytree(tiny_hybrid_index.path, folder)
+    index = Index.open(folder, verify=True)
+    assert index.dense is not None
+    vectors = index.dense.encode_queries(QUERIES)
+    return folder, vectors, _answers(index, vectors)
+
+
+def _flip(offset: Callable[[int], int]) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[offset(len(data))] ^= 0x20
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
+FILE_DAMAGE: dict[str, Callable[[Path], None]] = {
+    "delete": lambda path: path.unlink(),
+    "truncate to half": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "truncate to 0": lambda path: path.write_bytes(b""),
+    "append a byte": lambda path: path.write_bytes(path.read_bytes() + b"\x00"),
+    "flip first byte": _flip(lambda n: 0),
+    "flip middle byte": _flip(lambda n: n // 2),
+    "flip last byte": _flip(lambda n: n - 1),
+}
+
+
+def _manifest_edits(manifest: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], None]]:
+    """Per key: missing, and wrong type; plus a future format version and edits deeper inside."""
+    edits: dict[str, Callable[[dict[str, Any]], None]] = {}
+    for key in manifest:
+        edits[f"{key}: missing"] = lambda m, key=key: m.pop(key)
+        edits[f"{key}: wrong type"] = lambda m, key=key: m.__setitem__(
+            key, "7" if not isinstance(m[key], str) else [m[key]]
+        )
+    edits["format_version: future"] = lambda m: m.__setitem__("format_version", m["format_version"] + 1)
+    edits["num_docs: other value"] = lambda m: m.__setitem__("num_docs", m["num_docs"] - 1)
+    edits["bm25 k1: other value"] = lambda m: m["components"]["bm25"]["config"].__setitem__("k1", 0.9)
+    edits["dense factory: other"] = lambda m: m["components"]["dense"]["config"].__setitem__("faiss_factory", "HNSW8")
+    edits["dense model: other"] = lambda m: m["components"]["dense"]["config"].__setitem__("model", "elsewhere")
+    edits["files: one missing"] = lambda m: m["files"].pop("docids.txt")
+    edits["files: path outside"] = lambda m: m["files"].__setitem__("../escape", m["files"].pop("docids.txt"))
+    edits["sizes: one changed"] = lambda m: m["sizes"].__setitem__("docids.txt", 3)
+    edits["component: unknown"] = lambda m: m["components"].__setitem__("sparse", {"config": {}})
+    edits["checksum: other value"] = lambda m: m.__setitem__("checksum", "0" * 64)
+    return edits
+
+
+# Edits that leave what every file means unchanged, as an index written before the key existed: opening such an
+# index and getting the right answers is correct (they cannot be told from an older index).
+HARMLESS_EDITS = {"checksum: missing"}
+
+
+def _classify(folder: Path, vectors: np.ndarray, expected: Any) -> tuple[str, bool]:
+    """('on open' | 'harmless' | 'silently wrong', detected by verify)."""
+    try:
+        index = Index.open(folder)
+        outcome = "harmless" if _answers(index, vectors) == expected else "silently wrong"
+    except SearchkitError as err:
+        assert "\n" not in str(err), f"error message is not one line: {err}"
+        outcome = "on open"
+    try:
+        Index.open(folder, verify=True)
+        verified = False
+    except SearchkitError:
+        verified = True
+    return outcome, verified
+
+
+def _record(tables: FaultTables, target: str, outcome: str, by_verify: bool) -> None:
+    row = tables.damaged(target)
+    row.cases += 1
+    row.on_open += outcome == "on open"
+    row.harmless += outcome == "harmless"
+    row.silently_wrong += outcome == "silently wrong"
+    row.by_verify += by_verify
+
+
+def test_damaged_files_are_detected(
+    pristine: tuple[Path, np.ndarray, Any], tmp_path: Path, fault_tables: FaultTables
+) -> None:
+    source, vectors, expected = pristine
+    relpaths = [*sorted(json.loads((source / "manifest.json").read_text())["files"]), "manifest.json"]
+    assert any(p.startswith("bm25/") for p in relpaths) and any(p.startswith("dense/") for p in relpaths)
+    failures = []
+    for relpath in relpaths:
+        for kind, damage in FILE_DAMAGE.items():
+            folder = tmp_path / "case"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(source, folder)
+            damage(folder / relpath)
+            outcome, by_verify = _classify(folder, vectors, expected)
+            _record(
+                fault_tables,
+                f"index file {relpath.split('/')[0] + '/*' if '/' in relpath else relpath}",
+                outcome,
+                by_verify,
+            )
+            if outcome != "on open" or not by_verify:
+                failures.append(f"{relpath} {kind}: {outcome}, verify {'found' if by_verify else 'missed'} it")
+    assert failures == []
+
+
+def test_edited_manifest_keys_are_detected(
+    pristine: tuple[Path, np.ndarray, Any], tmp_path: Path, fault_tables: FaultTables
+) -> None:
+    source, vectors, expected = pristine
+    manifest = json.loads((source / "manifest.json").read_text())
+    failures = []
+    for name, edit in _manifest_edits(manifest).items():
+        folder = tmp_path / "case"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(source, folder)
+        edited = json.loads(json.dumps(manifest))
+        edit(edited)
+        (folder / "manifest.json").write_text(json.dumps(edited, indent=2), encoding="utf-8")
+        outcome, by_verify = _classify(folder, vectors, expected)
+        _record(fault_tables, "manifest.json keys", outcome, by_verify)
+        wanted = ("harmless", False) if name in HARMLESS_EDITS else ("on open", True)
+        if (outcome, by_verify) != wanted:
+            failures.append(f"{name}: {outcome}, verify {'found' if by_verify else 'missed'} it")
+    assert failures == []
+
+
+def test_an_index_without_sizes_or_checksum_still_opens(pristine: tuple[Path, np.ndarray, Any], tmp_path: Path) -> None:
+    """Indexes written before the manifest recorded sizes and its own checksum open and verify as before."""
+    source, vectors, expected = pristine
+    folder = tmp_path / "older"
+    shutil.copytree(source, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["sizes"], manifest["checksum"]
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    assert _answers(Index.open(folder, verify=True), vectors) == expected
+    (folder / "docs.jsonl").write_bytes((folder / "docs.jsonl").read_bytes().replace(b"Cats", b"Bats", 1))
+    with pytest.raises(SearchkitError, match=r"checksum mismatch in docs\.jsonl"):
+        Index.open(folder)
+
+
+# ---------------------------------------------------------------------- a trained reranker folder
+PAIRS = (["cats chasing mice", "solar electricity"], ["Cats chase mice around the garden.", "Solar panels."])
+
+
+def _reranker_answers(folder: Path) -> Any:
+    from searchkit.rerank import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(folder, batch_size=4, device="cpu", dtype="fp32")
+    return reranker.score(*PAIRS).tolist(), reranker.interpolation, reranker.max_length
+
+
+@pytest.fixture(scope="module")
+def trained_model(tiny_cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A model folder as `searchkit train` leaves it: save_pretrained files, then the searchkit.json card."""
+    from searchkit.rerank import write_reranker_card
+
+    folder = tmp_path_factory.mktemp("model") / "reranker"
+    shutil.copytree(tiny_cross_encoder, folder)
+    write_reranker_card(folder, {"interpolation": 0.5, "max_length": 48, "score_kind": "logit"})
+    return folder, _reranker_answers(folder)
+
+
+def _classify_model(folder: Path, expected: Any) -> str:
+    try:
+        answers = _reranker_answers(folder)
+    except SearchkitError as err:
+        assert "\n" not in str(err), f"error message is not one line: {err}"
+        return "on open"
+    return "harmless" if answers == expected else "silently wrong"
+
+
+def test_damaged_model_folders_are_refused(
+    trained_model: tuple[Path, Any], tmp_path: Path, fault_tables: FaultTables
+) -> None:
+    """Loading is the model's only check (there is no separate verify): every damage must be refused there."""
+    source, expected = trained_model
+    names = sorted(p.name for p in source.iterdir() if p.is_file())
+    assert {"config.json", "model.safetensors", "searchkit.json"} <= set(names)
+    failures = []
+    cases = [(name, kind, damage) for name in names for kind, damage in FILE_DAMAGE.items()]
+    card = json.loads((source / "searchkit.json").read_text())
+    for key in card:
+        cases.append(("searchkit.json keys", f"{key}: missing", lambda path, key=key: _edit_json(path, key, None)))
+        cases.append(("searchkit.json keys", f"{key}: wrong type", lambda path, key=key: _edit_json(path, key, [7])))
+    cases.append(("searchkit.json keys", "format_version: future", lambda path: _edit_json(path, "format_version", 2)))
+    for name, kind, damage in cases:
+        folder = tmp_path / "case"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(source, folder)
+        damage(folder / (name if name in names else "searchkit.json"))
+        if (name, kind) == ("searchkit.json", "delete"):
+            # Without its card the folder is a plain Hugging Face cross-encoder (valid, cannot be told from one):
+            # the same scores, only the card's settings (interpolation) are gone. Counted as harmless, documented.
+            scores, interpolation, _ = _reranker_answers(folder)
+            assert scores == expected[0] and interpolation is None
+            _record(fault_tables, f"model {name}", "harmless", False)
+            continue
+        outcome = _classify_model(folder, expected)
+        _record(fault_tables, f"model {name}", outcome, outcome == "on open")
+        if outcome != "on open" and kind != "checksum: missing":
+            failures.append(f"{name} {kind}: {outcome}")
+    assert failures == []
+
+
+def _edit_json(path: Path, key: str, value: Any) -> None:
+    payload = json.loads(path.read_text())
+    if value is None:
+        payload.pop(key)
+    else:
+        payload[key] = value
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")

@@ -1,0 +1,119 @@
+"""Model cards (searchkit.json): written and read in one place, version and kind checked; model names and devices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from searchkit import __version__
+from searchkit.models import (
+    CARD_VERSION,
+    MODEL_CARD,
+    lineage,
+    read_model_card,
+    resolve_device,
+    resolve_model,
+    write_model_card,
+)
+from searchkit.types import ConfigError, DataError
+
+
+def test_card_round_trip_has_header_then_fields(tmp_path: Path) -> None:
+    path = write_model_card(tmp_path / "model", "reranker", {"interpolation": 0.25, "parent": None})
+    assert path == tmp_path / "model" / MODEL_CARD
+    card = read_model_card(tmp_path / "model", "reranker")
+    assert card == {
+        "format": "searchkit-reranker",
+        "format_version": CARD_VERSION,
+        "searchkit_version": __version__,
+        "interpolation": 0.25,
+        "parent": None,
+    }
+    assert list(card)[:3] == ["format", "format_version", "searchkit_version"]
+    assert not list(tmp_path.joinpath("model").glob("*.tmp"))
+
+
+def test_card_fields_cannot_override_the_header(tmp_path: Path) -> None:
+    write_model_card(tmp_path, "dense", {"format": "searchkit-reranker", "format_version": 99, "x": 1})
+    card = read_model_card(tmp_path)
+    assert (card["format"], card["format_version"], card["x"]) == ("searchkit-dense", CARD_VERSION, 1)
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kind"):
+        write_model_card(tmp_path, "bm25", {})
+
+
+def test_no_card_reads_empty(tmp_path: Path) -> None:
+    assert read_model_card(tmp_path) == {}
+    assert read_model_card("cross-encoder/ms-marco-MiniLM-L6-v2") == {}
+
+
+def _write(folder: Path, text: str) -> None:
+    (folder / MODEL_CARD).write_text(text, encoding="utf-8")
+
+
+def test_bad_json_names_the_file(tmp_path: Path) -> None:
+    _write(tmp_path, "{not json")
+    with pytest.raises(DataError, match="invalid model card") as err:
+        read_model_card(tmp_path)
+    assert err.value.path == str(tmp_path / MODEL_CARD)
+
+
+def test_non_object_and_foreign_cards_are_data_errors(tmp_path: Path) -> None:
+    _write(tmp_path, "[1, 2]")
+    with pytest.raises(DataError, match="JSON object"):
+        read_model_card(tmp_path)
+    _write(tmp_path, json.dumps({"format": "something-else", "format_version": 1}))
+    with pytest.raises(DataError, match="not a searchkit model card"):
+        read_model_card(tmp_path)
+    _write(tmp_path, json.dumps({"format": "searchkit-reranker", "format_version": "1"}))
+    with pytest.raises(DataError, match="format_version"):
+        read_model_card(tmp_path)
+
+
+def test_newer_card_is_refused_with_upgrade_hint(tmp_path: Path) -> None:
+    _write(tmp_path, json.dumps({"format": "searchkit-reranker", "format_version": CARD_VERSION + 1}))
+    with pytest.raises(DataError, match=r"newer searchkit.*upgrade") as err:
+        read_model_card(tmp_path)
+    assert err.value.path == str(tmp_path / MODEL_CARD)
+
+
+def test_kind_mismatch_is_a_config_error(tmp_path: Path) -> None:
+    write_model_card(tmp_path, "dense", {})
+    assert read_model_card(tmp_path)["format"] == "searchkit-dense"
+    with pytest.raises(ConfigError, match="dense model, not a reranker"):
+        read_model_card(tmp_path, "reranker")
+
+
+def test_legacy_card_without_lineage_reads_its_base() -> None:
+    # the shape of the cards in eval/results/*.searchkit.json written before lineage existed
+    card = {"base_model": {"name": "all-MiniLM-L6-v2", "fresh_head": True, "weights_sha256": {"m.safetensors": "a"}}}
+    assert lineage(card) == [{"name": "all-MiniLM-L6-v2", "sha256": {"m.safetensors": "a"}}]
+    assert lineage({}) == []
+
+
+def test_recorded_lineage_is_returned_in_order_as_copies() -> None:
+    steps = [{"name": "base", "sha256": None}, {"name": "/models/parent", "sha256": {"model.safetensors": "p"}}]
+    card = {"lineage": steps, "base_model": {"name": "ignored"}}
+    got = lineage(card)
+    assert got == steps
+    got[0]["name"] = "changed"
+    assert steps[0]["name"] == "base"
+
+
+def test_resolve_model_passes_other_names_through() -> None:
+    assert resolve_model("some/other-model") == "some/other-model"
+    assert Path(resolve_model("all-MiniLM-L6-v2")).is_dir()
+
+
+def test_resolve_device_cpu_and_missing_cuda() -> None:
+    import torch
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
