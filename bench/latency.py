@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200, help="queries per first-stage mode")
     parser.add_argument("--rerank-queries", type=int, default=50, help="queries per reranked mode")
     parser.add_argument("--rerank", default=None, help="a trained reranker folder (default: fresh head)")
+    parser.add_argument("--base-model", default="all-MiniLM-L6-v2", help="gets a fresh head when there is no --model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -46,7 +47,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.rerank
         if model is None:
-            loaded = load_cross_encoder("all-MiniLM-L6-v2", fresh_head=True, seed=0)
+            loaded = load_cross_encoder(args.base_model, fresh_head=True, seed=0)
             model = str(Path(tmp) / "fresh-head")
             loaded.model.save_pretrained(model)
             loaded.tokenizer.save_pretrained(model)

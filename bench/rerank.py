@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--index", default=None, help="an index of --data (default: BM25, built in a temp dir)")
     parser.add_argument("--queries", type=int, default=300, help="first N test queries")
     parser.add_argument("--depth", type=int, default=20, help="first-stage candidates reranked per query")
+    parser.add_argument("--base-model", default="all-MiniLM-L6-v2", help="gets a fresh head when there is no --model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="ours: auto, fp32, fp16, bf16 (the peer runs fp32)")
     parser.add_argument("--max-length", type=int, default=256)
@@ -60,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:  # the embedded MiniLM with a seeded fresh head, saved once so both sides load it
-            loaded = load_cross_encoder("all-MiniLM-L6-v2", fresh_head=True, seed=0)
+            loaded = load_cross_encoder(args.base_model, fresh_head=True, seed=0)
             model = str(Path(tmp) / "fresh-head")
             loaded.model.save_pretrained(model)
             loaded.tokenizer.save_pretrained(model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from searchkit.config import BM25Config, DenseConfig, FusionConfig
+from searchkit.config import BM25Config, DenseConfig, FusionConfig, RerankConfig, TokensConfig
 from searchkit.types import (
     ConfigError,
     DataError,
@@ -36,6 +36,7 @@ _LAZY = {
     "BM25Retriever": "searchkit.bm25",
     "DenseRetriever": "searchkit.dense",
     "Searcher": "searchkit.search",
+    "CrossEncoderReranker": "searchkit.rerank",
     "run_queries": "searchkit.evaluate",
     "read_corpus": "searchkit.formats",
     "read_queries": "searchkit.formats",
@@ -55,9 +56,11 @@ __all__ = [
     "IndexFormatError",
     "Qrels",
     "Query",
+    "RerankConfig",
     "Retriever",
     "Run",
     "SearchkitError",
+    "TokensConfig",
     "__version__",
     "sort_hits",
     *_LAZY,

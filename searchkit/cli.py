@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from searchkit import __version__
-from searchkit.config import DEFAULT_DENSE_MODEL, TokensConfig
+from searchkit.config import DEFAULT_DENSE_MODEL, BM25Config, DenseConfig, FusionConfig, TokensConfig
 from searchkit.types import SearchkitError
 
 logger = logging.getLogger("searchkit")
@@ -66,6 +66,31 @@ def _bm25_config(method: str, k1: float, b: float, stemmer: str, stopwords: str)
     )
 
 
+def _tokens_options(func: Any) -> Any:
+    """``--tokens [MODEL]`` and ``--tokens-max-length`` (index build and index add)."""
+    options = [
+        click.option(
+            "--tokens",
+            "tokens_model",
+            is_flag=False,
+            flag_value=DEFAULT_DENSE_MODEL,
+            default=None,
+            metavar="[MODEL]",
+            help=f"Also store every document's token ids, from MODEL's tokenizer (default: {DEFAULT_DENSE_MODEL}); "
+            "a reranker or dense encoder with the same tokenizer then never tokenizes documents.",
+        ),
+        click.option(
+            "--tokens-max-length",
+            type=int,
+            default=None,
+            help=f"Tokens stored per document (default {TokensConfig.max_length}).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _tokens_config(model: str | None, max_length: int | None) -> Any:
     """The TokensConfig of ``--tokens [MODEL]`` and ``--tokens-max-length`` (None without --tokens)."""
     from searchkit.types import ConfigError
@@ -83,28 +108,17 @@ def _tokens_config(model: str | None, max_length: int | None) -> Any:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
 @click.option("--dense", "dense_model", help="Also build a dense component with this model (e.g. all-MiniLM-L6-v2).")
 @click.option("--no-bm25", is_flag=True, help="Skip the BM25 component (dense only).")
+@_tokens_options
 @click.option(
-    "--tokens",
-    "tokens_model",
-    is_flag=False,
-    flag_value=DEFAULT_DENSE_MODEL,
-    default=None,
-    metavar="[MODEL]",
-    help=f"Also store every document's token ids, from MODEL's tokenizer (default: {DEFAULT_DENSE_MODEL}); a "
-    "reranker or dense encoder with the same tokenizer then never tokenizes documents.",
+    "--bm25-method", default=BM25Config.method, show_default=True, help="lucene, robertson, atire, bm25l, bm25+."
 )
-@click.option(
-    "--tokens-max-length",
-    type=int,
-    default=None,
-    help=f"Tokens stored per document (default {TokensConfig.max_length}).",
-)
-@click.option("--bm25-method", default="lucene", show_default=True, help="lucene, robertson, atire, bm25l, bm25+.")
-@click.option("--k1", default=1.5, show_default=True, type=float)
-@click.option("--b", "b", default=0.75, show_default=True, type=float)
+@click.option("--k1", default=BM25Config.k1, show_default=True, type=float)
+@click.option("--b", "b", default=BM25Config.b, show_default=True, type=float)
 @click.option("--stemmer", default="english", show_default=True, help="PyStemmer language, or 'none'.")
 @click.option("--stopwords", default="en", show_default=True, help="bm25s stopword list name, or 'none'.")
-@click.option("--faiss", "faiss_factory", default="Flat", show_default=True, help="FAISS index factory string.")
+@click.option(
+    "--faiss", "faiss_factory", default=DenseConfig.faiss_factory, show_default=True, help="FAISS index factory string."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for encoding and FAISS.")
 @click.option("--id-field", default="_id", show_default=True)
 @click.option("--title-field", default="title", show_default=True)
@@ -190,25 +204,10 @@ def index_build(
 @index.command("add")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dense", "dense_model", help="Add a dense component with this model.")
-@click.option("--faiss", "faiss_factory", default="Flat", show_default=True)
+@click.option("--faiss", "faiss_factory", default=DenseConfig.faiss_factory, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--bm25", "add_bm25", is_flag=True, help="Add a BM25 component (default settings).")
-@click.option(
-    "--tokens",
-    "tokens_model",
-    is_flag=False,
-    flag_value=DEFAULT_DENSE_MODEL,
-    default=None,
-    metavar="[MODEL]",
-    help=f"Also store every document's token ids, from MODEL's tokenizer (default: {DEFAULT_DENSE_MODEL}); a "
-    "reranker or dense encoder with the same tokenizer then never tokenizes documents.",
-)
-@click.option(
-    "--tokens-max-length",
-    type=int,
-    default=None,
-    help=f"Tokens stored per document (default {TokensConfig.max_length}).",
-)
+@_tokens_options
 @click.option("--overwrite", is_flag=True, help="Replace the component if the index has one.")
 @click.pass_context
 def index_add(
@@ -300,10 +299,10 @@ def index_analyze(directory: Path, text: str, as_json: bool) -> None:
 def _searcher_options(func: Any) -> Any:
     options = [
         click.option("--mode", default="auto", show_default=True, help="auto, bm25, dense, hybrid or cascade."),
-        click.option("--fusion", default="rrf", show_default=True, help="Hybrid fusion: rrf or convex."),
-        click.option("--depth", default=100, show_default=True, help="Candidates per first stage."),
-        click.option("--alpha", default=0.5, show_default=True, help="Dense weight for convex fusion."),
-        click.option("--rrf-k", default=60, show_default=True, help="RRF constant."),
+        click.option("--fusion", default=FusionConfig.method, show_default=True, help="Hybrid fusion: rrf or convex."),
+        click.option("--depth", default=FusionConfig.depth, show_default=True, help="Candidates per first stage."),
+        click.option("--alpha", default=FusionConfig.alpha, show_default=True, help="Dense weight for convex fusion."),
+        click.option("--rrf-k", default=FusionConfig.rrf_k, show_default=True, help="RRF constant."),
         click.option("--device", default=None, help="Device for the dense model and the reranker: auto, cpu or cuda."),
         click.option(
             "--rerank",

@@ -75,7 +75,7 @@ class DenseConfig:
 
     model: str = DEFAULT_DENSE_MODEL
     max_length: int = 256
-    batch_size: int = 64
+    batch_size: int = 256
     normalize: bool = True
     query_prefix: str = ""
     doc_prefix: str = ""
@@ -165,13 +165,13 @@ class RerankConfig:
 
     model: str
     max_length: int | None = None
-    batch_size: int = 32
+    batch_size: int = 256
     device: str = "auto"
     dtype: str = "auto"
     interpolation: float | str | None = "auto"
     depth: int = 100
     fusion: str | None = "auto"
-    batch_tokens: int = 8192
+    batch_tokens: int = 16384
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:

@@ -296,7 +296,7 @@ def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> Documen
 
 # The DenseConfig fields that decide document embeddings; the others (FAISS type, search parameters, batch size,
 # device, query prefix) can change without re-encoding the corpus.
-EMBEDDING_FIELDS = ("model", "max_length", "normalize", "doc_prefix")
+EMBEDDING_FIELDS = ("model", "max_length", "normalize", "doc_prefix", "dtype")
 
 
 def same_embeddings(old: DenseConfig, new: DenseConfig) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from searchkit.batching import pad_rows, token_budget_batches
 from searchkit.config import DenseConfig
-from searchkit.models import resolve_device, resolve_dtype, resolve_model
+from searchkit.models import model_identity, resolve_device, resolve_dtype, resolve_model
 from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -38,12 +38,12 @@ class Encoder:
         self,
         model: str,
         *,
-        device: str = "auto",
-        max_length: int = 256,
-        batch_size: int = 64,
-        normalize: bool = True,
-        dtype: str = "auto",
-        batch_tokens: int = 16384,
+        device: str = DenseConfig.device,
+        max_length: int = DenseConfig.max_length,
+        batch_size: int = DenseConfig.batch_size,
+        normalize: bool = DenseConfig.normalize,
+        dtype: str = DenseConfig.dtype,
+        batch_tokens: int = DenseConfig.batch_tokens,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -163,7 +163,9 @@ _ENCODERS: dict[tuple[Any, ...], Encoder] = {}
 def get_encoder(config: DenseConfig) -> Encoder:
     """The process-wide encoder for a config's embedding settings (loaded once)."""
     key = tuple(getattr(config, name) for name in ("model", "device", "max_length", "normalize", "dtype"))
-    key += (config.batch_size, config.batch_tokens)
+    # the weights' sha256 too: a model folder retrained in place must not be served from the cache
+    weights = model_identity(config.model).get("weights") or {}
+    key += (config.batch_size, config.batch_tokens, tuple(sorted(weights.items())))
     if key not in _ENCODERS:
         _ENCODERS[key] = Encoder(
             config.model,

@@ -95,6 +95,10 @@ class _ComponentSpec:
         return getattr(importlib.import_module(self.module), self.class_name)
 
 
+# What a setting added to a config later meant for manifests written before it existed: dense embeddings were
+# encoded in fp32 then (the CPU default; no GPU index was ever recorded without a dtype).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"dense": {"dtype": "fp32"}}
+
 # Components in the order they are built (tokens before dense, which encodes them); the key is the folder's name.
 COMPONENTS: dict[str, _ComponentSpec] = {
     "bm25": _ComponentSpec(BM25Config, "searchkit.bm25", "BM25Retriever"),
@@ -282,7 +286,7 @@ class Index:
     def components(self) -> dict[str, Any]:
         """Component name -> its config (a frozen dataclass), as recorded in the manifest."""
         return {
-            name: config_from_dict(COMPONENTS[name].config_class, entry["config"])
+            name: config_from_dict(COMPONENTS[name].config_class, {**LEGACY_DEFAULTS.get(name, {}), **entry["config"]})
             for name, entry in self.manifest["components"].items()
         }
 
@@ -620,7 +624,13 @@ class Index:
 
         if "dense" not in self.manifest["components"]:
             return False
-        return same_embeddings(self.components["dense"], config)
+        if not same_embeddings(self.components["dense"], config):
+            return False
+        # the same name is not the same model: a folder retrained in place has other weights
+        from searchkit.models import identity_key, model_identity
+
+        stored = self.component("dense").model_info
+        return bool(identity_key(stored) == identity_key(model_identity(config.model)))
 
     # ------------------------------------------------------------------ verification
     def verify(self) -> None:

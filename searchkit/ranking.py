@@ -40,7 +40,7 @@ class Ranking(NamedTuple):
 
     def to_hits(self, docids: np.ndarray) -> list[Hit]:
         """The Hits of this ranking (``docids``: an array of every row's doc id)."""
-        return list(map(_new_hit, zip(docids[self.rows].tolist(), self.scores.tolist())))
+        return list(map(_new_hit, zip(docids[self.rows].tolist(), self.scores.tolist(), strict=True)))
 
 
 def tie_keys(docids: Sequence[str]) -> np.ndarray:

@@ -303,7 +303,7 @@ class CrossEncoderReranker:
         self,
         model: str | Path,
         max_length: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = RerankConfig.batch_size,
         device: str = _AUTO,
         dtype: str = _AUTO,
         interpolation: float | str | None = _AUTO,
@@ -343,7 +343,7 @@ class CrossEncoderReranker:
         tokenizer: Any,
         *,
         max_length: int = DEFAULT_MAX_LENGTH,
-        batch_size: int = 32,
+        batch_size: int = RerankConfig.batch_size,
         interpolation: float | None = None,
     ) -> CrossEncoderReranker:
         """A reranker over a loaded model (training's dev evaluation), left on its device and dtype."""
@@ -554,7 +554,8 @@ class CrossEncoderReranker:
         flat_documents: list[Any] = []
         for query, hits, hit_documents in zip(queries, candidates, documents, strict=True):
             if len(hits) != len(hit_documents):
-                raise DataError(f"query {query!r}: {len(hits)} candidates but {len(hit_documents)} in its {what}")
+                kind = "token lists" if doc_tokens is not None else "texts"
+                raise DataError(f"query {query!r}: {len(hits)} candidates but {len(hit_documents)} {kind}")
             flat_queries.extend([query] * len(hits))
             flat_documents.extend(hit_documents)
         if doc_tokens is not None:

@@ -573,6 +573,18 @@ def _run_condition(
                            comparisons, index_info, seconds, trec.name if trec else None, first_stage)  # fmt: skip
 
 
+# Settings that change how fast a component is built or used, not what is in it: a suite reuses an index whose
+# recorded config differs from the condition's only in these.
+RUNTIME_FIELDS = ("batch_size", "batch_tokens", "device", "shard_size")
+
+
+def _built_with(config: Any, wanted: Any) -> dict[str, Any] | None:
+    """A component config as a dict of what decides its contents; None when it is not of ``wanted``'s class."""
+    if type(config) is not type(wanted):
+        return None
+    return {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+
+
 _LOADED_RERANKERS: dict[tuple[Any, ...], Any] = {}
 
 
@@ -637,7 +649,9 @@ def _prepare_index(
             components = index.manifest.get("components", {})
             recorded = index.manifest.get("source", {}) or {}
             stale = [
-                n for n, cfg in wanted.items() if n in components and components[n].get("config") != config_to_dict(cfg)
+                n
+                for n, cfg in wanted.items()
+                if n in components and _built_with(index.components[n], cfg) != _built_with(cfg, cfg)
             ]
             missing = [n for n in wanted if n not in components]
             if recorded.get("path") != str(source) or recorded.get("sha256") != source_sha256(source):

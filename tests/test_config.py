@@ -99,7 +99,7 @@ def test_scifact_recipe_loads_with_paths_from_its_folder() -> None:
         7,
         50,
     )
-    assert (cfg.max_length, cfg.loss, cfg.epochs, cfg.dev_queries, cfg.dev_depth) == (256, "listwise", 2, 100, 20)
+    assert (cfg.max_length, cfg.loss, cfg.epochs, cfg.dev_queries, cfg.dev_depth) == (256, "listwise", 1, 100, 20)
     assert cfg.split == "train"
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -230,3 +232,38 @@ def test_changing_the_faiss_type_reuses_the_embeddings(tmp_path: Path, caplog: p
     assert updated.components["dense"].faiss_factory == "HNSW8"
     assert updated.dense is not None and updated.dense.search("solar electricity", 2)[0].doc_id in {"d3", "d8"}
     Index.open(target, verify=True)
+
+
+def test_a_build_with_tokens_encodes_dense_from_them(
+    tiny_hybrid_index: Index, tiny_dense_config: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tokens are built before dense, which then encodes them (the embedded model's tokenizer is theirs)."""
+    from searchkit.config import TokensConfig
+
+    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+        index = Index.build(TINY, tmp_path / "t", dense=tiny_dense_config, tokens=TokensConfig())
+    assert "encoding the index's stored document tokens" in caplog.text
+    assert list(index.manifest["components"]) == ["bm25", "tokens", "dense"]
+    assert index.dense is not None and tiny_hybrid_index.dense is not None
+    np.testing.assert_allclose(
+        np.asarray(index.dense.embeddings, np.float32),
+        np.asarray(tiny_hybrid_index.dense.embeddings, np.float32),
+        atol=1e-3,
+    )
+
+
+def test_a_model_retrained_in_place_is_re_encoded(tmp_path: Path, tiny_words: list[str]) -> None:
+    """Same folder name, other weights: the stored embeddings are not reused (the weights' sha256 decides)."""
+    from conftest import make_tiny_sentence_transformer
+
+    from searchkit.config import DenseConfig
+
+    folder = make_tiny_sentence_transformer(tmp_path / "encoder", words=tiny_words, seed=0)
+    config = DenseConfig(model=str(folder), device="cpu", dtype="fp32")
+    index = Index.build(TINY, tmp_path / "idx", dense=config)
+    before = np.load(tmp_path / "idx" / "dense" / "embeddings.npy")
+    assert index._reusable_embeddings(DenseConfig(model=str(folder), device="cpu", dtype="fp32", faiss_factory="HNSW8"))
+    make_tiny_sentence_transformer(folder, words=tiny_words, seed=1)  # retrained into the same folder
+    assert not index._reusable_embeddings(config)
+    updated = index.add(dense=config, overwrite=True)
+    assert not np.array_equal(np.load(updated.path / "dense" / "embeddings.npy"), before)

@@ -289,3 +289,29 @@ def test_variants_share_the_model_and_remembered_scores(reranker: CrossEncoderRe
     np.testing.assert_allclose(first, reranker.score(QUERIES, TEXTS), atol=1e-5)
     with pytest.raises(ConfigError, match="only change"):
         base.variant(dataclasses.replace(base.config, max_length=40))
+
+
+def test_rerank_batch_of_document_tokens_equals_rerank_batch_of_texts(reranker: CrossEncoderReranker) -> None:
+    """Pre-tokenized documents (no special tokens, as an index stores them) score exactly as their texts, the long
+    one cut the same way; only the queries are tokenized."""
+    candidates = [[Hit(f"d{i}", 0.0) for i in range(len(TEXTS))], [Hit("d0", 1.0), Hit("d1", 0.5)]]
+    texts = [TEXTS, TEXTS[:2]]
+    doc_tokens = [reranker.encoder.tokenize(group) for group in texts]
+    assert len(doc_tokens[0][1]) > reranker.max_document_tokens == 48 - 3
+    before = (reranker.scored_pairs, reranker.truncated_pairs)
+    expected = reranker.rerank_batch(QUERIES[:2], candidates, texts)
+    counted = (reranker.scored_pairs - before[0], reranker.truncated_pairs - before[1])
+    assert reranker.rerank_batch(QUERIES[:2], candidates, None, doc_tokens=doc_tokens) == expected
+    assert (reranker.scored_pairs - before[0], reranker.truncated_pairs - before[1]) == (2 * counted[0], 2 * counted[1])
+    with pytest.raises(DataError, match="texts or their doc_tokens"):
+        reranker.rerank_batch(QUERIES[:1], candidates[:1], None)
+    with pytest.raises(DataError, match="5 candidates but 2 token lists"):
+        reranker.rerank_batch(QUERIES[:1], candidates[:1], None, doc_tokens=[doc_tokens[0][:2]])
+
+
+def test_tokenizer_fingerprint_tells_tokenizers_apart(reranker: CrossEncoderReranker, tmp_path: Path) -> None:
+    other = make_tiny_cross_encoder(tmp_path / "other", words=["zebra"])
+    same = CrossEncoderReranker(reranker.name, max_length=32, device="cpu", dtype="fp32")
+    assert re.fullmatch(r"[0-9a-f]{64}", reranker.tokenizer_fingerprint or "")
+    assert same.tokenizer_fingerprint == reranker.tokenizer_fingerprint  # max_length is not the tokenizer's
+    assert CrossEncoderReranker(other, device="cpu", dtype="fp32").tokenizer_fingerprint != same.tokenizer_fingerprint

@@ -287,3 +287,33 @@ def test_component_class_is_registered() -> None:
 
     assert list(COMPONENTS) == ["bm25", "tokens", "dense"]
     assert COMPONENTS["tokens"].retriever_class() is DocumentTokens
+
+
+# ---------------------------------------------------------------------- command line
+def test_cli_index_build_and_add_tokens(
+    tmp_path: Path, tiny_cross_encoder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from searchkit.cli import main
+
+    def run(*args: str) -> int:
+        try:
+            main(["--no-progress", *args])
+        except SystemExit as stop:
+            return int(stop.code or 0)
+        return 0
+
+    target = tmp_path / "cli"
+    model = str(tiny_cross_encoder)
+    assert (
+        run("index", "build", "--corpus", str(TINY), "-o", str(target), "--tokens", model, "--tokens-max-length", "8")
+        == 0
+    )
+    entry = Index.open(target).manifest["components"]["tokens"]
+    assert entry["config"] == {"model": model, "max_length": 8}
+    assert run("index", "add", str(target), "--tokens", "--overwrite") == 0  # no MODEL: the default model's tokenizer
+    entry = Index.open(target, verify=True).manifest["components"]["tokens"]
+    assert entry["config"] == {"model": "all-MiniLM-L6-v2", "max_length": 512}
+    assert entry["fingerprint"] == tokenizer_fingerprint(load_tokenizer("all-MiniLM-L6-v2"))
+    assert "components now bm25, tokens" in capsys.readouterr().out
+    assert run("index", "add", str(target), "--tokens-max-length", "8") == 1
+    assert "--tokens-max-length needs --tokens" in capsys.readouterr().err

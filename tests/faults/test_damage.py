@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from searchkit.config import TokensConfig
 from searchkit.index import Index
 from searchkit.types import SearchkitError
 
@@ -24,10 +25,12 @@ QUERIES = ["cats chasing mice", "solar electricity", "wind energy storage", "lea
 
 
 def _answers(index: Index, vectors: np.ndarray) -> Any:
-    """Everything a user can get out of an index: hits of both components, documents, ids, configs."""
-    assert index.bm25 is not None and index.dense is not None
+    """Everything a user can get out of an index: hits of both components, stored tokens, documents, ids, configs."""
+    assert index.bm25 is not None and index.dense is not None and index.tokens is not None
     return (
         [index.bm25.search(query, 8) for query in QUERIES],
+        index.tokens.rows(range(index.num_docs)),
+        index.tokens.fingerprint,
         index.dense.search_vectors(vectors, 8),
         index.documents(index.docids),
         list(index.iter_documents()),
@@ -41,6 +44,7 @@ def _answers(index: Index, vectors: np.ndarray) -> Any:
 def pristine(tiny_hybrid_index: Index, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, Any]:
     folder = tmp_path_factory.mktemp("damage") / "pristine"
     shutil.copytree(tiny_hybrid_index.path, folder)
+    Index.open(folder).add(tokens=TokensConfig(max_length=16))  # short rows: most documents are cut
     index = Index.open(folder, verify=True)
     assert index.dense is not None
     vectors = index.dense.encode_queries(QUERIES)
@@ -80,6 +84,10 @@ def _manifest_edits(manifest: dict[str, Any]) -> dict[str, Callable[[dict[str, A
     edits["bm25 k1: other value"] = lambda m: m["components"]["bm25"]["config"].__setitem__("k1", 0.9)
     edits["dense factory: other"] = lambda m: m["components"]["dense"]["config"].__setitem__("faiss_factory", "HNSW8")
     edits["dense model: other"] = lambda m: m["components"]["dense"]["config"].__setitem__("model", "elsewhere")
+    edits["tokens max_length: other"] = lambda m: m["components"]["tokens"]["config"].__setitem__("max_length", 8)
+    edits["tokens model: other"] = lambda m: m["components"]["tokens"]["config"].__setitem__("model", "elsewhere")
+    edits["tokens fingerprint: other"] = lambda m: m["components"]["tokens"].__setitem__("fingerprint", "0" * 64)
+    edits["tokens fingerprint: missing"] = lambda m: m["components"]["tokens"].pop("fingerprint")
     edits["files: one missing"] = lambda m: m["files"].pop("docids.txt")
     edits["files: path outside"] = lambda m: m["files"].__setitem__("../escape", m["files"].pop("docids.txt"))
     edits["sizes: one changed"] = lambda m: m["sizes"].__setitem__("docids.txt", 3)
@@ -123,7 +131,7 @@ def test_damaged_files_are_detected(
 ) -> None:
     source, vectors, expected = pristine
     relpaths = [*sorted(json.loads((source / "manifest.json").read_text())["files"]), "manifest.json"]
-    assert any(p.startswith("bm25/") for p in relpaths) and any(p.startswith("dense/") for p in relpaths)
+    assert all(any(p.startswith(f"{name}/") for p in relpaths) for name in ("bm25", "dense", "tokens"))
     failures = []
     for relpath in relpaths:
         for kind, damage in FILE_DAMAGE.items():
