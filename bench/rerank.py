@@ -73,7 +73,9 @@ def main() -> None:
         pair_queries = [q.text for q, hits in zip(queries, first, strict=True) for _ in hits]
         pair_texts = [document_text(doc) for hits in first for doc in index.documents([h.doc_id for h in hits])]
 
-        ours = CrossEncoderReranker(model, max_length=args.max_length, device=device, dtype=args.dtype)
+        ours = CrossEncoderReranker(
+            model, max_length=args.max_length, device=device, dtype=args.dtype, depth=args.depth, interpolation=None
+        )
         peer = CrossEncoder(model, device=device, max_length=args.max_length, model_kwargs={"dtype": torch.float32})
         identity = torch.nn.Identity()
         pairs = list(zip(pair_queries, pair_texts, strict=True))

@@ -33,7 +33,7 @@ import numpy as np
 from searchkit.config import DenseConfig
 from searchkit.encoder import Encoder, get_encoder
 from searchkit.faults import checkpoint
-from searchkit.formats import document_text, write_json_atomic
+from searchkit.formats import document_text, save_npy_atomic, write_json_atomic
 from searchkit.models import identity_key, model_identity, resolve_device
 from searchkit.ranking import DocIdTable, Ranking, sort_ranking
 from searchkit.types import (
@@ -139,15 +139,6 @@ def _write_faiss_atomic(index: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_000, seed: int = 0) -> Any:
     """(Re)build ``folder/index.faiss`` from ``folder/embeddings.npy`` with ``factory``; no re-encoding."""
     folder = Path(folder)
@@ -249,7 +240,7 @@ def _encode_shards(
                 embeddings = encoder.embed_tokens(ids, progress=bar)
             else:
                 embeddings = encoder.encode([config.doc_prefix + document_text(doc) for doc in chunk], progress=bar)
-            _save_npy_atomic(path, embeddings.astype(np.float16))
+            save_npy_atomic(path, embeddings.astype(np.float16))
             checkpoint("dense.shard")
     if next(stream, None) is not None:
         raise DataError(f"the corpus has more documents than the {n} docids")
@@ -258,7 +249,7 @@ def _encode_shards(
 
 def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> None:
     if num_docs == 0:
-        _save_npy_atomic(target, np.empty((0, dim), dtype=np.float16))
+        save_npy_atomic(target, np.empty((0, dim), dtype=np.float16))
         return
     tmp = target.with_name(target.name + ".tmp.npy")
     merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(num_docs, dim))
@@ -385,7 +376,7 @@ class DenseRetriever:
         """Write a component from precomputed embeddings (stored fp16) and load it."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _save_npy_atomic(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float16))
+        save_npy_atomic(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float16))
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         info = model_info if model_info is not None else model_identity(config.model)
         write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})

@@ -102,6 +102,18 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_npy_atomic(path: Path, array: Any) -> None:
+    """Save ``array`` as ``.npy`` (never pickled) via a synced temp file + ``os.replace``."""
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 def json_checksum(payload: dict[str, Any]) -> str:
     """sha256 of ``payload``'s canonical JSON (sorted keys, ASCII), its own ``checksum`` key left out: a manifest
     or model card that records it is refused when edited or damaged.

@@ -586,14 +586,11 @@ class CrossEncoderReranker:
 # ------------------------------------------------------------------------------------------- tiny model
 
 
-def make_tiny_cross_encoder(folder: str | Path, *, seed: int = 0, words: Sequence[str] = ()) -> Path:
-    """Save a randomly initialised 2-layer BERT cross-encoder (one output) with a small WordPiece vocabulary.
-
-    For examples, tests and benchmarks of the plumbing only: its scores mean nothing. The vocabulary holds the
-    special tokens, ``words`` (lower-cased), letters, digits and their ``##`` continuations.
-    """
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+def tiny_bert_parts(folder: str | Path, words: Sequence[str] = ()) -> tuple[Any, Any]:
+    """``(tokenizer, config)`` of a 2-layer, 32-wide BERT whose WordPiece vocabulary (written to ``folder``) holds
+    the special tokens, ``words`` (lower-cased), letters, digits and their ``##`` continuations: the parts of every
+    tiny random model in examples and tests (this cross-encoder, the tests' bi-encoder)."""
+    from transformers import BertConfig, BertTokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -613,8 +610,22 @@ def make_tiny_cross_encoder(folder: str | Path, *, seed: int = 0, words: Sequenc
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        initializer_range=0.2,  # wider than BERT's 0.02, so untrained scores differ visibly between pairs
     )
+    return tokenizer, config
+
+
+def make_tiny_cross_encoder(folder: str | Path, *, seed: int = 0, words: Sequence[str] = ()) -> Path:
+    """Save a randomly initialised 2-layer BERT cross-encoder (one output) with a small WordPiece vocabulary.
+
+    For examples, tests and benchmarks of the plumbing only: its scores mean nothing. The vocabulary holds the
+    special tokens, ``words`` (lower-cased), letters, digits and their ``##`` continuations.
+    """
+    import torch
+    from transformers import BertForSequenceClassification
+
+    folder = Path(folder)
+    tokenizer, config = tiny_bert_parts(folder, words)
+    config.initializer_range = 0.2  # wider than BERT's 0.02, so untrained scores differ visibly between pairs
     config.num_labels = 1
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)

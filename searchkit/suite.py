@@ -245,8 +245,11 @@ def _load_condition(
     ):
         if key in table and not used:
             raise fail(f"{where} {key}", f"mode {mode!r} does not use {key} settings")
+        settings = dict(table.get(key, {}))
+        if key == "dense" and str(settings.get("model", "")).startswith((".", "/")):
+            settings["model"] = _local_path(base / settings["model"])  # a model folder, relative to the suite
         try:
-            configs[key] = config_from_dict(cls, table.get(key, {})) if used else None
+            configs[key] = config_from_dict(cls, settings) if used else None
         except (ConfigError, TypeError) as err:
             raise fail(f"{where} {key}", str(err)) from None
     rerank = table.get("rerank")
@@ -281,6 +284,10 @@ def _load_condition(
     )
 
 
+def _local_path(path: Path) -> str:
+    return str(path.resolve())
+
+
 def _load_rerank(table: Any, base: Path, error: Any) -> RerankConfig:
     """A ``rerank`` table as a RerankConfig; a model starting with ``.`` or ``/`` is a path relative to the suite
     file, anything else a Hugging Face name passed on as is. TOML has no null: ``interpolation = "none"`` means
@@ -289,7 +296,7 @@ def _load_rerank(table: Any, base: Path, error: Any) -> RerankConfig:
         raise error("must be a table with at least 'model'")
     table = dict(table)
     if str(table["model"]).startswith((".", "/")):
-        table["model"] = str((base / table["model"]).resolve())
+        table["model"] = _local_path(base / table["model"])
     for key in ("interpolation", "fusion"):
         if table.get(key) == "none":
             table[key] = None
@@ -582,7 +589,11 @@ def _built_with(config: Any, wanted: Any) -> dict[str, Any] | None:
     """A component config as a dict of what decides its contents; None when it is not of ``wanted``'s class."""
     if type(config) is not type(wanted):
         return None
-    return {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+    model = settings.get("model")
+    if isinstance(model, str) and Path(model).is_dir():  # a model folder, however its path was written
+        settings["model"] = _local_path(Path(model))
+    return settings
 
 
 _LOADED_RERANKERS: dict[tuple[Any, ...], Any] = {}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import TokensConfig
-from searchkit.formats import document_text, write_json_atomic
+from searchkit.formats import document_text, save_npy_atomic, write_json_atomic
 from searchkit.models import resolve_model
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError
 
@@ -90,15 +89,6 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[in
         texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
     )
     return [list(ids[:max_length]) for ids in encoded["input_ids"]]
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class DocumentTokens:
@@ -200,9 +190,9 @@ class DocumentTokens:
                 bar.update(len(chunk))
         if next(stream, None) is not None:
             raise DataError(f"the corpus has more documents than the {n} docids")
-        _save_npy(folder / IDS, np.fromfile(raw, dtype=np.int32))
+        save_npy_atomic(folder / IDS, np.fromfile(raw, dtype=np.int32))
         raw.unlink()
-        _save_npy(folder / OFFSETS, offsets)
+        save_npy_atomic(folder / OFFSETS, offsets)
         _write_info(folder, config, tokenizer, fingerprint, vocab_size, int(offsets[-1]))
         logger.info("tokens: stored %d token ids of %d documents (%s)", int(offsets[-1]), n, config.model)
         return cls.load(folder, config, docids)
@@ -223,8 +213,8 @@ class DocumentTokens:
         for row in range(len(docids)):
             start = int(old.offsets[row])
             ids[offsets[row] : offsets[row + 1]] = old.ids[start : start + int(lengths[row])]
-        _save_npy(folder / IDS, ids)
-        _save_npy(folder / OFFSETS, offsets)
+        save_npy_atomic(folder / IDS, ids)
+        save_npy_atomic(folder / OFFSETS, offsets)
         info = {**old.info, "max_length": config.max_length, "num_tokens": int(offsets[-1])}
         write_json_atomic(folder / INFO, info)
         logger.info("tokens: cut the stored tokens of %s to %d a document", source, config.max_length)

@@ -25,7 +25,9 @@ def make_tiny_sentence_transformer(folder: str | Path, *, words: list[str], seed
     """
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertModel
+
+    from searchkit.rerank import tiny_bert_parts
 
     try:
         from sentence_transformers.sentence_transformer import modules as models
@@ -34,23 +36,7 @@ def make_tiny_sentence_transformer(folder: str | Path, *, words: list[str], seed
 
     folder = Path(folder)
     raw = folder.parent / f"{folder.name}-bert"
-    raw.mkdir(parents=True, exist_ok=True)
-    chars = [*"abcdefghijklmnopqrstuvwxyz0123456789", *".,;:!?'-()"]
-    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]))
-    vocab = list(dict.fromkeys([*vocab, *(word.lower() for word in words)]))
-    (raw / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    try:  # transformers 5
-        tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=128)
-    except TypeError:  # transformers 4
-        tokenizer = BertTokenizer(vocab_file=str(raw / "vocab.txt"), model_max_length=128)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    tokenizer, config = tiny_bert_parts(raw, words)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
