@@ -177,3 +177,22 @@ def test_known_bad_inputs_fail_with_one_line_naming_the_file(name: str, payload:
     with pytest.raises(SearchkitError) as caught:
         _consume(reader(path))
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_atheris_readers(tmp_path: Path) -> None:
+    """The libFuzzer harness (tests/faults/atheris_readers.py) runs ~10,000 inputs per reader without a crash."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("atheris")
+    runs = 10_000 * len(READERS) + 10_000
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("atheris_readers.py")), f"-atheris_runs={runs}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=3600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Done {runs} " in done.stderr, done.stderr[-1000:]
