@@ -70,6 +70,8 @@ __all__ = ["MODEL_CARD", "CrossEncoderReranker", "load_cross_encoder", "read_rer
 SCORE_KIND = "logit"
 DEFAULT_MAX_LENGTH = 512
 _AUTO = "auto"
+# The RerankConfig fields that decide the loaded model and its logits; the others only mix scores (variants)
+MODEL_FIELDS = ("model", "max_length", "batch_size", "device", "dtype", "batch_tokens")
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -386,8 +388,7 @@ class CrossEncoderReranker:
     def variant(self, config: RerankConfig) -> CrossEncoderReranker:
         """This loaded model with ``config``'s mixing settings (interpolation, fusion, depth): nothing is reloaded,
         and with :meth:`remember_scores` on, pairs either of them scored are not scored again."""
-        fixed = ("model", "max_length", "batch_size", "device", "dtype", "batch_tokens")
-        if any(getattr(config, name) != getattr(self.config, name) for name in fixed):
+        if any(getattr(config, name) != getattr(self.config, name) for name in MODEL_FIELDS):
             raise ConfigError(f"a variant may only change interpolation, fusion and depth: {config} vs {self.config}")
         other = copy.copy(self)
         other.config = config

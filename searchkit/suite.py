@@ -604,10 +604,9 @@ def _reranker(config: RerankConfig | None) -> Any:
     share one loaded model and its remembered logits, so each (query, document) pair is scored once per suite run."""
     if config is None:
         return None
-    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.rerank import MODEL_FIELDS, CrossEncoderReranker
 
-    key = tuple(getattr(config, name) for name in ("model", "max_length", "batch_size", "device", "dtype"))
-    key = (*key, config.batch_tokens)
+    key = tuple(getattr(config, name) for name in MODEL_FIELDS)
     if key not in _LOADED_RERANKERS:
         _LOADED_RERANKERS.clear()  # one model in memory at a time
         loaded = CrossEncoderReranker.from_config(config)
