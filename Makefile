@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test lint slow
+.PHONY: install demo test lint slow browser
 
 install:
 	$(PIP) install --quiet torch==2.13.0
@@ -20,8 +20,17 @@ lint:
 	$(PYTHON) -m ruff format --check searchkit tests bench
 	$(PYTHON) -m mypy searchkit
 
-test: install lint
+test: install browser lint
 	$(PYTHON) -m pytest -q
 
 slow: install
 	$(PYTHON) -m pytest -q -m slow
+
+# Debian's chromium + chromedriver for the search page's browser test (tests/test_serve_page.py): installed
+# with apt-get (as root) only when missing, quietly. .ci/run runs it; without them the test skips, except in CI.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing and not root: the search page's browser test will skip (CI fails it)"; fi

@@ -17,6 +17,7 @@ nothing). Both sides include tokenization; ``score`` returns numpy, so device wo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from searchkit.benchtools import cpu_description, markdown_table, paired_times, top_k_agreement, versions, write_json
+from searchkit.config import RerankConfig
 from searchkit.evaluate import evaluate
 from searchkit.formats import document_text, read_qrels
+from searchkit.fusion import reranker_only
 from searchkit.index import Index
 from searchkit.models import resolve_device, resolve_dtype
 from searchkit.rerank import CrossEncoderReranker, load_cross_encoder
@@ -69,7 +72,10 @@ def main() -> None:
         queries = select_queries(args.data, "test")[: args.queries]
         all_qrels = read_qrels(args.data, "test")
         qrels = {q.query_id: all_qrels[q.query_id] for q in queries if q.query_id in all_qrels}
-        first = Searcher(index).search_batch([q.text for q in queries], args.depth)
+        searcher = Searcher(index)
+        stages = searcher.stages([q.text for q in queries], args.depth)
+        first = [hits[: args.depth] for hits in stages[searcher.mode]]
+        per_query_stages = [{n: stages[n][i] for n in ("bm25", "dense") if n in stages} for i in range(len(first))]
         pair_queries = [q.text for q, hits in zip(queries, first, strict=True) for _ in hits]
         pair_texts = [document_text(doc) for hits in first for doc in index.documents([h.doc_id for h in hits])]
 
@@ -101,6 +107,12 @@ def main() -> None:
             own = scores[name][start : start + len(hits)]
             start += len(hits)
             runs[name][query.query_id] = sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(hits, own, strict=True))
+    # The shipped pipeline: the same logits mixed by the card's learned fusion (what `--rerank MODEL` returns)
+    shipped = ours.variant(dataclasses.replace(ours.config, interpolation=RerankConfig.interpolation))
+    if not reranker_only(shipped.fusion):
+        for name in ("ours", "peer"):
+            mixed = shipped.mix(first, scores[name], per_query_stages)
+            runs[f"{name} + fusion"] = {q.query_id: hits for q, hits in zip(queries, mixed, strict=True)}
     ndcg = {name: evaluate(run, qrels, ["nDCG@10"]).aggregate["nDCG@10"] for name, run in runs.items()}
     ratios = [p / o for o, p in zip(times["ours"], times["peer"], strict=True)]
     result = {
@@ -123,6 +135,10 @@ def main() -> None:
         "ndcg@10": ndcg,
         "ndcg@10_diff": ndcg["ours"] - ndcg["peer"],
     }
+    if "ours + fusion" in runs:
+        result["fusion"] = shipped.fusion.weights if shipped.fusion else None
+        result["fused_top10_agreement"] = top_k_agreement(runs["ours + fusion"], runs["peer + fusion"], 10)
+        result["fused_ndcg@10_diff"] = ndcg["ours + fusion"] - ndcg["peer + fusion"]
     agreement = result["top10_agreement"]
     rows = [
         ("machine", f"{result['machine']['cpu']} ({', '.join(result['machine']['flags'])})"),
@@ -137,6 +153,18 @@ def main() -> None:
         ("nDCG@10 ours / fp32 peer", f"{ndcg['ours']:.4f} / {ndcg['peer']:.4f} ({result['ndcg@10_diff']:+.4f})"),
         ("largest score difference", f"{result['max_abs_score_diff']:.3g}"),
     ]
+    if "fused_top10_agreement" in result:
+        fused = result["fused_top10_agreement"]
+        rows += [
+            (
+                "with the card's learned fusion: top-10 overlap / identical order",
+                f"{fused['mean_overlap']:.4f} / {fused['identical_order']:.3f}",
+            ),
+            (
+                "with the card's learned fusion: nDCG@10 ours / fp32 peer",
+                f"{ndcg['ours + fusion']:.4f} / {ndcg['peer + fusion']:.4f} ({result['fused_ndcg@10_diff']:+.4f})",
+            ),
+        ]
     print(markdown_table("reranker bench", rows))
     write_json(args.json, result)
 

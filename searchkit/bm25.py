@@ -11,12 +11,19 @@ Files in a component folder (bm25s's own names, so ``bm25s.BM25.load(folder, mma
     nonoccurrence_array.index.npy     bm25l and bm25+ only: the score of a term a document lacks
     vocab.index.json                  analyzed term -> column
     params.index.json                 bm25s's parameters (method, k1, b, delta, num_docs)
+    tf.csc.index.npy                  int32 term frequency of every posting (parallel to data.csc.index.npy)
+    doclen.index.npy                  int32 analyzed length of every row; -1: a deleted row (no postings)
     searchkit.json                    BM25Config, analyzer settings (stopword list included), statistics
 
 Documents are tokenized in chunks and only their term ids are kept (4 bytes a token) until the arrays exist.
 A query adds up its terms' columns; only documents sharing a term with it are results (score > 0, as in
 Lucene), ordered by :func:`~searchkit.types.sort_hits`. A tie at the k-th place goes the same way (larger
-doc id first), so results never depend on partition order.
+doc id first), so results never depend on partition order. ``allowed`` (a mask over rows: a metadata filter)
+is applied before the top k is taken, so k results come back whenever k allowed documents match.
+
+The term frequencies and lengths let :meth:`BM25Retriever.rewrite` add, drop and renumber rows without analyzing
+any kept document again, with scores recomputed for the new statistics (:mod:`searchkit.postings`). An index
+written before they were stored gets them on its first update (every document analyzed once).
 
 >>> import tempfile
 >>> docs = [Document("a", "Solar panels make electricity"), Document("b", "Wind turbines", title="Wind")]
@@ -34,7 +41,7 @@ import logging
 import re
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import BM25Config, config_from_dict, config_to_dict
+from searchkit.postings import Postings, bm25_scores, from_term_ids, statistics
 from searchkit.ranking import DocIdTable, Ranking, sort_ranking
 from searchkit.types import (
     ConfigError,
@@ -59,7 +67,11 @@ TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
 SETTINGS_FILE = "searchkit.json"
 FORMAT_VERSION = 1
+TF_FILE = "tf.csc.index.npy"
+DOCLEN_FILE = "doclen.index.npy"
 _PARAMS = "params.index.json"
+_SCORE_RTOL = 1e-5
+"""verify: how far a stored score may be from the one its term frequency and the statistics give (float32)."""
 _NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
 
 
@@ -190,6 +202,24 @@ def _shape_problem(model: Any) -> str:
     return ""
 
 
+def _load_postings(folder: Path, num_postings: int, num_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The memory-mapped term frequencies and row lengths (None when the component predates them), shape-checked."""
+    tf_path, doclen_path = folder / TF_FILE, folder / DOCLEN_FILE
+    if not tf_path.exists() and not doclen_path.exists():
+        return None
+    try:
+        tf = np.load(tf_path, mmap_mode="r", allow_pickle=False)
+        doclen = np.load(doclen_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise IndexFormatError(f"{folder}: damaged BM25 term frequencies ({err}); rebuild the index") from None
+    if tf.shape != (num_postings,) or doclen.shape != (num_docs,) or tf.dtype != np.int32 or doclen.dtype != np.int32:
+        raise IndexFormatError(
+            f"{folder}: {TF_FILE} {tf.dtype}{tf.shape} and {DOCLEN_FILE} {doclen.dtype}{doclen.shape} do not match "
+            f"{num_postings} postings and {num_docs} rows; rebuild the index"
+        )
+    return np.asarray(tf), np.asarray(doclen)
+
+
 class BM25Retriever:
     """Lexical retrieval over one component folder: bm25s's score arrays, memory-mapped.
 
@@ -207,6 +237,7 @@ class BM25Retriever:
         folder: Path,
         stats: dict[str, Any],
         expected_config: BM25Config | None = None,
+        postings: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.config = config
         self.docids = docids
@@ -224,6 +255,9 @@ class BM25Retriever:
         self.num_docs = int(scores["num_docs"])
         nonoccurrence = model.nonoccurrence_array
         self._nonoccurrence = None if nonoccurrence is None else np.asarray(nonoccurrence)
+        # term frequencies and row lengths (None: a component written before they were stored)
+        self._tf: np.ndarray | None = postings[0] if postings is not None else None
+        self._doclen: np.ndarray | None = postings[1] if postings is not None else None
 
     def __repr__(self) -> str:
         return f"BM25Retriever({describe(self.config)}, {self.num_docs} docs, {self.vocab_size} terms)"
@@ -301,22 +335,13 @@ class BM25Retriever:
                 show_progress=show_progress,
             )
         model.vocab_dict = vocab
-        model.save(folder, show_progress=False)
-        stats = {
-            "num_docs": num_docs,
-            "vocab_size": len(vocab),
-            "num_tokens": len(term_ids),
-            "avg_doc_len": len(term_ids) / num_docs,
-            "postings": len(model.scores["data"]),
-        }
-        settings = {
-            "format_version": FORMAT_VERSION,
-            "config": config_to_dict(config),
-            "analyzer": analyzer.to_json(),
-            "stats": stats,
-            "bm25s_version": bm25s_version,
-        }
-        (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        postings = from_term_ids(term_ids, np.frombuffer(offsets, dtype=np.int64), len(vocab))
+        if not (
+            np.array_equal(postings.indptr, model.scores["indptr"])
+            and np.array_equal(postings.indices, model.scores["indices"])
+        ):  # bm25s's CSC has a column per term, rows ascending: the term frequencies must line up with it
+            raise RuntimeError(f"bm25s {bm25s_version} laid out its score arrays in an unexpected order")
+        stats = cls._save(folder, model, postings, config, analyzer)
         logger.info(
             "built %s over %d docs: %d terms, %d postings, average length %.1f terms",
             describe(config),
@@ -325,7 +350,109 @@ class BM25Retriever:
             stats["postings"],
             stats["avg_doc_len"],
         )
-        return cls(model, analyzer, config, names, folder, stats)
+        return cls(model, analyzer, config, names, folder, stats, postings=(postings.tf, postings.doclen))
+
+    @staticmethod
+    def _save(folder: Path, model: Any, postings: Postings, config: BM25Config, analyzer: _Analyzer) -> dict[str, Any]:
+        """Write bm25s's files (``model.save``), the term frequencies and lengths, and searchkit.json; the stats."""
+        from bm25s import __version__ as bm25s_version
+
+        model.save(folder, show_progress=False)
+        np.save(folder / TF_FILE, postings.tf, allow_pickle=False)
+        np.save(folder / DOCLEN_FILE, postings.doclen, allow_pickle=False)
+        stats = statistics(postings)
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "config": config_to_dict(config),
+            "analyzer": analyzer.to_json(),
+            "stats": stats,
+            "bm25s_version": bm25s_version,
+        }
+        (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+        return stats
+
+    @classmethod
+    def rewrite(
+        cls,
+        source: BM25Retriever,
+        folder: str | Path,
+        keep: np.ndarray,
+        dead: np.ndarray,
+        new_docs: Sequence[Document],
+        docids: Sequence[str],
+        every_document: Callable[[], Iterable[Document]] | None = None,
+    ) -> BM25Retriever:
+        """Write at ``folder`` the component of ``source``'s rows ``keep`` followed by ``new_docs``, where the rows
+        marked in ``dead`` (a mask over the result's rows) are deleted; every score recomputed for the new statistics.
+
+        Only ``new_docs`` are analyzed; ``every_document`` (the source's documents in row order) is read only when
+        ``source`` was written before term frequencies were stored. ``docids`` names the result's rows.
+        """
+        from bm25s import BM25
+
+        from searchkit.formats import document_text
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = source.config
+        postings = source.postings(every_document)
+        vocab = dict(source._vocab)
+        flat = array("i")
+        offsets = [0]
+        word_ids: dict[str, int] = {}
+        for start in range(0, len(new_docs), 512):
+            chunk = [document_text(doc) for doc in new_docs[start : start + 512]]
+            offsets.extend(source._analyzer.add_ids(chunk, word_ids, vocab, flat))
+        added = from_term_ids(np.frombuffer(flat, dtype=np.intc), np.asarray(offsets, dtype=np.int64), len(vocab))
+        updated = postings.rewrite(keep, dead, added)
+        data, nonoccurrence = bm25_scores(updated, config)
+        model = BM25(k1=config.k1, b=config.b, delta=config.delta, method=config.method, backend="numpy")
+        model.scores = {"data": data, "indices": updated.indices, "indptr": updated.indptr, "num_docs": len(docids)}
+        model.vocab_dict = vocab
+        model.nonoccurrence_array = nonoccurrence
+        stats = cls._save(folder, model, updated, config, source._analyzer)
+        logger.info(
+            "rewrote %s: %d rows (%d live), %d added, %d terms, %d postings",
+            describe(config),
+            stats["num_docs"],
+            stats["num_live"],
+            len(new_docs),
+            stats["vocab_size"],
+            stats["postings"],
+        )
+        return cls(model, source._analyzer, config, docids, folder, stats, postings=(updated.tf, updated.doclen))
+
+    def postings(self, every_document: Callable[[], Iterable[Document]] | None = None) -> Postings:
+        """The term frequencies and row lengths behind the scores (see :mod:`searchkit.postings`).
+
+        A component written before they were stored analyzes ``every_document`` (its documents in row order) once.
+        """
+        if self._tf is not None and self._doclen is not None:
+            return Postings(np.asarray(self._tf), self._indices, self._indptr, np.asarray(self._doclen))
+        if every_document is None:
+            raise IndexFormatError(f"{self.folder}: no stored term frequencies, and no documents to count them from")
+        logger.info(
+            "%s: counting the term frequencies of every document once (index built before they were stored)",
+            self.folder,
+        )
+        flat = array("i")
+        offsets = [0]
+        vocab = dict(self._vocab)
+        word_ids: dict[str, int] = {}
+        from searchkit.formats import document_text
+
+        stream = iter(every_document())
+        while chunk := list(islice(stream, 512)):
+            offsets.extend(self._analyzer.add_ids([document_text(doc) for doc in chunk], word_ids, vocab, flat))
+        if len(vocab) != self.vocab_size or len(offsets) - 1 != self.num_docs:
+            raise IndexFormatError(f"{self.folder}: the documents do not match the BM25 arrays; rebuild the index")
+        return from_term_ids(np.frombuffer(flat, dtype=np.intc), np.asarray(offsets, dtype=np.int64), len(vocab))
+
+    def deleted_rows(self) -> np.ndarray:
+        """Rows the component holds as deleted (length -1: no postings, not counted in the statistics)."""
+        if self._doclen is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(np.asarray(self._doclen) < 0)
 
     @classmethod
     def load(
@@ -363,12 +490,14 @@ class BM25Retriever:
         shape_problem = _shape_problem(model)
         if shape_problem:  # cheap checks on open (lengths, ends); verify() scans the values
             raise IndexFormatError(f"{folder}: damaged BM25 arrays ({shape_problem}); rebuild the index")
+        postings = _load_postings(folder, len(model.scores["data"]), num_docs)
         if docids is None:
             docids = [str(row) for row in range(num_docs)]
         elif len(docids) != num_docs:
             logger.warning("%s scores %d documents but %d doc ids were given", folder, num_docs, len(docids))
         logger.info("loaded %s (%d docs, %d terms) from %s", describe(saved), num_docs, len(model.vocab_dict), folder)
-        return cls(model, analyzer, saved, docids, folder, settings.get("stats", {}), expected_config=config)
+        stats = settings.get("stats", {})
+        return cls(model, analyzer, saved, docids, folder, stats, expected_config=config, postings=postings)
 
     def verify(self) -> list[str]:
         """What is wrong with this component's files and their agreement with the doc ids (empty: sound)."""
@@ -403,7 +532,31 @@ class BM25Retriever:
             self._nonoccurrence is None or len(self._nonoccurrence) != self.vocab_size
         ):
             problems.append("the non-occurrence array is missing or has the wrong length")
+        if not problems and self._tf is not None:
+            problems.extend(self._postings_problems())
         return problems
+
+    def _postings_problems(self) -> list[str]:
+        """The stored term frequencies against the scores: the statistics, and every score recomputed from them."""
+        postings = self.postings()
+        if len(postings.tf) and int(postings.tf.min()) < 1:
+            return [f"{TF_FILE} holds term frequencies below 1"]
+        if len(postings.doclen) and int(postings.doclen.min()) < -1:
+            return [f"{DOCLEN_FILE} holds negative lengths"]
+        if len(postings.indices) and bool((postings.doclen[postings.indices] < 0).any()):
+            return [f"deleted rows ({DOCLEN_FILE} -1) still have postings"]
+        stats = statistics(postings)
+        for key in ("num_live", "total_len"):
+            if key in self.stats and self.stats[key] != stats[key]:
+                return [f"{SETTINGS_FILE} says {key}={self.stats[key]}, the term frequencies give {stats[key]}"]
+        expected, nonoccurrence = bm25_scores(postings, self.config)
+        if not np.allclose(self._data, expected, rtol=_SCORE_RTOL, atol=1e-6):
+            return ["the scores do not match the term frequencies and statistics"]
+        if nonoccurrence is not None and (
+            self._nonoccurrence is None or not np.allclose(self._nonoccurrence, nonoccurrence, rtol=_SCORE_RTOL)
+        ):
+            return ["the non-occurrence array does not match the statistics"]
+        return []
 
     # ------------------------------------------------------------------ analysis and search
     def analyze(self, text: str) -> list[str]:
@@ -415,18 +568,24 @@ class BM25Retriever:
 
     def unknown_terms(self, text: str) -> list[str]:
         """The analyzed terms of ``text`` that no indexed document contains (ignored when searching)."""
-        return [term for term in self.analyze(text) if term not in self._vocab]
+        vocab, indptr = self._vocab, self._indptr
+        return [
+            term for term in self.analyze(text) if term not in vocab or indptr[vocab[term]] == indptr[vocab[term] + 1]
+        ]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         """The best ``k`` documents for one query; the same as ``search_batch([query], k)[0]``."""
         return self.search_batch([query], k)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """The best ``k`` documents for each query, best first: only documents sharing a term with it."""
+    def search_batch(
+        self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None
+    ) -> list[list[Hit]]:
+        """The best ``k`` documents for each query, best first: only documents sharing a term with it (and, with
+        ``allowed``, a bool mask over rows, only rows it allows)."""
         ids = self._table.ids
-        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k)]
+        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k, allowed=allowed)]
 
-    def search_rows(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
+    def search_rows(self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None) -> list[Ranking]:
         """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of queries; use search() for one query")
@@ -436,10 +595,12 @@ class BM25Retriever:
                 f"{self.folder}: the BM25 arrays score {self.num_docs} documents but there are "
                 f"{len(self.docids)} doc ids; rebuild the index"
             )
+        if allowed is not None and allowed.shape != (self.num_docs,):
+            raise ConfigError(f"allowed must be a bool mask over the {self.num_docs} rows, got shape {allowed.shape}")
         k = min(int(k), self.num_docs)
         vocab, terms = self._vocab, self._analyzer.terms
         return [
-            self._search_ids([term for term in map(vocab.get, terms(query)) if term is not None], k)
+            self._search_ids([term for term in map(vocab.get, terms(query)) if term is not None], k, allowed)
             for query in queries
         ]
 
@@ -449,16 +610,24 @@ class BM25Retriever:
             self._doc_table = DocIdTable(self.docids)
         return self._doc_table
 
-    def _search_ids(self, term_ids: list[int], k: int) -> Ranking:
+    def _search_ids(self, term_ids: list[int], k: int, allowed: np.ndarray | None = None) -> Ranking:
         if not term_ids:
             return Ranking.empty()
         data, indices, indptr = self._data, self._indices, self._indptr
+        spans = list(zip(indptr[term_ids].tolist(), indptr[np.add(term_ids, 1)].tolist(), strict=True))
         scores = np.zeros(self.num_docs, dtype=np.float32)
-        for term in term_ids:
-            start, end = indptr[term], indptr[term + 1]
-            # A column holds a document at most once, so fancy-index += is exact (no np.add.at needed).
-            scores[indices[start:end]] += data[start:end]
-        rows = np.flatnonzero(scores > 0)
+        # One unbuffered add over all the query's postings, in term order: each document gets the same float32
+        # additions in the same order as a loop of `scores[column rows] += column scores` would give it, without a
+        # fancy-indexed update per term (what made queries slower than bm25s's).
+        np.add.at(
+            scores,
+            np.concatenate([indices[start:end] for start, end in spans]),
+            np.concatenate([data[start:end] for start, end in spans]),
+        )
+        matched = scores > 0
+        if allowed is not None:
+            matched &= allowed
+        rows = np.flatnonzero(matched)
         if len(rows) == 0:
             return Ranking.empty()
         values = scores[rows]
@@ -474,9 +643,9 @@ class BM25Retriever:
         """Positions of the k best values; a tie at the k-th value goes to larger doc ids (sort_hits)."""
         top = np.argpartition(values, len(values) - k)[-k:]
         threshold = values[top].min()
+        if np.count_nonzero(values >= threshold) == k:  # no tie across the cut (the usual case)
+            return top
         above = np.flatnonzero(values > threshold)
         tied = np.flatnonzero(values == threshold)
-        if len(above) + len(tied) == k:
-            return top
         keep = tied[np.argsort(-self._table.keys[rows[tied]], kind="stable")[: k - len(above)]]
         return np.concatenate([above, keep])

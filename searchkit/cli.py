@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from searchkit import __version__
-from searchkit.config import DEFAULT_DENSE_MODEL, BM25Config, DenseConfig, FusionConfig, TokensConfig
+from searchkit.config import DEFAULT_DENSE_MODEL, BM25Config, DenseConfig, FusionConfig, ServeConfig, TokensConfig
+from searchkit.serve import TOKEN_ENV
 from searchkit.types import SearchkitError
 
 logger = logging.getLogger("searchkit")
@@ -102,6 +103,29 @@ def _tokens_config(model: str | None, max_length: int | None) -> Any:
     return TokensConfig(model=model) if max_length is None else TokensConfig(model=model, max_length=max_length)
 
 
+def _metadata_options(func: Any) -> Any:
+    """``--metadata FIELD`` and ``--filterable FIELD[:TYPE]`` (index build)."""
+    options = [
+        click.option(
+            "--metadata",
+            "metadata_fields",
+            multiple=True,
+            metavar="FIELD",
+            help="Keep this corpus column in each document's metadata (repeatable; BEIR's metadata object is kept "
+            "anyway).",
+        ),
+        click.option(
+            "--filterable",
+            multiple=True,
+            metavar="FIELD[:TYPE]",
+            help="Store this metadata field column-wise for --filter (repeatable); TYPE keyword (default) or number.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @index.command("build")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--corpus", help="BEIR folder, .jsonl/.tsv corpus file, or irds:<ir-datasets id>.")
@@ -123,6 +147,7 @@ def _tokens_config(model: str | None, max_length: int | None) -> Any:
 @click.option("--id-field", default="_id", show_default=True)
 @click.option("--title-field", default="title", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
+@_metadata_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @click.pass_context
@@ -145,14 +170,17 @@ def index_build(
     id_field: str,
     title_field: str,
     text_field: str,
+    metadata_fields: tuple[str, ...],
+    filterable: tuple[str, ...],
     overwrite: bool,
     as_json: bool,
 ) -> None:
     """Build an index from RECIPE.toml or from --corpus/-o.
 
-    Python: Index.build(corpus, output, bm25=BM25Config(...), dense=DenseConfig(...), tokens=TokensConfig(...))
+    Python: Index.build(corpus, output, bm25=BM25Config(...), dense=DenseConfig(...), tokens=TokensConfig(...),
+    filters=FilterConfig(["year:number", "lang"]), metadata_fields=[...])
     """
-    from searchkit.config import DenseConfig, load_index_recipe
+    from searchkit.config import DenseConfig, FilterConfig, load_index_recipe
     from searchkit.index import Index
     from searchkit.types import ConfigError
 
@@ -166,6 +194,7 @@ def index_build(
             "bm25": loaded.bm25,
             "dense": loaded.dense,
             "tokens": loaded.tokens,
+            "filters": loaded.filters,
             "fields": loaded.fields,
         }
     else:
@@ -179,7 +208,13 @@ def index_build(
             if dense_model
             else None,
             "tokens": _tokens_config(tokens_model, tokens_max_length),
-            "fields": {"id_field": id_field, "title_field": title_field, "text_field": text_field},
+            "filters": FilterConfig(list(filterable)) if filterable else None,
+            "fields": {
+                "id_field": id_field,
+                "title_field": title_field,
+                "text_field": text_field,
+                "metadata_fields": list(metadata_fields),
+            },
         }
     built = Index.build(
         spec["corpus"],
@@ -187,6 +222,7 @@ def index_build(
         bm25=spec["bm25"],
         dense=spec["dense"],
         tokens=spec["tokens"],
+        filters=spec["filters"],
         overwrite=overwrite,
         show_progress=ctx.obj["progress"],
         **spec["fields"],
@@ -252,6 +288,8 @@ def index_info(directory: Path, as_json: bool) -> None:
         return
     click.echo(f"index      {summary['path']}")
     click.echo(f"documents  {summary['num_docs']}")
+    tombstones = summary.get("num_rows", summary["num_docs"]) - summary["num_docs"]
+    click.echo(f"generation {summary.get('generation', 0)}" + (f" ({tombstones} tombstones)" if tombstones else ""))
     click.echo(f"source     {summary['source'].get('path')}  sha256={summary['source'].get('sha256')}")
     click.echo(
         f"format     {summary['format']} v{summary['format_version']} (searchkit {summary['searchkit_version']})"
@@ -271,6 +309,91 @@ def index_verify(directory: Path) -> None:
 
     opened = Index.open(directory, verify=True)
     click.echo(f"{opened.path}: ok ({opened.num_docs} documents, {len(opened.manifest['files'])} files verified)")
+
+
+@index.command("update")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--add", "add_corpus", help="Documents to add (BEIR folder, .jsonl/.tsv file): an existing id is replaced."
+)
+@click.option(
+    "--delete", "delete_file", type=click.Path(dir_okay=False, path_type=Path), help="File of doc ids to delete."
+)
+@click.option(
+    "--compact/--no-compact",
+    default=None,
+    help="Drop every tombstone now (default: when they pass UpdateConfig.compact_ratio of the rows).",
+)
+@click.option("--id-field", default=None, help="Id field of --add (default: the one the index was built with).")
+@click.option("--title-field", default=None, help="Title field of --add (default: as built).")
+@click.option("--text-field", default=None, help="Text field of --add (default: as built).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def index_update(
+    ctx: click.Context,
+    directory: Path,
+    add_corpus: str | None,
+    delete_file: Path | None,
+    compact: bool | None,
+    id_field: str | None,
+    title_field: str | None,
+    text_field: str | None,
+    as_json: bool,
+) -> None:
+    """Add, replace and delete documents in one atomic step, without a rebuild.
+
+    Python: Index.open(directory).update(add=read_corpus(corpus), delete=read_ids(ids_file))
+    """
+    import time
+
+    from searchkit.formats import read_ids
+    from searchkit.index import Index
+    from searchkit.types import ConfigError
+    from searchkit.update import check_deletable, read_update_corpus
+
+    if add_corpus is None and delete_file is None:
+        raise ConfigError("index update needs --add CORPUS and/or --delete IDS_FILE")
+    started = time.perf_counter()
+    opened = Index.open(directory)
+    fields = {"id_field": id_field, "title_field": title_field, "text_field": text_field}
+    added = read_update_corpus(opened, add_corpus, **fields) if add_corpus is not None else []
+    deleted = read_ids(delete_file) if delete_file is not None else []
+    check_deletable(opened, deleted, delete_file)
+    updated = opened.update(add=added, delete=deleted, compact=compact, show_progress=ctx.obj["progress"])
+    summary = {
+        "path": str(updated.path),
+        "generation": updated.generation,
+        "num_docs": updated.num_docs,
+        "tombstones": len(updated.deleted_rows),
+        **updated.manifest.get("last_update", {}),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if updated is opened:
+        summary["unchanged"] = True
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(
+        f"{updated.path}: generation {summary['generation']}, {summary['num_docs']} documents "
+        f"({summary.get('added', 0)} added, {summary.get('replaced', 0)} replaced, {summary.get('deleted', 0)} deleted"
+        f"{', compacted' if summary.get('compacted') else ''}; {summary['tombstones']} tombstones) "
+        f"in {summary['seconds']:.2f} s"
+    )
+
+
+@index.command("compact")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def index_compact(directory: Path) -> None:
+    """Rewrite the index without its tombstones (deleted or replaced documents).  Python: Index.open(dir).compact()"""
+    from searchkit.index import Index
+
+    opened = Index.open(directory)
+    compacted = opened.compact()
+    dropped = len(opened.deleted_rows)
+    click.echo(
+        f"{compacted.path}: generation {compacted.generation}, {compacted.num_docs} documents"
+        + (f" ({dropped} tombstones dropped)" if dropped else " (nothing to compact)")
+    )
 
 
 @index.command("analyze")
@@ -358,18 +481,34 @@ class _SearcherSettings:
         settings = {name: value for name, value in given.items() if value is not None}
         return RerankConfig(self.rerank_model, fusion=None if self.no_fusion else "auto", **settings)
 
+    def fusion_config(self) -> Any:
+        """FusionConfig(method=..., depth=..., alpha=..., rrf_k=...)"""
+        from searchkit.config import FusionConfig
+
+        return FusionConfig(method=self.fusion, depth=self.depth, alpha=self.alpha, rrf_k=self.rrf_k)
+
     def build(self, directory: Path) -> Any:
         """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), rerank=RerankConfig(...))"""
-        from searchkit.config import FusionConfig
         from searchkit.index import Index
         from searchkit.search import Searcher
 
-        config = FusionConfig(method=self.fusion, depth=self.depth, alpha=self.alpha, rrf_k=self.rrf_k)
         opened = Index.open(directory, device=self.device)
-        return Searcher(opened, mode=self.mode, fusion=config, rerank=self.rerank_config())
+        return Searcher(opened, mode=self.mode, fusion=self.fusion_config(), rerank=self.rerank_config())
 
 
 _SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
+
+
+def _filter_option(func: Any) -> Any:
+    """``--filter EXPR`` (repeatable; search and run): see searchkit.filters for the grammar."""
+    return click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        metavar="EXPR",
+        help="Only documents whose metadata meet EXPR: FIELD OP VALUE (OP =, !=, <, <=, >, >=) or FIELD in V1,V2; "
+        "repeat for several (all must hold), e.g. --filter 'year>=2020' --filter 'lang=en'.",
+    )(func)
 
 
 @cli.command("search")
@@ -377,6 +516,7 @@ _SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
 @click.argument("query")
 @click.option("-k", default=10, show_default=True, help="Number of hits.")
 @_searcher_options
+@_filter_option
 @click.option("--explain", is_flag=True, help="Show each hit's rank and score in every stage.")
 @click.option("--json", "as_json", is_flag=True)
 def search_command(
@@ -384,17 +524,18 @@ def search_command(
     query: str,
     k: int,
     settings: _SearcherSettings,
+    filters: tuple[str, ...],
     explain: bool,
     as_json: bool,
 ) -> None:
-    """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k)
+    """Search an index for QUERY.  Python: Searcher(Index.open(directory)).search(query, k, filter=[...])
 
     With --rerank MODEL: Searcher(index, rerank=RerankConfig(MODEL, depth=...)).search(query, k); a reranker whose
     card holds a learned fusion (see `searchkit fit-fusion`) combines every stage's scores with it.
     """
     searcher = settings.build(directory)
     if explain:
-        explained = searcher.explain(query, k)
+        explained = searcher.explain(query, k, filter=list(filters))
         if as_json:
             _echo_json(
                 [
@@ -414,7 +555,7 @@ def search_command(
             )
             click.echo(f"{rank:>3}  {hit.doc_id:<20} {hit.score:10.4f}  {stages}")
         return
-    hits = searcher.search(query, k)
+    hits = searcher.search(query, k, filter=list(filters))
     docs = searcher.index.documents([hit.doc_id for hit in hits])
     if as_json:
         _echo_json(
@@ -442,6 +583,7 @@ def search_command(
     help="With a BEIR folder: the queries of this qrels split (all of them when the split judges most).",
 )
 @_searcher_options
+@_filter_option
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--tag", default="searchkit", show_default=True, help="Run tag (TREC column 6).")
 @click.option("--exclude-self", is_flag=True, help="Drop a query's own id from its results.")
@@ -454,6 +596,7 @@ def run_command(
     k: int,
     split: str | None,
     settings: _SearcherSettings,
+    filters: tuple[str, ...],
     batch_size: int,
     tag: str,
     exclude_self: bool,
@@ -469,7 +612,7 @@ def run_command(
     searcher = settings.build(directory)
     chosen = select_queries(queries, split)
     run = run_queries(
-        searcher,
+        searcher.filtered(list(filters)) if filters else searcher,
         chosen,
         k,
         batch_size=batch_size,
@@ -478,6 +621,51 @@ def run_command(
     )
     write_run(run, output, tag=tag)
     click.echo(f"wrote {output}: {len(run)} queries, {sum(len(hits) for hits in run.values())} hits")
+
+
+@cli.command("serve")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_searcher_options
+@click.option("--host", default=ServeConfig.host, show_default=True, help="Interface to listen on (loopback).")
+@click.option("--port", default=ServeConfig.port, show_default=True, type=int)
+@click.option("--workers", default=ServeConfig.workers, show_default=True, type=int, help="Server processes.")
+@click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    default=None,
+    help=f"Bearer token required on every API route and always on admin routes (or set {TOKEN_ENV}).",
+)
+@click.option("--max-batch", default=ServeConfig.max_batch, show_default=True, help="Queries per batched call.")
+@click.option(
+    "--batch-wait-ms", default=ServeConfig.batch_wait_ms, show_default=True, help="Longest wait to fill a batch."
+)
+def serve_command(
+    directory: Path,
+    settings: _SearcherSettings,
+    host: str,
+    port: int,
+    workers: int,
+    token: str | None,
+    max_batch: int,
+    batch_wait_ms: float,
+) -> None:
+    """Serve an index over HTTP: POST /search, /search/batch, /explain; GET /health, /metrics; a search page at /;
+    POST /admin/reload (or SIGHUP) re-opens the index after a rebuild. API docs at /docs.
+
+    Needs `pip install 'searchkit[serve]'`. Python: searchkit.serve.serve(EngineSpec(directory, ...), ServeConfig(...))
+    """
+    from searchkit.serve import serve
+    from searchkit.serve.engine import EngineSpec
+
+    spec = EngineSpec(
+        str(directory),
+        mode=settings.mode,
+        fusion=settings.fusion_config(),
+        rerank=settings.rerank_config(),
+        device=settings.device,
+    )
+    config = ServeConfig(host=host, port=port, workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    serve(spec, config, token=token)
 
 
 @cli.command("score")
@@ -663,7 +851,12 @@ def _fusion_line(fusion: dict[str, Any], metric: str) -> str:
 @cli.command("fit-fusion")
 @click.argument("model", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--depth", type=int, default=None, help="Rerank depth it will be used at (default: RerankConfig's).")
+@click.option(
+    "--depth",
+    default=None,
+    help="Rerank depth it will be used at (default: RerankConfig's), or several, e.g. 20,30,50: the smallest whose "
+    "fused dev score is within 0.002 of the best is chosen.",
+)
 @click.option("--mode", default="auto", show_default=True, help="First stage: auto, bm25, dense, hybrid or cascade.")
 @click.option(
     "--dev-queries",
@@ -681,7 +874,7 @@ def fit_fusion_command(
     ctx: click.Context,
     model: Path,
     directory: Path,
-    depth: int | None,
+    depth: str | None,
     mode: str,
     dev_file: Path | None,
     metric: str,
@@ -701,11 +894,15 @@ def fit_fusion_command(
     dev_ids = None
     if dev_file is not None:
         dev_ids = [line.strip() for line in dev_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        depths = [int(part) for part in depth.split(",")] if depth else None
+    except ValueError:
+        raise click.BadParameter(f"{depth!r}: give a depth or a comma-separated list, e.g. 20,30,50") from None
     fitted, report = fit_fusion(
         model,
         directory,
         dev_ids=dev_ids,
-        depth=depth,
+        depth=depths,
         mode=mode,
         metric=metric,
         device=device,
@@ -722,6 +919,12 @@ def fit_fusion_command(
     a = report["interpolation"]
     click.echo(f"  interpolated (a = {a['a']}) {a['score']:.4f}")
     click.echo(f"  fused        {report['fused']:.4f}")
+    for each, row in report.get("depths", {}).items():
+        mark = "  <- chosen" if int(each) == fitted.depth else ""
+        click.echo(
+            f"  depth {each:>4}   first-stage recall {row['first_stage_recall']:.4f}   reranker alone "
+            f"{row['reranker_alone']:.4f}   fused {row['fused']:.4f}{mark}"
+        )
     click.echo(_fusion_line(config_to_dict(fitted), name))
     click.echo(f"written to   {model / 'searchkit.json'}")
 

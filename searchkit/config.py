@@ -18,8 +18,9 @@ searchkit.types.ConfigError: unknown BM25Config setting 'k'; valid settings: met
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,6 +119,70 @@ class TokensConfig:
             raise ConfigError(f"TokensConfig.model must be a model name or folder, got {self.model!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length <= 0:
             raise ConfigError(f"TokensConfig.max_length must be an integer > 0, got {self.max_length!r}")
+
+
+FILTER_TYPES = ("keyword", "number")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Metadata fields stored column-wise so that searches can filter on them (the ``filters`` component).
+
+    ``fields``: ``"name"`` or ``"name:type"``, type ``keyword`` (the default: a string, compared exactly or in string
+    order) or ``number`` (a JSON number, or a numeric string as in TSV columns). A field is read from the document's
+    metadata: BEIR's ``metadata`` object, or a corpus column of that name. Names are letters, digits, ``_``, ``.``
+    and ``-``, starting with a letter or ``_`` (they appear in filter expressions such as ``year>=2020``).
+
+    >>> FilterConfig(["year:number", "lang"]).types
+    {'year': 'number', 'lang': 'keyword'}
+    """
+
+    fields: Sequence[str] = ()  # stored as a tuple of "name:type"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fields, str) or not all(isinstance(field, str) for field in self.fields):
+            raise ConfigError(f"FilterConfig.fields must be a list of 'name' or 'name:type', got {self.fields!r}")
+        canonical: list[str] = []
+        for field in self.fields:
+            name, _, kind = field.partition(":")
+            kind = kind or "keyword"
+            if not _FIELD_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"filter field {name!r}: names are letters, digits, '_', '.' and '-', starting with a letter"
+                )
+            if kind not in FILTER_TYPES:
+                raise ConfigError(
+                    f"filter field {name!r}: unknown type {kind!r}; choose one of {', '.join(FILTER_TYPES)}"
+                )
+            if any(other.partition(":")[0] == name for other in canonical):
+                raise ConfigError(f"filter field {name!r} is declared twice")
+            canonical.append(f"{name}:{kind}")
+        object.__setattr__(self, "fields", tuple(canonical))  # a manifest's JSON list compares equal to the tuple
+
+    @property
+    def types(self) -> dict[str, str]:
+        """Field name -> its type."""
+        return {name: kind for name, _, kind in (field.partition(":") for field in self.fields)}
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How :meth:`searchkit.index.Index.update` treats deleted documents.
+
+    A deleted or replaced document stays as a tombstone (its row is skipped by every stage) until a compaction
+    rewrites the index without them; an update compacts by itself once tombstones exceed ``compact_ratio`` of the
+    rows (0: every update compacts; 1: only ``index compact`` does).
+
+    >>> UpdateConfig().compact_ratio
+    0.25
+    """
+
+    compact_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.compact_ratio <= 1.0:
+            raise ConfigError(f"UpdateConfig.compact_ratio must be in [0, 1], got {self.compact_ratio}")
 
 
 @dataclass(frozen=True)
@@ -229,12 +294,13 @@ class IndexRecipe:
     output: Path
     bm25: BM25Config | None
     dense: DenseConfig | None
-    fields: dict[str, str]
+    fields: dict[str, Any]
     tokens: TokensConfig | None = None
+    filters: FilterConfig | None = None
 
 
-_RECIPE_KEYS = ("corpus", "output", "bm25", "dense", "fields", "tokens")
-_FIELD_KEYS = ("id_field", "title_field", "text_field")
+_RECIPE_KEYS = ("corpus", "output", "bm25", "dense", "fields", "tokens", "filters")
+_FIELD_KEYS = ("id_field", "title_field", "text_field", "metadata_fields")
 
 
 def load_index_recipe(path: str | Path) -> IndexRecipe:
@@ -242,7 +308,9 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
 
     Relative paths are taken from the recipe's own folder, so a recipe works from any working directory. BM25 is
     built with defaults unless ``bm25 = false``; dense only when a [dense] table is present; stored document
-    tokens only with a [tokens] table (or ``tokens = true`` for the defaults).
+    tokens only with a [tokens] table (or ``tokens = true`` for the defaults); filterable metadata fields with a
+    [filters] table (``fields = ["year:number", "lang"]``); extra corpus columns kept as metadata with
+    ``[fields] metadata_fields = [...]``.
 
     >>> recipe = load_index_recipe("indexes/medline.toml")
     >>> recipe.output.name, recipe.bm25.k1, recipe.dense.model
@@ -261,6 +329,7 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     bm25_raw = raw.get("bm25", {})
     dense_raw = raw.get("dense")
     tokens_raw = raw.get("tokens")
+    filters_raw = raw.get("filters")
     fields = raw.get("fields", {})
     for key in fields:
         if key not in _FIELD_KEYS:
@@ -270,9 +339,10 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
         dense = None if dense_raw in (None, False) else config_from_dict(DenseConfig, dense_raw)
         tokens_table: Any = {} if tokens_raw is True else tokens_raw
         tokens = None if tokens_raw in (None, False) else config_from_dict(TokensConfig, tokens_table)
+        filters = None if filters_raw is None else config_from_dict(FilterConfig, filters_raw)
     except (ConfigError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path}: {err}") from None
-    return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields), tokens)
+    return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields), tokens, filters)
 
 
 # Paths a training recipe gives relative to its own folder.
@@ -562,3 +632,45 @@ def load_dense_train_recipe(path: str | Path) -> DenseTrainConfig:
         return config_from_dict(DenseTrainConfig, raw)
     except (ConfigError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``searchkit serve`` settings: where it listens, what a request may ask, how concurrent queries are batched.
+
+    ``host`` is loopback by default (expose it deliberately, behind a token). ``worker_ready_seconds``: how long
+    each of several ``workers``, restarted by a reload, may take to open the index and load its models before the
+    restart is given up (the old worker then keeps serving). ``k``: hits when a request does not say. ``max_k``,
+    ``max_rerank_depth``, ``max_batch_queries`` (queries of one ``/search/batch``) and ``max_body_bytes`` bound
+    one request (over them: 400, or 413 for the body). Concurrent ``/search`` requests with the same settings are
+    grouped into one ``Searcher.search_batch`` call of at most ``max_batch`` queries; the first query of a group
+    waits at most ``batch_wait_ms`` for others; ``max_queue`` queries may wait (more: 503); ``threads`` worker
+    threads run the searches (one keeps the encoder and reranker from competing for the same cores).
+
+    >>> ServeConfig().host, ServeConfig(port=0).port
+    ('127.0.0.1', 0)
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    worker_ready_seconds: int = 300
+    k: int = 10
+    max_k: int = 1000
+    max_rerank_depth: int = 1000
+    max_batch_queries: int = 256
+    max_body_bytes: int = 256 * 1024
+    batch_wait_ms: float = 2.0
+    max_batch: int = 32
+    max_queue: int = 1024
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"ServeConfig.port must be in 0..65535, got {self.port}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        counts = ("workers", "worker_ready_seconds", "k", "max_k", "max_rerank_depth", "max_batch_queries")
+        for name in (*counts, "max_body_bytes", "max_batch", "max_queue", "threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -13,6 +13,12 @@ SentenceTransformer modules), runs fp16 on a GPU and fp32 on the CPU. When the i
 ids (the ``tokens`` component, :mod:`searchkit.tokens`) from the encoder's own tokenizer, they are encoded instead of
 the texts (:func:`usable_tokens`): no document is read or tokenized again. Heavy libraries (torch, faiss,
 sentence-transformers) are imported inside functions, and the model loads at the first query, not at ``load``.
+
+Rows are FAISS ids: row i of the index is vector i. An update (:meth:`DenseRetriever.rewrite`) appends the new
+documents' vectors after the others, so every id stays what it was; a deleted row stays in FAISS as a tombstone
+(:meth:`DenseRetriever.set_deleted`) that searches exclude with an ID selector, until a compaction rebuilds the FAISS
+index from the kept embeddings (no re-encoding). A metadata filter (``allowed``) is the same kind of selector, so
+the top k is taken among the allowed rows only.
 """
 
 from __future__ import annotations
@@ -149,6 +155,50 @@ def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_0
     write_json_atomic(folder / "faiss.json", {**built, "train_sample": train_sample, "seed": seed})
     logger.info("dense: wrote %s (%s, %d vectors)", folder / "index.faiss", factory, index.ntotal)
     return index
+
+
+def _combine(allowed: np.ndarray | None, deleted: np.ndarray | None) -> np.ndarray | None:
+    """The rows a search may return: ``allowed`` minus the tombstones (None: every row)."""
+    if deleted is None:
+        return allowed
+    return ~deleted if allowed is None else allowed & ~deleted
+
+
+def _search_selected(
+    index: Any, queries: np.ndarray, k: int, selected: np.ndarray, config: DenseConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` among the ``selected`` rows only: a FAISS ID selector, so the top k is taken among them.
+
+    The search parameters of the index's type carry the selector and the configured nprobe / efSearch (parameters
+    given to a search replace the index's own). An index type without selector support is searched for more
+    neighbours, filtered afterwards: exact for its ranking, k hits while that many allowed rows are found.
+    """
+    import faiss as faiss_module
+
+    faiss: Any = faiss_module  # its stubs lack the search-parameter classes
+    bits = np.packbits(selected, bitorder="little")  # faiss's bitmap: row i is bit i % 8 of byte i // 8
+    selector = faiss.IDSelectorBitmap(len(selected), faiss.swig_ptr(bits))
+    inner = faiss.downcast_index(index)
+    if faiss.try_extract_index_ivf(index) is not None:
+        params: Any = faiss.SearchParametersIVF(sel=selector, nprobe=config.nprobe)
+    elif isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=config.ef_search)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    try:
+        found: tuple[np.ndarray, np.ndarray] = index.search(queries, k, params=params)
+        return found
+    except RuntimeError:
+        logger.debug("dense: %s takes no ID selector; searching deeper and filtering", type(inner).__name__)
+    wanted = min(int(index.ntotal), k + int(len(selected) - np.count_nonzero(selected)))
+    scores, rows = index.search(queries, wanted)
+    keep = (rows >= 0) & selected[np.maximum(rows, 0)]
+    out_scores = np.full((len(rows), k), -np.inf, dtype=scores.dtype)
+    out_rows = np.full((len(rows), k), -1, dtype=rows.dtype)
+    for q in range(len(rows)):
+        kept = np.flatnonzero(keep[q])[:k]
+        out_scores[q, : len(kept)], out_rows[q, : len(kept)] = scores[q, kept], rows[q, kept]
+    return out_scores, out_rows
 
 
 # ---------------------------------------------------------------- sharded, resumable encoding
@@ -319,6 +369,7 @@ class DenseRetriever:
         self.where = where
         self._cpu_index: Any = index if where == "cpu" else None
         self._encoder: Encoder | None = None
+        self._deleted: np.ndarray | None = None  # bool over rows: tombstones every search excludes
 
     def __repr__(self) -> str:
         return (
@@ -399,6 +450,80 @@ class DenseRetriever:
         return cls.load(folder, config, docids)
 
     @classmethod
+    def rewrite(
+        cls,
+        source: DenseRetriever,
+        folder: str | Path,
+        keep: np.ndarray,
+        new_docs: Sequence[Document],
+        docids: Sequence[str],
+        tokens: DocumentTokens | None = None,
+        show_progress: bool = False,
+    ) -> DenseRetriever:
+        """Write at ``folder`` the component of ``source``'s rows ``keep`` followed by ``new_docs``, encoded with the
+        index's own model (the stored tokens of the new rows when ``tokens``, the rewritten tokens component, has
+        them and :func:`usable_tokens`, as a build does).
+
+        When every row is kept the new vectors are added to a copy of the FAISS index (ids unchanged); otherwise
+        (a compaction) the FAISS index is built again from the kept embeddings, as a fresh build would build it.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = source.config
+        keep = np.asarray(keep, dtype=np.int64)
+        added = source._encode_new(new_docs, tokens, len(keep), show_progress)
+        embeddings = np.concatenate([np.asarray(source.embeddings)[keep], added])
+        save_npy_atomic(folder / "embeddings.npy", embeddings)
+        shutil.copyfile(source.folder / "model.json", folder / "model.json")
+        train_sample = int(source.faiss_info.get("train_sample", config.train_sample))
+        if len(keep) == source.num_docs:
+            import faiss
+
+            index = faiss.read_index(str(source.folder / "index.faiss"))  # a private copy, not the memory map
+            for start in range(0, len(added), _ADD_CHUNK):
+                index.add(np.ascontiguousarray(added[start : start + _ADD_CHUNK], dtype=np.float32))
+            _write_faiss_atomic(index, folder / "index.faiss")
+            write_json_atomic(folder / "faiss.json", {**source.faiss_info, "ntotal": int(index.ntotal)})
+        else:
+            rebuild_index(folder, config.faiss_factory, train_sample=train_sample)
+        logger.info("dense: %d rows kept, %d encoded and added", len(keep), len(added))
+        return cls.load(folder, config, docids)
+
+    def _encode_new(
+        self, docs: Sequence[Document], tokens: DocumentTokens | None, first_row: int, show_progress: bool
+    ) -> np.ndarray:
+        """fp16 embeddings of documents to add, by the model that encoded the index (refused when it changed)."""
+        if not docs:
+            return np.empty((0, self.dim), dtype=np.float16)
+        current = model_identity(self.config.model)
+        if current.get("weights") and identity_key(current) != identity_key(self.model_info):
+            raise ConfigError(
+                f"the dense model {self.config.model!r} now has other weights than the one that encoded this index "
+                f"({self.model_info.get('resolved')}), so new documents would not be comparable with the others; "
+                "update with the same model (Index.open(..., dense_model=PATH)) or rebuild the index"
+            )
+        from tqdm.auto import tqdm
+
+        encoder = get_encoder(self.config)
+        stored = usable_tokens(tokens, self.config)
+        with tqdm(total=len(docs), unit="doc", desc="dense encode", disable=not show_progress) as bar:
+            if stored is not None:
+                ids = encoder.with_special_tokens(stored.rows(range(first_row, first_row + len(docs))))
+                vectors = encoder.embed_tokens(ids, progress=bar)
+            else:
+                vectors = encoder.encode([self.config.doc_prefix + document_text(doc) for doc in docs], progress=bar)
+        return np.asarray(vectors).astype(np.float16)
+
+    def set_deleted(self, rows: np.ndarray) -> None:
+        """Rows every search must skip (the index's tombstones); they stay in FAISS until a compaction."""
+        if len(rows) == 0:
+            self._deleted = None
+            return
+        mask = np.zeros(self.num_docs, dtype=bool)
+        mask[rows] = True
+        self._deleted = mask
+
+    @classmethod
     def load(cls, folder: str | Path, config: DenseConfig, docids: Sequence[str]) -> DenseRetriever:
         """Open the arrays (embeddings memory-mapped) and the FAISS index; the encoder stays unloaded."""
         import faiss
@@ -472,21 +597,29 @@ class DenseRetriever:
         """(len(queries), dim) float32 query embeddings (with ``query_prefix``)."""
         return self.encoder.encode([self.config.query_prefix + query for query in queries])
 
-    def search_vectors(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k hits for each query vector (inner product), ordered by ``sort_hits``."""
+    def search_vectors(self, vectors: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[list[Hit]]:
+        """Top-k hits for each query vector (inner product), ordered by ``sort_hits``; with ``allowed`` (a bool
+        mask over rows), among the rows it allows only."""
         ids = self._table.ids
-        return [ranking.to_hits(ids) for ranking in self.search_vector_rows(vectors, k)]
+        return [ranking.to_hits(ids) for ranking in self.search_vector_rows(vectors, k, allowed=allowed)]
 
-    def search_vector_rows(self, vectors: np.ndarray, k: int) -> list[Ranking]:
+    def search_vector_rows(self, vectors: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[Ranking]:
         """:meth:`search_vectors` as arrays (row numbers and scores, best first): no Python object per hit."""
         check_k(k)
-        k = min(k, self.num_docs)
+        if allowed is not None and allowed.shape != (self.num_docs,):
+            raise ConfigError(f"allowed must be a bool mask over the {self.num_docs} rows, got shape {allowed.shape}")
+        selected = _combine(allowed, self._deleted)
+        k = min(k, self.num_docs if selected is None else int(np.count_nonzero(selected)))
         if k == 0 or len(vectors) == 0:
             return [Ranking.empty() for _ in range(len(vectors))]
         index = self.index
-        if self.where != "cpu" and k > GPU_MAX_K:
+        if self.where != "cpu" and (k > GPU_MAX_K or selected is not None):  # no ID selectors on the GPU
             index = self._large_k_index()
-        scores, rows = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        if selected is None:
+            scores, rows = index.search(queries, k)
+        else:
+            scores, rows = _search_selected(index, queries, k, selected, self.config)
         scores = scores.astype(np.float64)
         rows = rows.astype(np.int64, copy=False)
         ties = (scores[:, 1:] == scores[:, :-1]).any(axis=1)
@@ -507,12 +640,14 @@ class DenseRetriever:
             logger.info("dense: k > %d is searched on the CPU copy of the index", GPU_MAX_K)
         return self._cpu_index
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """Top-k hits per query; an empty query gets no hits."""
+    def search_batch(
+        self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None
+    ) -> list[list[Hit]]:
+        """Top-k hits per query (among the rows ``allowed``, a bool mask, allows); an empty query gets no hits."""
         ids = self._table.ids
-        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k)]
+        return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k, allowed=allowed)]
 
-    def search_rows(self, queries: Sequence[str], k: int = 10) -> list[Ranking]:
+    def search_rows(self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None) -> list[Ranking]:
         """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on."""
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of query strings, not one string")
@@ -520,7 +655,7 @@ class DenseRetriever:
         results = [Ranking.empty() for _ in queries]
         live = [i for i, query in enumerate(queries) if query.strip()]
         if live:
-            found = self.search_vector_rows(self.encode_queries([queries[i] for i in live]), k)
+            found = self.search_vector_rows(self.encode_queries([queries[i] for i in live]), k, allowed=allowed)
             for i, ranking in zip(live, found, strict=True):
                 results[i] = ranking
         return results

@@ -19,6 +19,14 @@ name                        where                                      on disk a
 ``index.add.manifest``      Index.add, new manifest written            the whole new generation, not swapped in
 ``index.add.swap``          as ``index.build.swap``, for an add        as ``index.build.swap``
 ``index.add.swapped``       as ``index.build.swapped``, for an add     as ``index.build.swapped``
+``index.update.docstore``   Index.update, new rows written              ``.<name>.building/``: docs, ids, offsets,
+                                                                       ``deleted.npy`` (or hard links)
+``index.update.component``  Index.update, after each component (:N)    ``.<name>.building/<component>/`` rewritten
+``index.update.manifest``   Index.update, new manifest written         the whole new generation, not swapped in
+``index.update.swap``       as ``index.build.swap``, for an update     as ``index.build.swap``
+``index.update.swapped``    as ``index.build.swapped``, for an update  as ``index.build.swapped``
+``index.compact.component`` Index.compact, after each component (:N)   as ``index.update.component``
+``index.compact.swap``      as ``index.build.swap``, for a compaction  as ``index.build.swap``
 ``dense.shard``             dense encoding, after each shard (:N)      ``shards/shard-0000K.npy`` + ``state.json``
 ``train.epoch``             train, after each epoch's checkpoint (:N)  ``<output>/checkpoint/`` of that epoch
 ``train.checkpoint.swap``   train, previous checkpoint moved aside,    ``checkpoint.old/`` + ``checkpoint.tmp/``,

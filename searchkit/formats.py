@@ -31,7 +31,7 @@ import re
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -112,6 +112,27 @@ def save_npy_atomic(path: Path, array: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def gather_ragged(values: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
+    """Rows ``rows`` of a ragged array stored as ``values`` + ``offsets`` (row i is ``values[offsets[i]:offsets[i +
+    1]]``), as a new (values, int64 offsets) pair; how stored token ids and the doc store keep some rows.
+
+    >>> import numpy as np
+    >>> values, offsets = gather_ragged(np.array([1, 2, 3, 4]), np.array([0, 1, 3, 4]), np.array([1, 2]))
+    >>> values.tolist(), offsets.tolist()
+    ([2, 3, 4], [0, 2, 3])
+    """
+    import numpy as np
+
+    offsets = np.asarray(offsets, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    kept = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=kept[1:])
+    positions = np.repeat(starts - kept[:-1], lengths) + np.arange(int(kept[-1]), dtype=np.int64)
+    return np.asarray(values)[positions], kept
 
 
 def json_checksum(payload: dict[str, Any]) -> str:
@@ -319,7 +340,12 @@ def _irds_rows(items: Iterator[Any], text_field: str, fallback: str) -> _Records
 
 
 def read_corpus(
-    source: Source, *, id_field: str = "_id", title_field: str | None = "title", text_field: str = "text"
+    source: Source,
+    *,
+    id_field: str = "_id",
+    title_field: str | None = "title",
+    text_field: str = "text",
+    metadata_fields: Sequence[str] = (),
 ) -> Iterator[Document]:
     """Stream the documents of a BEIR folder, a JSONL/TSV file (gzip'd or not) or an ``irds:`` id.
 
@@ -329,21 +355,31 @@ def read_corpus(
     The source is checked at once, the documents read as the iterator is consumed; a corpus without
     documents raises a DataError when it ends.
 
+    A document's ``metadata`` is BEIR's ``metadata`` object (when it is a non-empty JSON object) plus the
+    ``metadata_fields`` columns the record has (JSONL keys, TSV header columns, ir-datasets attributes); None when
+    it has neither.
+
     >>> docs = read_corpus("tests/data/tiny")
     >>> next(docs)
     Document(doc_id='d1', text='Cats chase mice. Dogs chase cats around the garden.', title='Cats and dogs')
     """
     if is_irds(source):
         records = _irds_records(str(source), "docs", text_field, "body")
-        return _documents(source, records, "doc_id", title_field, text_field)
+        return _documents(source, records, "doc_id", title_field, text_field, metadata_fields)
     path = corpus_path(source)
     assert path is not None
     positional = {2: (id_field, text_field), 3: (id_field, title_field or "title", text_field)}
-    return _documents(path, _records(path, positional, id_field), id_field, title_field, text_field)
+    records = _records(path, positional, id_field)
+    return _documents(path, records, id_field, title_field, text_field, metadata_fields)
 
 
 def _documents(
-    where: Source, records: _Records, id_field: str, title_field: str | None, text_field: str
+    where: Source,
+    records: _Records,
+    id_field: str,
+    title_field: str | None,
+    text_field: str,
+    metadata_fields: Sequence[str] = (),
 ) -> Iterator[Document]:
     count = 0
     for number, record in records:
@@ -351,9 +387,39 @@ def _documents(
         text = _get_text(record, text_field, where, number)
         title = _get_text(record, title_field, where, number, required=False) if title_field else ""
         count += 1
-        yield Document(doc_id, text, title)
+        yield Document(doc_id, text, title, _metadata(record, metadata_fields))
     if not count:
         raise DataError(f"no documents found in {where}", where)
+
+
+def read_ids(source: Source) -> list[str]:
+    """Document ids, one a line (``index update --delete``); blank lines are skipped, each id is checked.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ids.txt"
+    >>> _ = path.write_text("d1\\r\\n\\n 007 \\n", encoding="utf-8")
+    >>> read_ids(path)
+    ['d1', '007']
+    """
+    path = _existing(source, "expected a file of document ids, one a line")
+    if path.is_dir():
+        raise DataError("is a folder; expected a file of document ids, one a line", path)
+    ids = []
+    for number, line in iter_lines(path):
+        doc_id = line.strip()
+        problem = id_problem(doc_id)
+        if problem:
+            raise DataError(f"document id {doc_id[:80]!r} {problem}", path, number)
+        ids.append(doc_id)
+    return ids
+
+
+def _metadata(record: dict[str, Any], fields: Sequence[str]) -> dict[str, Any] | None:
+    """BEIR's ``metadata`` object (when a JSON object) plus the chosen extra columns; None when both are empty."""
+    beir = record.get("metadata")
+    merged = {**beir} if isinstance(beir, dict) else {}
+    merged.update((name, record[name]) for name in fields if name in record)
+    return merged or None
 
 
 def read_queries(

@@ -47,6 +47,8 @@ STAGE_FEATURES = ("bm25", "dense")
 """Features read from a stage's own ranking (the others come from the reranked candidates themselves)."""
 DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(21))
 INTERPOLATION_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEPTH_TOLERANCE = 0.002
+"""Dev-metric margin within which a shallower rerank depth is preferred to a deeper one (it costs fewer pairs)."""
 
 
 def minmax(scores: np.ndarray) -> np.ndarray:
@@ -219,12 +221,13 @@ def fit_fusion(
     dev_ids: Sequence[str] | None = None,
     queries: Sequence[Query] | None = None,
     qrels: Mapping[str, Mapping[str, int]] | None = None,
-    depth: int | None = None,
+    depth: int | Sequence[int] | None = None,
     mode: str = "auto",
     metric: str = "nDCG@10",
     device: str = "auto",
     dtype: str = "auto",
     batch_size: int = 32,
+    depth_tolerance: float = DEPTH_TOLERANCE,
     write: bool = True,
     show_progress: bool = False,
 ) -> tuple[LearnedFusion, dict[str, Any]]:
@@ -234,6 +237,12 @@ def fit_fusion(
     ``queries`` and ``qrels`` from the card's training data (``training_config``: its corpus/queries/qrels and
     ``split``, never the test split). ``depth`` (default: RerankConfig's) should be the rerank depth the model
     will be used at; ``mode`` the Searcher's first stage. Returns the model and the fit report.
+
+    Several depths (``depth=(20, 30, 50)``) choose the rerank depth on dev by recall against cost: the fusion is
+    fitted at each (every pair scored once, shared by the depths), and the **smallest depth whose fused dev score
+    is within** ``depth_tolerance`` **of the best** is kept, since each extra candidate costs a model call per
+    query. The report's ``depths`` holds, per depth, the first stage's dev recall at that depth, the reranker's
+    dev score alone, the fused score and the weights.
     """
     from searchkit.config import FusionConfig, RerankConfig, config_to_dict
     from searchkit.index import Index
@@ -266,17 +275,70 @@ def fit_fusion(
     dev_queries = [by_id[qid] for qid in dev_ids]
     opened = index if isinstance(index, Index) else Index.open(index)
     settings = RerankConfig(str(folder), batch_size=batch_size, device=device, dtype=dtype, fusion=None)
-    depth = depth or settings.depth
+    depths = sorted({int(d) for d in ([depth or settings.depth] if not isinstance(depth, Sequence) else depth)})
+    if not depths or depths[0] <= 0:
+        raise ConfigError(f"rerank depths must be > 0, got {depth!r}")
     searcher = Searcher(opened, mode=mode, fusion=FusionConfig())
-    heads, features = dev_features(
-        searcher, CrossEncoderReranker.from_config(settings), dev_queries, depth, show_progress=show_progress
-    )
-    model, report = fit_weights(heads, features, [q.query_id for q in dev_queries], qrels, metric=metric)
-    model = LearnedFusion(model.weights, depth=depth, mode=searcher.mode, fitted=report)
+    scorer = CrossEncoderReranker.from_config(settings)
+    scorer.remember_scores()  # the deepest fit scores every pair; the shallower ones reuse them
+    ids = [q.query_id for q in dev_queries]
+    fits: dict[int, tuple[LearnedFusion, dict[str, Any]]] = {}
+    for each in reversed(depths):
+        heads, features = dev_features(searcher, scorer, dev_queries, each, show_progress=show_progress)
+        fits[each] = fit_weights(heads, features, ids, qrels, metric=metric)
+        fits[each][1]["first_stage_recall"] = first_stage_recall(heads, ids, qrels)
+    chosen = choose_depth({d: report["fused"] for d, (_, report) in fits.items()}, depth_tolerance)
+    model, report = fits[chosen]
+    if len(depths) > 1:
+        report = {
+            **report,
+            "depth_tolerance": depth_tolerance,
+            "depths": {str(d): _depth_row(*fits[d]) for d in depths},
+        }
+        logger.info("rerank depth %d chosen on dev from %s (within %.4f of the best)", chosen, depths, depth_tolerance)
+    model = LearnedFusion(model.weights, depth=chosen, mode=searcher.mode, fitted=report)
     if write:
         write_model_card(folder, "reranker", {**card, "fusion": config_to_dict(model)})
         logger.info("fusion written to %s", folder / "searchkit.json")
     return model, report
+
+
+def choose_depth(fused: Mapping[int, float], tolerance: float = DEPTH_TOLERANCE) -> int:
+    """The smallest rerank depth whose dev score is within ``tolerance`` of the best one (cost grows with depth).
+
+    >>> choose_depth({20: 0.7592, 30: 0.7697, 50: 0.7708})
+    30
+    >>> choose_depth({20: 0.70, 50: 0.75}, tolerance=0.0)
+    50
+    """
+    if not fused:
+        raise ConfigError("no rerank depth to choose from")
+    best = max(fused.values())
+    return min(d for d, value in fused.items() if value >= best - tolerance)
+
+
+def first_stage_recall(
+    heads: Sequence[Sequence[Hit]], query_ids: Sequence[str], qrels: Mapping[str, Mapping[str, int]]
+) -> float:
+    """Mean share of each query's relevant documents that its candidates ``heads`` hold (the rerank depth's
+    ceiling), by ir-measures' R@depth over the candidates."""
+    from searchkit.evaluate import evaluate
+
+    depth = max((len(head) for head in heads), default=0)
+    if depth == 0:
+        return 0.0
+    run = {qid: list(head) for qid, head in zip(query_ids, heads, strict=True)}
+    dev_qrels: Qrels = {qid: dict(qrels[qid]) for qid in query_ids}
+    return float(evaluate(run, dev_qrels, [f"R@{depth}"]).aggregate[f"R@{depth}"])
+
+
+def _depth_row(model: LearnedFusion, report: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "first_stage_recall": report["first_stage_recall"],
+        "reranker_alone": report["alone"].get("reranker"),
+        "fused": report["fused"],
+        "weights": model.weights,
+    }
 
 
 def dev_features(

@@ -6,17 +6,27 @@ Layout of an index folder (everything but the component folders is written by th
       manifest.json        format, format_version (int), searchkit_version, created, num_docs,
                            source (path + sha256), fields, components {name: {config}}, files {relpath: sha256}
       docids.txt           row i of every component is the document on line i
-      docs.jsonl           doc store: one JSON object per document ({"_id", "title", "text"})
-      docs.offsets.npy     int64 byte offsets into docs.jsonl (num_docs + 1 entries), memory-mapped: one seek a doc
-      bm25/                BM25Retriever files (bm25s arrays + vocab + analyzer settings)
+      docs.jsonl           doc store: one JSON object per document ({"_id", "title", "text"}, and "metadata" when
+                           the document has any)
+      docs.offsets.npy     int64 byte offsets into docs.jsonl (num_rows + 1 entries), memory-mapped: one seek a doc
+      deleted.npy          only after an update deleted or replaced documents: the sorted int64 rows that are
+                           tombstones (every stage skips them; ``Index.compact`` rewrites the index without them)
+      bm25/                BM25Retriever files (bm25s arrays + vocab + analyzer settings + term frequencies)
       tokens/              DocumentTokens files: every document's token ids (int32 ids.npy + int64 offsets.npy,
                            tokenizer.json); the manifest's entry also records the tokenizer's fingerprint
       dense/               DenseRetriever files (embeddings fp16 .npy + index.faiss)
+      filters/             FilterColumns files: the declared filterable metadata fields, column-wise
 
 The manifest also records every file's size (``sizes``) and its own sha256 (``checksum``, over the canonical JSON of
-the other keys); an index written before they existed still opens, with the checks it allows.
+the other keys), the ``generation`` (1 for a build, one more for every update, compaction or add) and ``num_rows``
+(rows, tombstones included; ``num_docs`` counts the live documents); an index written before they existed still
+opens, with the checks it allows.
 
-Generations. A build and an add both write a complete new folder (``.<name>.building``; an add hard-links the
+Updates (:meth:`Index.update`, in :mod:`searchkit.update`) add, replace and delete documents: new documents are
+appended as new rows, a deleted or replaced one becomes a tombstone, and every component follows (BM25 scores are
+recomputed for the new statistics, new documents are encoded with the index's dense model).
+
+Generations. A build, an add and an update all write a complete new folder (``.<name>.building``; an add hard-links the
 files it keeps) and swap it in with ``os.replace``, holding ``.<name>.lock`` (``flock``) so that a second build
 or add of the same target fails at once with a clear error. A build that fails leaves neither the target nor the
 temp folder behind; an interrupted one (Ctrl-C, or a killed process) keeps the temp folder so that dense encoding
@@ -60,7 +70,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from searchkit import __version__
-from searchkit.config import BM25Config, DenseConfig, TokensConfig, config_from_dict, config_to_dict
+from searchkit.config import (
+    BM25Config,
+    DenseConfig,
+    FilterConfig,
+    TokensConfig,
+    UpdateConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from searchkit.faults import checkpoint
 from searchkit.formats import id_problem, json_checksum, sha256_file, write_json_atomic
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError, SearchkitError
@@ -68,6 +86,7 @@ from searchkit.types import ConfigError, DataError, Document, IndexFormatError, 
 if TYPE_CHECKING:
     from searchkit.bm25 import BM25Retriever
     from searchkit.dense import DenseRetriever
+    from searchkit.filters import FilterColumns, FilterSpec
     from searchkit.tokens import DocumentTokens
 
 logger = logging.getLogger(__name__)
@@ -78,6 +97,7 @@ MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
 DOCSTORE = "docs.jsonl"
 OFFSETS = "docs.offsets.npy"
+DELETED = "deleted.npy"
 BUILD_STATE = "build-state.json"
 OPEN_HASH_LIMIT = 16 << 20
 """Files of at most this many bytes are hashed on every open (all of a small index); larger ones only by verify."""
@@ -104,23 +124,39 @@ COMPONENTS: dict[str, _ComponentSpec] = {
     "bm25": _ComponentSpec(BM25Config, "searchkit.bm25", "BM25Retriever"),
     "tokens": _ComponentSpec(TokensConfig, "searchkit.tokens", "DocumentTokens"),
     "dense": _ComponentSpec(DenseConfig, "searchkit.dense", "DenseRetriever"),
+    "filters": _ComponentSpec(FilterConfig, "searchkit.filters", "FilterColumns"),
 }
 RETRIEVERS = ("bm25", "dense")
 """The components that retrieve (an index needs one of them); the others serve them."""
 
 
-def _checksums(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` except the manifest, keyed by POSIX relative path."""
-    return {
-        path.relative_to(folder).as_posix(): sha256_file(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
-    }
+def _checksums(folder: Path, previous: Index | None = None) -> dict[str, str]:
+    """sha256 of every file under ``folder`` except the manifest, keyed by POSIX relative path.
+
+    A file hard-linked from ``previous`` (the generation a new one is made from: same inode) keeps the digest its
+    manifest records, so an update hashes only the files it wrote.
+    """
+    known: dict[str, str] = previous.manifest["files"] if previous is not None else {}
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name == MANIFEST:
+            continue
+        relpath = path.relative_to(folder).as_posix()
+        linked = previous is not None and relpath in known and _same_file(path, previous.path / relpath)
+        digests[relpath] = known[relpath] if linked else sha256_file(path)
+    return digests
 
 
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any], previous: Index | None = None) -> None:
     """Record every file's sha256 and size, then the manifest's own checksum, and write it atomically."""
-    manifest["files"] = _checksums(folder)
+    manifest["files"] = _checksums(folder, previous)
     manifest["sizes"] = {relpath: (folder / relpath).stat().st_size for relpath in manifest["files"]}
     manifest.pop("checksum", None)
     manifest["checksum"] = json_checksum(manifest)
@@ -192,47 +228,54 @@ class _DocStore:
             row = end
 
 
+def doc_line(doc: Document) -> bytes:
+    """A document's line in the doc store (its metadata only when it has some, so older stores read the same)."""
+    record: dict[str, Any] = {"_id": str(doc.doc_id), "title": doc.title or "", "text": doc.text or ""}
+    if doc.metadata:
+        if not isinstance(doc.metadata, dict):
+            raise DataError(
+                f"document {str(doc.doc_id)[:80]!r}: metadata must be a dict, got {type(doc.metadata).__name__}"
+            )
+        record["metadata"] = doc.metadata
+    try:
+        return (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise DataError(f"document {str(doc.doc_id)[:80]!r}: metadata that JSON cannot hold ({err})") from None
+
+
 def _decode_doc(raw: bytes, path: Path, row: int) -> Document:
     try:
         record = json.loads(raw)
-        return Document(record["_id"], record["text"], record["title"])
-    except (ValueError, KeyError, TypeError) as err:
+        metadata = record.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError("metadata is not an object")
+        return Document(record["_id"], record["text"], record["title"], metadata)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise IndexFormatError(
             f"{path}: document row {row + 1} is damaged ({type(err).__name__}); run `searchkit index verify`"
         ) from None
 
 
-def _write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool) -> list[str]:
-    """Stream documents into the doc store; return the doc ids in row order.
+def unique_documents(docs: Iterable[Document]) -> Iterator[Document]:
+    """``docs`` checked one by one (searchkit Documents with valid ids, ids as strings), ids given twice left out.
 
-    Duplicate ids are collected over the whole corpus and reported together (first few), so the user fixes them in
-    one pass instead of one error per run.
+    Duplicate ids are collected over the whole input and reported together at its end (first few), so the user fixes
+    them in one pass instead of one error per run.
     """
-    docids: list[str] = []
     seen: set[str] = set()
     duplicates: list[str] = []
-    offsets: list[int] = [0]
-    position = 0
-    with (folder / DOCSTORE).open("wb") as store, (folder / DOCIDS).open("w", encoding="utf-8") as ids:
-        for doc in _progress(docs, show_progress, "storing documents"):
-            if not isinstance(doc, Document):
-                raise DataError(f"expected a searchkit Document, got {type(doc).__name__}")
-            doc_id = str(doc.doc_id)
-            problem = id_problem(doc_id)
-            if problem:
-                raise DataError(f"document id {doc_id[:80]!r} (row {len(docids) + 1}) {problem}")
-            if doc_id in seen:
-                duplicates.append(doc_id)
-                continue
-            seen.add(doc_id)
-            docids.append(doc_id)
-            ids.write(doc_id + "\n")
-            line = (
-                json.dumps({"_id": doc_id, "title": doc.title or "", "text": doc.text or ""}, ensure_ascii=False) + "\n"
-            ).encode("utf-8")
-            store.write(line)
-            position += len(line)
-            offsets.append(position)
+    for number, doc in enumerate(docs, start=1):
+        if not isinstance(doc, Document):
+            raise DataError(f"expected a searchkit Document, got {type(doc).__name__} (document {number})")
+        doc_id = str(doc.doc_id)
+        problem = id_problem(doc_id)
+        if problem:
+            raise DataError(f"document id {doc_id[:80]!r} (row {number}) {problem}")
+        if doc_id in seen:
+            duplicates.append(doc_id)
+            continue
+        seen.add(doc_id)
+        yield doc if doc_id is doc.doc_id else doc._replace(doc_id=doc_id)
     if duplicates:
         unique = list(dict.fromkeys(duplicates))
         shown = ", ".join(unique[:5]) + (" ..." if len(unique) > 5 else "")
@@ -240,6 +283,21 @@ def _write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool)
             f"{len(duplicates)} duplicate document ids ({len(unique)} distinct), e.g. {shown}; "
             "make every document id unique"
         )
+
+
+def _write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool) -> list[str]:
+    """Stream documents into the doc store; return the doc ids in row order."""
+    docids: list[str] = []
+    offsets: list[int] = [0]
+    position = 0
+    with (folder / DOCSTORE).open("wb") as store, (folder / DOCIDS).open("w", encoding="utf-8") as ids:
+        for doc in unique_documents(_progress(docs, show_progress, "storing documents")):
+            docids.append(doc.doc_id)
+            ids.write(doc.doc_id + "\n")
+            line = doc_line(doc)
+            store.write(line)
+            position += len(line)
+            offsets.append(position)
     if not docids:
         raise DataError("the corpus has no documents")
     np.save(folder / OFFSETS, np.asarray(offsets, dtype=np.int64), allow_pickle=False)
@@ -270,17 +328,51 @@ class Index:
         self.path = path
         self.manifest = manifest
         self._overrides = overrides or {}
-        self.docids: list[str] = (path / DOCIDS).read_text(encoding="utf-8").split("\n")
-        if self.docids[-1] == "":
-            self.docids.pop()
+        self.row_ids: list[str] = (path / DOCIDS).read_text(encoding="utf-8").split("\n")
+        """Every row's doc id, tombstones included: what row numbers (components, rankings) index."""
+        if self.row_ids[-1] == "":
+            self.row_ids.pop()
         self._store = _DocStore(path)
+        self.deleted_rows: np.ndarray = _load_deleted(path, manifest)
+        """The sorted rows that are tombstones (deleted or replaced documents), empty when there are none."""
+        self._live_ids: list[str] | None = None
         self._rows: dict[str, int] | None = None
         self._loaded: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
     def num_docs(self) -> int:
-        return len(self.docids)
+        """Live documents (rows minus tombstones)."""
+        return self.num_rows - len(self.deleted_rows)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of every component, tombstones included."""
+        return len(self.row_ids)
+
+    @property
+    def docids(self) -> list[str]:
+        """The live documents' ids, in row order."""
+        if not len(self.deleted_rows):
+            return self.row_ids
+        if self._live_ids is None:
+            live = self.live_rows()
+            assert live is not None
+            self._live_ids = [self.row_ids[row] for row in np.flatnonzero(live).tolist()]
+        return self._live_ids
+
+    @property
+    def generation(self) -> int:
+        """How many builds, adds, updates and compactions made this index (1 for a fresh build; 0 if unrecorded)."""
+        return int(self.manifest.get("generation", 0))
+
+    def live_rows(self) -> np.ndarray | None:
+        """A bool mask of the rows that are live documents, None when no row is a tombstone."""
+        if not len(self.deleted_rows):
+            return None
+        live = np.ones(self.num_rows, dtype=bool)
+        live[self.deleted_rows] = False
+        return live
 
     @property
     def components(self) -> dict[str, Any]:
@@ -303,7 +395,10 @@ class Index:
             config: Any = config_from_dict(spec.config_class, self.manifest["components"][name]["config"])
             if self._overrides.get(name):
                 config = dataclasses.replace(config, **self._overrides[name])
-            self._loaded[name] = spec.retriever_class().load(self.path / name, config, self.docids)
+            loaded = spec.retriever_class().load(self.path / name, config, self.row_ids)
+            if len(self.deleted_rows) and hasattr(loaded, "set_deleted"):
+                loaded.set_deleted(self.deleted_rows)
+            self._loaded[name] = loaded
         return self._loaded[name]
 
     @property
@@ -319,10 +414,44 @@ class Index:
         """The stored document token ids (:mod:`searchkit.tokens`), when the index has them."""
         return self.component("tokens") if "tokens" in self.manifest["components"] else None
 
+    @property
+    def filters(self) -> FilterColumns | None:
+        """The filterable metadata columns (:mod:`searchkit.filters`), when the index has them."""
+        return self.component("filters") if "filters" in self.manifest["components"] else None
+
+    def allowed_rows(self, spec: FilterSpec) -> np.ndarray | None:
+        """The rows a search with filter ``spec`` may return (a bool mask; None: no filter, every live row).
+
+        >>> import tempfile, pathlib
+        >>> from searchkit.types import Document
+        >>> docs = [Document("a", "x", metadata={"y": 1}), Document("b", "x", metadata={"y": 2})]
+        >>> index = Index.build(docs, pathlib.Path(tempfile.mkdtemp()) / "i", filters=FilterConfig(["y:number"]))
+        >>> index.allowed_rows("y>1").tolist()
+        [False, True]
+        """
+        from searchkit.filters import parse_filter
+
+        parsed = parse_filter(spec)
+        if not parsed:
+            return None
+        columns = self.filters
+        if columns is None:
+            raise ConfigError(
+                f"{self.path} has no filterable fields, so it cannot apply the filter {parsed}; build it with "
+                "--filterable FIELD[:number] (FilterConfig), or add them: Index.add(filters=FilterConfig([...]))"
+            )
+        mask = columns.mask(parsed)
+        live = self.live_rows()
+        return mask if live is None else mask & live
+
     def row(self, doc_id: str) -> int:
-        """Row number of ``doc_id`` (KeyError naming the id if absent)."""
+        """Row number of live document ``doc_id`` (KeyError naming the id if absent)."""
         if self._rows is None:
-            self._rows = {doc_id: row for row, doc_id in enumerate(self.docids)}
+            rows = {doc_id: row for row, doc_id in enumerate(self.row_ids)}  # a replaced id: its last row, the live one
+            for row in self.deleted_rows.tolist():
+                if rows.get(self.row_ids[row]) == row:
+                    del rows[self.row_ids[row]]
+            self._rows = rows
         try:
             return self._rows[doc_id]
         except KeyError:
@@ -337,8 +466,11 @@ class Index:
         return self._store.get([self.row(doc_id) for doc_id in doc_ids])
 
     def iter_documents(self) -> Iterator[Document]:
-        """Every stored document in row order (streamed)."""
-        return iter(self._store)
+        """Every live document in row order (streamed)."""
+        if not len(self.deleted_rows):
+            return iter(self._store)
+        deleted = set(self.deleted_rows.tolist())
+        return (doc for row, doc in enumerate(self._store) if row not in deleted)
 
     def fingerprint(self) -> str:
         """sha256 of manifest.json: identifies the exact index contents (the manifest holds every file's hash)."""
@@ -354,16 +486,20 @@ class Index:
         bm25: BM25Config | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
         dense: DenseConfig | None = None,
         tokens: TokensConfig | None = None,
+        filters: FilterConfig | None = None,
         overwrite: bool = False,
         show_progress: bool = False,
         id_field: str = "_id",
         title_field: str = "title",
         text_field: str = "text",
+        metadata_fields: Sequence[str] = (),
     ) -> Index:
         """Build an index over ``corpus`` (BEIR dir, JSONL/TSV file, ``irds:<id>`` or Documents) at ``path``.
 
         ``tokens``: also store every document's token ids (tokenized once, before dense encoding, which then uses
         them when the tokenizers match); a reranker with the same tokenizer reads them instead of the texts.
+        Documents keep their metadata (BEIR's ``metadata`` object, plus the corpus columns ``metadata_fields`` and the
+        ``filters`` fields name); ``filters`` stores the fields it declares column-wise for filtered searches.
 
         >>> import tempfile, pathlib
         >>> Index.build("tests/data/tiny", pathlib.Path(tempfile.mkdtemp()) / "i").num_docs
@@ -372,7 +508,7 @@ class Index:
         from searchkit.formats import read_corpus
 
         target = Path(path)
-        configs = {"bm25": bm25, "tokens": tokens, "dense": dense}
+        configs = {"bm25": bm25, "tokens": tokens, "dense": dense, "filters": filters}
         if all(configs[name] is None for name in RETRIEVERS):
             raise ConfigError("nothing to build: enable BM25 and/or dense (e.g. drop --no-bm25 or add --dense)")
         if target.exists() and not overwrite:
@@ -382,14 +518,17 @@ class Index:
             if target.exists() and not overwrite:
                 raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
             source = _describe_source(corpus)
-            fields = {"id": id_field, "title": title_field, "text": text_field}
+            fields: dict[str, Any] = {"id": id_field, "title": title_field, "text": text_field}
+            kept = list(dict.fromkeys([*metadata_fields, *(filters.types if filters is not None else ())]))
+            if kept:
+                fields["metadata"] = kept
             building = _building_dir(target)
             state = {"source": source, "fields": fields, "components": _config_dicts(configs)}
             _prepare_build_dir(building, state)
             try:
                 if isinstance(corpus, str | Path):
                     docs: Iterable[Document] = read_corpus(
-                        corpus, id_field=id_field, title_field=title_field, text_field=text_field
+                        corpus, id_field=id_field, title_field=title_field, text_field=text_field, metadata_fields=kept
                     )
                 else:
                     docs = corpus
@@ -409,7 +548,9 @@ class Index:
                     "format_version": FORMAT_VERSION,
                     "searchkit_version": __version__,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "generation": 1,
                     "num_docs": len(docids),
+                    "num_rows": len(docids),
                     "source": source,
                     "fields": fields,
                     "components": entries,
@@ -510,10 +651,17 @@ class Index:
         return index
 
     def _structure_problems(self) -> list[str]:
-        """Cheap invariants between the doc ids, the doc store and the manifest."""
+        """Cheap invariants between the doc ids, the tombstones, the doc store and the manifest."""
+        rows = self.manifest.get("num_rows", self.manifest["num_docs"])
+        if self.num_rows != rows:
+            return [f"{DOCIDS} has {self.num_rows} lines, manifest says {rows}"]
         if self.num_docs != self.manifest["num_docs"]:
-            return [f"{DOCIDS} has {self.num_docs} lines, manifest says {self.manifest['num_docs']}"]
-        return self._store.problems(self.num_docs)
+            live = self.manifest["num_docs"]
+            return [f"{DELETED} marks {len(self.deleted_rows)} of {rows} rows, the manifest says {live} are live"]
+        deleted = self.deleted_rows
+        if len(deleted) and (int(deleted[0]) < 0 or int(deleted[-1]) >= rows or bool((np.diff(deleted) <= 0).any())):
+            return [f"{DELETED} is not a sorted list of distinct rows in 0..{rows - 1}"]
+        return self._store.problems(self.num_rows)
 
     def _load_components(self) -> None:
         """Load every component now (memory maps, FAISS index): the snapshot this Index object serves."""
@@ -523,9 +671,9 @@ class Index:
             except ImportError as err:  # an optional library is missing: fail when the component is used
                 logger.warning("%s: %s component not loaded (%s)", self.path, name, err)
                 continue
-            if getattr(retriever, "num_docs", self.num_docs) != self.num_docs:
+            if getattr(retriever, "num_docs", self.num_rows) != self.num_rows:
                 raise IndexFormatError(
-                    f"{self.path / name}: scores {retriever.num_docs} documents, the index has {self.num_docs}"
+                    f"{self.path / name}: scores {retriever.num_docs} documents, the index has {self.num_rows} rows"
                 )
             problem = self._entry_problem(name, retriever)
             if problem:
@@ -548,6 +696,7 @@ class Index:
         bm25: BM25Config | None = None,
         dense: DenseConfig | None = None,
         tokens: TokensConfig | None = None,
+        filters: FilterConfig | None = None,
         overwrite: bool = False,
         show_progress: bool = False,
     ) -> Index:
@@ -561,21 +710,18 @@ class Index:
         tokenized again); replacing the tokens with a shorter ``max_length`` of the same tokenizer cuts the stored
         ids instead of tokenizing again.
         """
-        given = {"bm25": bm25, "tokens": tokens, "dense": dense}
+        given = {"bm25": bm25, "tokens": tokens, "dense": dense, "filters": filters}
         configs = {name: config for name, config in given.items() if config is not None}
         if not configs:
             raise ConfigError(
-                "nothing to add: pass bm25=BM25Config(...), dense=DenseConfig(...) and/or tokens=TokensConfig(...)"
+                "nothing to add: pass bm25=BM25Config(...), dense=DenseConfig(...), tokens=TokensConfig(...) and/or "
+                "filters=FilterConfig(...)"
             )
         for name in configs:
             if name in self.manifest["components"] and not overwrite:
                 raise ConfigError(f"{self.path} already has a {name} component; pass overwrite=True to replace it")
         target = self.path
-        with _build_lock(target):
-            _recover(target)
-            if _read_manifest(target) != self.manifest:
-                raise ConfigError(f"{target} changed since it was opened; open it again and repeat the add")
-            building = _building_dir(target)
+        with changing(self, "add") as building:
             state = {"add": _config_dicts(configs), "base": self.manifest.get("checksum") or self.fingerprint()}
             _prepare_build_dir(building, state)
             try:
@@ -588,17 +734,23 @@ class Index:
                     if self._reusable(name, config):
                         stage = building / name
                         shutil.rmtree(stage, ignore_errors=True)
-                        built = COMPONENTS[name].retriever_class().reindex(target / name, stage, config, self.docids)
+                        built = COMPONENTS[name].retriever_class().reindex(target / name, stage, config, self.row_ids)
                     else:
-                        built = _build_component(name, config, building, self.docids, show_progress, tokens=stored)
+                        built = _build_component(name, config, building, self.row_ids, show_progress, tokens=stored)
+                    if name == "bm25" and len(self.deleted_rows):  # built over every row: take the tombstones out
+                        built = self._without_tombstones(built, building / name)
                     stored = built if name == "tokens" else stored
                     entries[name] = _component_entry(config, built)
                     checkpoint("index.add.component")
                 manifest = json.loads(json.dumps(self.manifest))
                 manifest["components"].update(entries)
                 manifest["searchkit_version"] = __version__
+                manifest["generation"] = self.generation + 1
+                if filters is not None:  # an update reads these corpus columns too from now on
+                    fields = manifest.setdefault("fields", {})
+                    fields["metadata"] = list(dict.fromkeys([*fields.get("metadata", []), *filters.types]))
                 (building / BUILD_STATE).unlink(missing_ok=True)
-                _write_manifest(building, manifest)
+                _write_manifest(building, manifest, self)
                 checkpoint("index.add.manifest")
                 _move_into_place(building, target, "index.add")
             except KeyboardInterrupt:
@@ -607,6 +759,46 @@ class Index:
                 shutil.rmtree(building, ignore_errors=True)
                 raise
         return Index.open(target)
+
+    def update(
+        self,
+        add: Iterable[Document] | str | Path | None = None,
+        delete: Iterable[str] = (),
+        *,
+        compact: bool | None = None,
+        config: UpdateConfig | None = None,
+        show_progress: bool = False,
+    ) -> Index:
+        """Add documents (a document whose id is in the index replaces it), delete documents by id, and return the
+        index re-opened on the new generation; this object keeps serving the old one.
+
+        ``add``: Documents, or a corpus (read with the fields the index was built with). Everything happens in one
+        atomic step (see :mod:`searchkit.update`): a failure or a crash leaves the index as it was. Deleted and
+        replaced documents stay as tombstones until a compaction: ``compact=True`` compacts now, None (the default)
+        when tombstones pass ``UpdateConfig.compact_ratio`` of the rows. BM25 scores afterwards equal those of a
+        fresh build of the same documents; new documents are encoded with the index's dense model.
+
+        >>> import tempfile, pathlib
+        >>> index = Index.build("tests/data/tiny", pathlib.Path(tempfile.mkdtemp()) / "i")
+        >>> index.update(add=[Document("d1", "Updated text")], delete=["d2"]).document("d1").text
+        'Updated text'
+        """
+        from searchkit.update import update_index
+
+        return update_index(self, add, delete, compact, config or UpdateConfig(), show_progress)
+
+    def add_documents(self, docs: Iterable[Document] | str | Path, **options: Any) -> Index:
+        """:meth:`update` with ``add=docs``: add documents, replacing those with the same ids; the new generation."""
+        return self.update(add=docs, **options)
+
+    def delete_documents(self, doc_ids: Iterable[str], **options: Any) -> Index:
+        """:meth:`update` with ``delete=doc_ids``; the new generation."""
+        return self.update(delete=doc_ids, **options)
+
+    def compact(self) -> Index:
+        """Rewrite the index without its tombstones (rows renumbered, nothing re-encoded); the new generation, or
+        this index when it has none."""
+        return self.update(compact=True)
 
     def _reusable(self, name: str, config: Any) -> bool:
         """Whether the new ``name`` component can be made from the stored one's files (no corpus pass)."""
@@ -652,12 +844,13 @@ class Index:
             relpath = file.relative_to(self.path).as_posix()
             if file.is_file() and file.name != MANIFEST and relpath not in expected and not relpath.startswith("."):
                 problems.append(f"unexpected file {relpath}")
-        if self.num_docs != self.manifest.get("num_docs"):
-            problems.append(f"{DOCIDS} has {self.num_docs} lines, manifest says {self.manifest.get('num_docs')}")
-        if len(self._store) != self.num_docs:
-            problems.append(f"{OFFSETS} describes {len(self._store)} documents, {DOCIDS} has {self.num_docs}")
+        problems.extend(self._structure_problems())
+        if len(self._store) != self.num_rows:
+            problems.append(f"{OFFSETS} describes {len(self._store)} documents, {DOCIDS} has {self.num_rows}")
         elif (self.path / DOCSTORE).stat().st_size != int(self._store.offsets[-1]):
             problems.append(f"{DOCSTORE} size does not match {OFFSETS}")
+        if not problems:
+            problems.extend(self._row_problems())
         if not problems:
             for name in self.manifest["components"]:
                 try:
@@ -665,12 +858,38 @@ class Index:
                     problem = self._entry_problem(name, self.component(name))
                     if problem:
                         problems.append(f"{name}: {problem}")
+                    deleted = getattr(self.component(name), "deleted_rows", None)
+                    if deleted is not None and not np.array_equal(deleted(), self.deleted_rows):
+                        problems.append(f"{name}: its deleted rows are not the index's {DELETED}")
                 except Exception as err:  # a component that cannot even load is a verification failure
                     problems.append(f"{name}: cannot load ({err})")
         if problems:
             raise IndexFormatError(
                 f"{self.path} failed verification: " + "; ".join(problems) + ". Rebuild it with `searchkit index build`"
             )
+
+    def _row_problems(self) -> list[str]:
+        """Rows against the doc store: every row's id is its stored document's, and no two live rows share an id."""
+        problems: list[str] = []
+        for row, (doc_id, doc) in enumerate(zip(self.row_ids, self._store, strict=True)):
+            if doc.doc_id != doc_id:
+                problems.append(f"row {row + 1} of {DOCIDS} is {doc_id!r}, {DOCSTORE} holds {doc.doc_id!r} there")
+                break
+        if len(set(self.docids)) != self.num_docs:
+            problems.append("two live rows hold the same document id")
+        return problems
+
+    def _without_tombstones(self, built: Any, folder: Path) -> Any:
+        """A BM25 component built over every row, rewritten with the tombstones deleted (not counted, no postings)."""
+        from searchkit.bm25 import BM25Retriever
+
+        staging = folder.with_name(folder.name + ".tmp")
+        dead = np.zeros(self.num_rows, dtype=bool)
+        dead[self.deleted_rows] = True
+        rewritten = BM25Retriever.rewrite(built, staging, np.arange(self.num_rows), dead, [], self.row_ids)
+        shutil.rmtree(folder)
+        os.replace(staging, folder)
+        return BM25Retriever.load(folder, rewritten.config, self.row_ids)
 
     def info(self) -> dict[str, Any]:
         """A summary for humans and `searchkit index info`: manifest minus file hashes, plus sizes on disk."""
@@ -736,6 +955,17 @@ def _build_lock(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def changing(index: Index, what: str) -> Iterator[Path]:
+    """Hold the lock of ``index``'s folder for an add or update (a killed swap undone first) and yield the folder to
+    assemble the new generation in; ConfigError when the folder no longer holds the generation ``index`` opened."""
+    with _build_lock(index.path):
+        _recover(index.path)
+        if _read_manifest(index.path) != index.manifest:
+            raise ConfigError(f"{index.path} changed since it was opened; open it again and repeat the {what}")
+        yield _building_dir(index.path)
+
+
 def _recover(target: Path) -> None:
     """Under the lock: undo a swap a killed process left half done (the previous index back in place)."""
     old = _old_dir(target)
@@ -756,6 +986,19 @@ def _recover_or_wait(target: Path) -> None:
     except (ConfigError, OSError):
         pass  # a live build or add holds the lock (it is between its two renames), or the folder is read-only
     raise _Swapping
+
+
+def _load_deleted(folder: Path, manifest: dict[str, Any]) -> np.ndarray:
+    """The tombstone rows the manifest lists (``deleted.npy``), as a sorted int64 array; empty without one."""
+    if DELETED not in manifest.get("files", {}):
+        return np.zeros(0, dtype=np.int64)
+    try:
+        deleted = np.load(folder / DELETED, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise IndexFormatError(f"{folder / DELETED}: unreadable ({err}); run `searchkit index verify`") from None
+    if deleted.ndim != 1 or deleted.dtype != np.int64:
+        raise IndexFormatError(f"{folder / DELETED}: {deleted.dtype}{deleted.shape}, expected int64 rows")
+    return deleted
 
 
 def _read_manifest(folder: Path) -> Any:
@@ -906,6 +1149,16 @@ def _check_manifest(manifest: Any, path: Path) -> None:
     num_docs = manifest.get("num_docs")
     if not isinstance(num_docs, int) or isinstance(num_docs, bool) or num_docs < 1:
         raise bad("num_docs", "a positive integer")
+    rows = manifest.get("num_rows", num_docs)
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < num_docs:
+        raise bad("num_rows", "an integer of at least num_docs")
+    generation = manifest.get("generation", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise bad("generation", "a non-negative integer")
+    if rows != num_docs and DELETED not in manifest.get("files", {}):
+        raise IndexFormatError(
+            f"{path}: {rows - num_docs} rows are deleted but no {DELETED} is listed; rebuild the index"
+        )
     components = manifest.get("components")
     if not isinstance(components, dict) or not components:
         raise bad("components", "a non-empty object")

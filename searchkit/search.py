@@ -1,6 +1,7 @@
 """Searcher: first stage (BM25, dense, hybrid fusion or cascade) then an optional reranker, behind one interface.
 
-Every retriever and the Searcher implement ``search_batch(queries, k) -> list[list[Hit]]``.
+Every retriever and the Searcher implement ``search_batch(queries, k) -> list[list[Hit]]``. The Searcher also takes
+``filter=`` (metadata conditions, :mod:`searchkit.filters`), applied inside each stage before its top k.
 
 >>> from searchkit.index import Index
 >>> import tempfile, pathlib
@@ -22,9 +23,10 @@ from searchkit.config import SEARCH_MODES, FusionConfig, RerankConfig
 from searchkit.formats import document_text
 from searchkit.fusion import minmax
 from searchkit.ranking import DocIdTable, Ranking, sort_ranking, tie_keys
-from searchkit.types import ConfigError, Hit, check_k
+from searchkit.types import ConfigError, Hit, Retriever, check_k
 
 if TYPE_CHECKING:
+    from searchkit.filters import FilterSpec
     from searchkit.index import Index
 
 logger = logging.getLogger(__name__)
@@ -183,21 +185,53 @@ class Searcher:
         self._stored_tokens: Any = None
         self._tokens_checked = False
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """Best ``k`` hits for one query; same as ``search_batch([query], k)[0]``."""
-        return self.search_batch([query], k)[0]
+    def search(self, query: str, k: int = 10, *, filter: FilterSpec = None) -> list[Hit]:
+        """Best ``k`` hits for one query; same as ``search_batch([query], k, filter=filter)[0]``."""
+        return self.search_batch([query], k, filter=filter)[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
-        """Best ``k`` hits for each query, best first."""
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        filter: FilterSpec = None,
+    ) -> list[list[Hit]]:
+        """Best ``k`` hits for each query, best first.
+
+        ``filter``: conditions on the documents' filterable metadata fields (``"year>=2020"``, a list of such
+        expressions, all of which must hold, or a :class:`searchkit.filters.Filter`): every stage keeps only the
+        documents that meet them before taking its top k, so none other is returned, and k hits come back when k
+        documents match (for BM25: match the filter and share a term with the query).
+        """
         check_k(k)
         queries = list(queries)
+        allowed = self.index.allowed_rows(filter)
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
         if self.reranker is None:
             ids = self._table.ids
-            return [Ranking(r.rows[:k], r.scores[:k]).to_hits(ids) for r in self._stage_rows(queries, k)[self.mode]]
-        stages = self._stages(queries, depth)
+            rankings = self._filtered_stage_rows(queries, k, allowed)[self.mode]
+            return [Ranking(r.rows[:k], r.scores[:k]).to_hits(ids) for r in rankings]
+        stages = self._stages(queries, depth, allowed)
         results = self._rerank(queries, stages[self.mode], stages)
         return [hits[:k] for hits in results]
+
+    def filtered(self, spec: FilterSpec) -> Retriever:
+        """This searcher with ``filter=spec`` on every search: a Retriever for ``run_queries`` and evaluation.
+
+        >>> from searchkit.index import Index
+        >>> from searchkit.config import FilterConfig
+        >>> from searchkit.types import Document
+        >>> import tempfile, pathlib
+        >>> docs = [Document("a", "solar", metadata={"y": 1}), Document("b", "solar", metadata={"y": 2})]
+        >>> index = Index.build(docs, pathlib.Path(tempfile.mkdtemp()) / "i", filters=FilterConfig(["y:number"]))
+        >>> Searcher(index).filtered("y=2").search_batch(["solar"], 10)[0][0].doc_id
+        'b'
+        """
+        from searchkit.filters import parse_filter
+
+        parsed = parse_filter(spec)
+        self.index.allowed_rows(parsed)  # an unknown field or a bad value fails here, before any query runs
+        return _Filtered(self, parsed)
 
     def stages(self, queries: Sequence[str], k: int) -> dict[str, list[list[Hit]]]:
         """Every first-stage ranking the mode runs (``bm25``, ``dense``, and the mode's own), top ``k`` or more.
@@ -207,11 +241,12 @@ class Searcher:
         check_k(k)
         return self._stages(list(queries), k)
 
-    def explain(self, query: str, k: int = 10) -> list[ExplainedHit]:
+    def explain(self, query: str, k: int = 10, *, filter: FilterSpec = None) -> list[ExplainedHit]:
         """The final top ``k`` with each hit's rank and score in every stage that ran (the reranker included)."""
         check_k(k)
         depth = max(k, self.fusion.depth, self.rerank_depth if self.reranker is not None else 0)
-        stages = {name: rankings[0] for name, rankings in self._stages([query], depth).items()}
+        allowed = self.index.allowed_rows(filter)
+        stages = {name: rankings[0] for name, rankings in self._stages([query], depth, allowed).items()}
         final = stages[self.mode]
         if self.reranker is not None:
             final = stages["rerank"] = self._rerank([query], [final], {n: [r] for n, r in stages.items()})[0]
@@ -226,28 +261,39 @@ class Searcher:
         return explained
 
     # ------------------------------------------------------------------ stages
-    def _stages(self, queries: list[str], k: int) -> dict[str, list[list[Hit]]]:
+    def _stages(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> dict[str, list[list[Hit]]]:
         """Every stage's ranking for ``queries`` as Hits (used by explain and by the reranker's fusion)."""
         ids = self._table.ids
-        return {name: [r.to_hits(ids) for r in rankings] for name, rankings in self._stage_rows(queries, k).items()}
+        rows = self._filtered_stage_rows(queries, k, allowed)
+        return {name: [r.to_hits(ids) for r in rankings] for name, rankings in rows.items()}
 
     @property
     def _table(self) -> DocIdTable:
         if self._doc_table is None:
-            self._doc_table = DocIdTable(self.index.docids)
+            self._doc_table = DocIdTable(self.index.row_ids)
         return self._doc_table
 
-    def _stage_rows(self, queries: list[str], k: int) -> dict[str, list[Ranking]]:
-        """Every stage's ranking for ``queries`` as arrays (row numbers, scores): Hits are made at the edge."""
+    def _filtered_stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None) -> dict[str, list[Ranking]]:
+        # Unfiltered searches go through _stage_rows(queries, k), the seam subclasses wrap (the server times it).
+        if allowed is None:
+            return self._stage_rows(queries, k)
+        return self._stage_rows(queries, k, allowed=allowed)
+
+    def _stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> dict[str, list[Ranking]]:
+        """Every stage's ranking for ``queries`` as arrays (row numbers, scores): Hits are made at the edge.
+
+        ``allowed`` (a bool mask over rows, a filter) is handed to each retrieving stage, which applies it before its
+        top k; cascade re-scores BM25's filtered candidates, and fusion only sees filtered lists.
+        """
         if self.mode in ("bm25", "dense"):
-            return {self.mode: self.index.component(self.mode).search_rows(queries, k)}
+            return {self.mode: self.index.component(self.mode).search_rows(queries, k, allowed=allowed)}
         depth = max(k, self.fusion.depth)
-        bm25 = self.index.component("bm25").search_rows(queries, depth)
+        bm25 = self.index.component("bm25").search_rows(queries, depth, allowed=allowed)
         if self.mode == "cascade":
             scores = self.index.component("dense").score_rows(queries, [r.rows for r in bm25])
             keys = self._table.keys
             return {"bm25": bm25, "cascade": [sort_ranking(r.rows, s, keys) for r, s in zip(bm25, scores, strict=True)]}
-        dense = self.index.component("dense").search_rows(queries, depth)
+        dense = self.index.component("dense").search_rows(queries, depth, allowed=allowed)
         keys = self._table.keys
         if self.fusion.method == "rrf":
             fused = [rrf_rows([s, d], keys, self.fusion.rrf_k) for s, d in zip(bm25, dense, strict=True)]
@@ -295,6 +341,17 @@ class Searcher:
         logger.info("reranker: scoring the index's stored document tokens (only queries are tokenized)")
         self._stored_tokens = stored
         return stored
+
+
+class _Filtered:
+    """A Searcher with a fixed filter, behind the plain ``search_batch(queries, k)`` interface."""
+
+    def __init__(self, searcher: Searcher, spec: FilterSpec) -> None:
+        self.searcher = searcher
+        self.spec = spec
+
+    def search_batch(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        return self.searcher.search_batch(queries, k, filter=self.spec)
 
 
 def _below(head: list[Hit], tail: list[Hit]) -> list[Hit]:

@@ -334,6 +334,24 @@ def _check_shared_indexes(conditions: Sequence[Condition], sources: dict[str, Pa
                 )
 
 
+def with_reranker(condition: Condition, model: str | Path, name: str) -> Condition:
+    """``condition`` reranking with another ``model`` (an ablation's), renamed ``name``: the same first stage, depth,
+    ``k`` and mixing settings, and no expected scores (those pinned belong to the condition's own model). Run it with
+    ``run_suite(dataclasses.replace(suite, conditions=(derived, ...)))``.
+
+    >>> from searchkit.config import RerankConfig
+    >>> row = Condition("rerank", "scifact", Path("idx"), "hybrid", 20, rerank=RerankConfig("a", depth=20),
+    ...                 expected={"nDCG@10": 0.7})
+    >>> derived = with_reranker(row, "b", "ablation")
+    >>> derived.name, derived.rerank.model, derived.rerank.depth, derived.k, derived.expected
+    ('ablation', 'b', 20, 20, {})
+    """
+    if condition.rerank is None:
+        raise ConfigError(f"condition {condition.name!r} does not rerank: it has no reranker to swap")
+    rerank = dataclasses.replace(condition.rerank, model=str(model))
+    return dataclasses.replace(condition, name=name, rerank=rerank, expected={})
+
+
 # ------------------------------------------------------------------------------------------ suite runs
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import TokensConfig
-from searchkit.formats import document_text, save_npy_atomic, write_json_atomic
+from searchkit.formats import document_text, gather_ragged, save_npy_atomic, write_json_atomic
 from searchkit.models import resolve_model
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError
 
@@ -218,6 +218,41 @@ class DocumentTokens:
         info = {**old.info, "max_length": config.max_length, "num_tokens": int(offsets[-1])}
         write_json_atomic(folder / INFO, info)
         logger.info("tokens: cut the stored tokens of %s to %d a document", source, config.max_length)
+        return cls.load(folder, config, docids)
+
+    @classmethod
+    def rewrite(
+        cls,
+        source: DocumentTokens,
+        folder: str | Path,
+        keep: np.ndarray,
+        new_docs: Sequence[Document],
+        docids: Sequence[str],
+    ) -> DocumentTokens:
+        """Write at ``folder`` the stored ids of ``source``'s rows ``keep`` followed by those of ``new_docs``
+        (tokenized here, as a build would); the tokenizer must still be the one the stored ids came from."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = source.config
+        kept, offsets = gather_ragged(source.ids, source.offsets, keep)
+        added: list[list[int]] = []
+        if new_docs:
+            tokenizer = load_tokenizer(config.model)
+            fingerprint = tokenizer_fingerprint(tokenizer)
+            if fingerprint != source.fingerprint:
+                raise ConfigError(
+                    f"the tokenizer of {config.model!r} is not the one the index's stored tokens came from; "
+                    "replace them first: `searchkit index add DIR --tokens MODEL --overwrite`"
+                )
+            for start in range(0, len(new_docs), _CHUNK):
+                chunk = new_docs[start : start + _CHUNK]
+                added.extend(_tokenize(tokenizer, [document_text(doc) for doc in chunk], config.max_length))
+        lengths = np.array([len(ids) for ids in added], dtype=np.int64)
+        ids = np.concatenate([kept, *(np.asarray(row, dtype=np.int32) for row in added)]).astype(np.int32)
+        offsets = np.concatenate([offsets, offsets[-1] + np.cumsum(lengths)]).astype(np.int64)
+        save_npy_atomic(folder / IDS, ids)
+        save_npy_atomic(folder / OFFSETS, offsets)
+        write_json_atomic(folder / INFO, {**source.info, "num_tokens": len(ids)})
         return cls.load(folder, config, docids)
 
     @staticmethod

@@ -733,7 +733,7 @@ def _log_callback(trainer: _DenseTrainer, flags: dict[str, Any]) -> Any:
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             seconds = time.perf_counter() - self.epoch_started
             loss = float(np.mean(self.losses)) if self.losses else None
-            self.last_epoch = {"loss": loss, "train_seconds": round(seconds, 1)}
+            self.last_epoch = {"loss": loss, "train_seconds": round(seconds, 3)}
             if args.eval_strategy == "no" or str(args.eval_strategy).endswith("NO"):
                 epoch = int(np.ceil(state.epoch - 1e-9))
                 trainer._log({"event": "dev", "epoch": epoch, "step": state.global_step, **self.last_epoch})

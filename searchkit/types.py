@@ -9,17 +9,29 @@ Nothing here imports anything else of searchkit, so every module can depend on i
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
 class Document(NamedTuple):
-    """One document of a corpus. Ids are always strings (an int id would lose leading zeros)."""
+    """One document of a corpus. Ids are always strings (an int id would lose leading zeros).
+
+    ``metadata``: the document's other fields (BEIR's ``metadata`` object, extra corpus columns chosen at build),
+    kept in the index's doc store; None when it has none. The repr leaves it out when None.
+
+    >>> Document("d1", "text", metadata={"year": 2024})
+    Document(doc_id='d1', text='text', title='', metadata={'year': 2024})
+    """
 
     doc_id: str
     text: str
     title: str = ""
+    metadata: Mapping[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        shown = f", metadata={self.metadata!r}" if self.metadata is not None else ""
+        return f"Document(doc_id={self.doc_id!r}, text={self.text!r}, title={self.title!r}{shown})"
 
 
 class Query(NamedTuple):

@@ -118,3 +118,83 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory, tiny_words: lis
     from searchkit.rerank import make_tiny_cross_encoder
 
     return make_tiny_cross_encoder(tmp_path_factory.mktemp("rerank") / "tiny-ce", words=tiny_words)
+
+
+# ---------------------------------------------------------------------- documents with metadata (updates, filters)
+LANGS = ["en", "fr", "de"]
+
+
+def synthetic_documents(count: int = 30, *, start: int = 0, seed: int = 0) -> list[Any]:
+    """``count`` Documents made of the synthetic collection's words (ids ``s<start>``...), with metadata: ``year``
+    (a number, 2000-2009) and ``lang`` (en, fr or de), each missing from some documents."""
+    import random
+
+    from searchkit.types import Document
+
+    rng = random.Random(seed)
+    docs = []
+    for i in range(start, start + count):
+        metadata: dict[str, Any] = {}
+        if rng.random() < 0.9:
+            metadata["year"] = 2000 + rng.randrange(10)
+        if rng.random() < 0.9:
+            metadata["lang"] = rng.choice(LANGS)
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 7)))
+        docs.append(Document(f"s{i}", f"notes on {words}", title=rng.choice(WORDS), metadata=metadata or None))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_config(tiny_bi_encoder: Path) -> Any:
+    """DenseConfig of the tiny random bi-encoder, fp32 on the CPU: fast and batch-independent dense scores."""
+    from searchkit.config import DenseConfig
+
+    return DenseConfig(model=str(tiny_bi_encoder), device="cpu", dtype="fp32", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def filtered_index(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_config: Any) -> Any:
+    """A BM25 + dense (tiny bi-encoder) Index of 60 synthetic documents with ``year:number`` and ``lang`` filter
+    columns, built once a session: read it, never modify it."""
+    from searchkit.config import FilterConfig
+    from searchkit.index import Index
+
+    return Index.build(
+        synthetic_documents(60),
+        tmp_path_factory.mktemp("filtered") / "index",
+        dense=tiny_encoder_config,
+        filters=FilterConfig(["year:number", "lang"]),
+    )
+
+
+# ---------------------------------------------------------------------- a real HTTP server (searchkit serve)
+@pytest.fixture
+def serve_app() -> Any:
+    """Start ASGI apps under a real uvicorn server in a background thread on a free loopback port; returns a
+    function ``start(app) -> base URL``. Every server is stopped (requests in flight finish) at teardown."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from searchkit.serve.load import free_port
+
+    running: list[tuple[Any, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(30)

@@ -207,6 +207,14 @@ def test_train_then_search_with_the_reranker(
     assert CrossEncoderReranker(out, device="cpu", depth=3).fusion is not None
     code, text, err = run_cli([*args, "--rerank-depth", "3", "--no-fusion", "--json"], capsys)
     assert code == 0, err
+    # several depths: the chosen one is marked, written in the card; a bad list is a one-line usage error
+    code, text, err = run_cli(["--no-progress", "fit-fusion", str(out), str(index_dir), "--depth", "2,3",
+                               "--device", "cpu", "--dtype", "fp32"], capsys)  # fmt: skip
+    assert code == 0, err
+    chosen = json.loads((out / "searchkit.json").read_text())["fusion"]["depth"]
+    assert "<- chosen" in text and f"depth {chosen:>4}" in text and chosen in (2, 3)
+    code, text, err = run_cli(["fit-fusion", str(out), str(index_dir), "--depth", "2,x"], capsys)
+    assert code == 2 and "give a depth or a comma-separated list" in err
 
 
 def test_train_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

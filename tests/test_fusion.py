@@ -179,3 +179,26 @@ def test_fit_fusion_needs_a_trained_folder(tmp_path: Path, trained_folder: tuple
         fit_fusion(bare, trained_folder[1], device="cpu")
     with pytest.raises(DataError, match="no text"):
         fit_fusion(trained_folder[0], trained_folder[1], dev_ids=["nope"], device="cpu", write=False)
+
+
+def test_fit_fusion_over_several_depths_keeps_the_smallest_within_the_tolerance(
+    trained_folder: tuple[Path, Path],
+) -> None:
+    from searchkit.formats import read_qrels, read_queries
+
+    folder, index_dir = trained_folder
+    kwargs = {"queries": read_queries(TINY), "qrels": read_qrels(TINY, "test"), "device": "cpu", "dtype": "fp32"}
+    model, report = fit_fusion(folder, index_dir, depth=[4, 2], write=False, **kwargs)
+    rows = report["depths"]
+    assert set(rows) == {"2", "4"} and report["depth_tolerance"] == 0.002
+    best = max(row["fused"] for row in rows.values())
+    assert model.depth == min(int(d) for d, row in rows.items() if row["fused"] >= best - 0.002)
+    assert rows["2"]["first_stage_recall"] <= rows["4"]["first_stage_recall"]  # a deeper cut holds more
+    # each depth's row is what a fit at that depth alone gives
+    alone, alone_report = fit_fusion(folder, index_dir, depth=2, write=False, **kwargs)
+    assert rows["2"]["fused"] == alone_report["fused"] and rows["2"]["weights"] == alone.weights
+    # with no tolerance the best depth wins; ties go to the shallower one
+    strict, _ = fit_fusion(folder, index_dir, depth=[2, 4], depth_tolerance=0.0, write=False, **kwargs)
+    assert strict.depth == min(int(d) for d, row in rows.items() if row["fused"] == best)
+    with pytest.raises(ConfigError, match="depths must be > 0"):
+        fit_fusion(folder, index_dir, depth=[0, 3], write=False, **kwargs)

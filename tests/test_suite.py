@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from searchkit.config import BM25Config, RerankConfig
+from searchkit.rerank import make_tiny_cross_encoder
 from searchkit.suite import (
     DEFAULT_METRICS,
     load_suite,
     restrict_to_split,
     run_suite,
     select_queries,
+    with_reranker,
 )
 from searchkit.types import ConfigError, Query
 
@@ -255,3 +258,29 @@ expected = { "R@100" = 0.6 }
     bad = tiny_suite(tmp_path).read_text() + rerank.replace("depth = 3", "depth = 3, colour = 1")
     with pytest.raises(ConfigError, match="rerank: unknown RerankConfig setting 'colour'"):
         load_suite(write_suite(tmp_path, bad))
+
+
+def test_with_reranker_derives_a_condition_that_run_suite_runs(tmp_path: Path, tiny_cross_encoder: Path) -> None:
+    rerank = f"""
+[[conditions]]
+name = "bm25-rerank"
+dataset = "tiny"
+bm25 = {{ k1 = 1.5, b = 0.75 }}
+rerank = {{ model = "{tiny_cross_encoder.as_posix()}", depth = 3, dtype = "fp32", interpolation = "none" }}
+k = 3
+expected = {{ "nDCG@10" = 0.5 }}
+"""
+    suite = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text() + rerank))
+    plain, shipped = suite.conditions
+    other = make_tiny_cross_encoder(tmp_path / "other-ce", seed=1, words=["cats", "mice", "solar"])
+    derived = with_reranker(shipped, other, "ablation")
+    assert shipped.rerank is not None and derived.rerank == dataclasses.replace(shipped.rerank, model=str(other))
+    assert (derived.name, derived.index, derived.k, derived.mode, derived.expected) == (
+        "ablation", shipped.index, 3, shipped.mode, {})  # fmt: skip
+    result = run_suite(dataclasses.replace(suite, conditions=(derived,)), write=False)
+    (row,) = result.conditions
+    assert row.name == "ablation" and row.settings["rerank"]["model"] == str(other)
+    assert all(c.expected is None for c in row.comparisons) and result.passed  # the pins were the other model's
+    assert row.first_stage is not None and row.first_stage["R@3"] == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match="'bm25' does not rerank"):
+        with_reranker(plain, other, "ablation")

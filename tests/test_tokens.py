@@ -285,7 +285,7 @@ def test_documents_do_not_need_to_match_the_stream_when_tokens_are_used(tmp_path
 def test_component_class_is_registered() -> None:
     from searchkit.index import COMPONENTS
 
-    assert list(COMPONENTS) == ["bm25", "tokens", "dense"]
+    assert list(COMPONENTS) == ["bm25", "tokens", "dense", "filters"]
     assert COMPONENTS["tokens"].retriever_class() is DocumentTokens
 
 

@@ -101,11 +101,13 @@ def _manifest_edits(manifest: dict[str, Any]) -> dict[str, Callable[[dict[str, A
 HARMLESS_EDITS = {"checksum: missing"}
 
 
-def _classify(folder: Path, vectors: np.ndarray, expected: Any) -> tuple[str, bool]:
+def _classify(
+    folder: Path, vectors: np.ndarray | None, expected: Any, answers: Callable[[Index, Any], Any] = _answers
+) -> tuple[str, bool]:
     """('on open' | 'harmless' | 'silently wrong', detected by verify)."""
     try:
         index = Index.open(folder)
-        outcome = "harmless" if _answers(index, vectors) == expected else "silently wrong"
+        outcome = "harmless" if answers(index, vectors) == expected else "silently wrong"
     except SearchkitError as err:
         assert "\n" not in str(err), f"error message is not one line: {err}"
         outcome = "on open"
@@ -132,6 +134,21 @@ def test_damaged_files_are_detected(
     source, vectors, expected = pristine
     relpaths = [*sorted(json.loads((source / "manifest.json").read_text())["files"]), "manifest.json"]
     assert all(any(p.startswith(f"{name}/") for p in relpaths) for name in ("bm25", "dense", "tokens"))
+    label = lambda relpath: f"index file {relpath.split('/')[0] + '/*' if '/' in relpath else relpath}"  # noqa: E731
+    assert (
+        _damage_each(source, relpaths, tmp_path, fault_tables, label, lambda f: _classify(f, vectors, expected)) == []
+    )
+
+
+def _damage_each(
+    source: Path,
+    relpaths: list[str],
+    tmp_path: Path,
+    tables: FaultTables,
+    label: Callable[[str], str],
+    classify: Callable[[Path], tuple[str, bool]],
+) -> list[str]:
+    """Every FILE_DAMAGE done to every file of a copy of ``source``, classified and recorded; the failures."""
     failures = []
     for relpath in relpaths:
         for kind, damage in FILE_DAMAGE.items():
@@ -139,16 +156,11 @@ def test_damaged_files_are_detected(
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(source, folder)
             damage(folder / relpath)
-            outcome, by_verify = _classify(folder, vectors, expected)
-            _record(
-                fault_tables,
-                f"index file {relpath.split('/')[0] + '/*' if '/' in relpath else relpath}",
-                outcome,
-                by_verify,
-            )
+            outcome, by_verify = classify(folder)
+            _record(tables, label(relpath), outcome, by_verify)
             if outcome != "on open" or not by_verify:
                 failures.append(f"{relpath} {kind}: {outcome}, verify {'found' if by_verify else 'missed'} it")
-    assert failures == []
+    return failures
 
 
 def test_edited_manifest_keys_are_detected(
@@ -184,6 +196,75 @@ def test_an_index_without_sizes_or_checksum_still_opens(pristine: tuple[Path, np
     (folder / "docs.jsonl").write_bytes((folder / "docs.jsonl").read_bytes().replace(b"Cats", b"Bats", 1))
     with pytest.raises(SearchkitError, match=r"checksum mismatch in docs\.jsonl"):
         Index.open(folder)
+
+
+# ---------------------------------------------------------------------- an updated index: tombstones, filter columns
+def _updated_answers(index: Index, _: Any = None) -> Any:
+    """What a user gets out of an updated index with filters: plain and filtered hits, masks, documents, ids."""
+    from searchkit.search import Searcher
+
+    searcher = Searcher(index, mode="bm25")
+    return (
+        searcher.search_batch(QUERIES, 8),
+        searcher.search_batch(QUERIES, 8, filter="year>=2003"),
+        searcher.search_batch(QUERIES, 8, filter="lang in en,de"),
+        index.deleted_rows.tolist(),
+        index.documents(index.docids),
+        index.docids,
+        index.num_docs,
+    )
+
+
+@pytest.fixture(scope="module")
+def updated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The tiny corpus with metadata and filter columns, then updated: d2 replaced, d4 deleted, d9 added."""
+    from searchkit.config import FilterConfig
+    from searchkit.formats import read_corpus
+    from searchkit.types import Document
+
+    docs = [
+        doc._replace(metadata={"year": 2000 + row, "lang": ["en", "fr", "de"][row % 3]})
+        for row, doc in enumerate(read_corpus(Path(__file__).resolve().parents[1] / "data" / "tiny"))
+    ]
+    folder = tmp_path_factory.mktemp("damage") / "updated"
+    index = Index.build(docs, folder, filters=FilterConfig(["year:number", "lang"]))
+    added = [Document("d2", "Solar cats", metadata={"year": 2009, "lang": "en"}), Document("d9", "Wind mice")]
+    index = index.update(add=added, delete=["d4"])
+    assert len(index.deleted_rows) == 2
+    return folder, _updated_answers(index)
+
+
+def test_damaged_update_files_are_detected(
+    updated: tuple[Path, Any], tmp_path: Path, fault_tables: FaultTables
+) -> None:
+    """The files an update writes or changes: tombstones, filter columns, BM25 term frequencies and lengths."""
+    source, expected = updated
+    relpaths = [
+        p
+        for p in json.loads((source / "manifest.json").read_text())["files"]
+        if p.split("/")[0] in ("deleted.npy", "filters", "bm25")
+    ]
+    assert "deleted.npy" in relpaths and "bm25/tf.csc.index.npy" in relpaths and "filters/1.values.json" in relpaths
+    label = lambda relpath: f"updated index {relpath.split('/')[0]}"  # noqa: E731
+    classify = lambda folder: _classify(folder, None, expected, _updated_answers)  # noqa: E731
+    assert _damage_each(source, relpaths, tmp_path, fault_tables, label, classify) == []
+
+
+def test_tombstones_edited_consistently_are_refused(updated: tuple[Path, Any], tmp_path: Path) -> None:
+    """deleted.npy and the manifest changed together (checksums redone): verify still finds the disagreement with
+    the BM25 component, so no edit of the tombstones alone can bring a deleted document back."""
+    from searchkit.formats import save_npy_atomic
+    from searchkit.index import _write_manifest
+
+    source, _ = updated
+    folder = tmp_path / "edited"
+    shutil.copytree(source, folder)
+    save_npy_atomic(folder / "deleted.npy", np.array([1], dtype=np.int64))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["num_docs"] += 1
+    _write_manifest(folder, manifest)
+    with pytest.raises(SearchkitError, match=r"its deleted rows are not the index's deleted\.npy"):
+        Index.open(folder, verify=True)
 
 
 # ---------------------------------------------------------------------- a trained reranker folder

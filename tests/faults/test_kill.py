@@ -43,6 +43,19 @@ def _verifies(target: Path) -> bool:
     return True
 
 
+def _killed_then_verified(cli: CLI, target: Path, point: str, *args: str | Path) -> bool:
+    """Run the CLI killed at ``point``; check the index verifies after it (a kill in the middle of the swap leaves
+    no target until the next open or write puts the old one back). Whether the operation was committed."""
+    killed = cli(*args, fault=point)
+    assert killed.returncode == KILLED, killed.stderr
+    if point.endswith(".swap"):
+        assert not target.exists()
+        verified = cli("index", "verify", target)
+        assert verified.returncode == 0, verified.stderr
+    assert _verifies(target)
+    return point.endswith(".swapped")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
     """Uninterrupted builds: the default BM25 index, and one with k1=1.2 (the 'previous' state of a rebuild)."""
@@ -91,14 +104,9 @@ def test_rebuild_killed(
     row.tried += 1
     target = tmp_path / "idx"
     Index.build(TINY, target, bm25=BM25Config(k1=1.2))
-    killed = cli("index", "build", "--corpus", TINY, "-o", target, "--overwrite", fault=point)
-    assert killed.returncode == KILLED, killed.stderr
-    committed = point == "index.build.swapped"
-    if point == "index.build.swap":  # the target is missing until the next open or build puts it back
-        assert not target.exists()
-        verified = cli("index", "verify", target)
-        assert verified.returncode == 0, verified.stderr
-    assert _verifies(target)
+    committed = _killed_then_verified(
+        cli, target, point, "index", "build", "--corpus", TINY, "-o", target, "--overwrite"
+    )
     assert _files(target) == reference["default" if committed else "k1=1.2"]
     row.recovered += 1
     rerun = cli("index", "build", "--corpus", TINY, "-o", target, "--overwrite")
@@ -135,6 +143,83 @@ def test_add_killed(
     else:  # the add was done; the next build or add of the same index clears what the killed one left
         Index.open(target).add(bm25=BM25Config(), overwrite=True)
     assert _files(target) == expected_after and _verifies(target)
+    assert _leftovers(target) == []
+    row.identical += 1
+
+
+# ---------------------------------------------------------------------- index update / index compact
+UPDATE_POINTS = [
+    "index.update.docstore",
+    "index.update.component",
+    "index.update.manifest",
+    "index.update.swap",
+    "index.update.swapped",
+]
+COMPACT_POINTS = ["index.compact.component", "index.compact.swap"]
+
+
+@pytest.fixture(scope="module")
+def update_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An update's inputs (d1 replaced, d9 added, d3 deleted) and the files of the index after it, uninterrupted,
+    and after compacting that."""
+    root = tmp_path_factory.mktemp("update")
+    add = root / "add.jsonl"
+    rows = [{"_id": "d1", "title": "Cats", "text": "Cats sleep all day"}, {"_id": "d9", "text": "Tidal electricity"}]
+    add.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    ids = root / "ids.txt"
+    ids.write_text("d3\n", encoding="utf-8")
+    updated = Index.build(TINY, root / "ref").update(add=add, delete=["d3"])
+    assert len(updated.deleted_rows) == 2  # 2 tombstones of 10 rows: the update itself does not compact
+    return {
+        "args": ["--add", add, "--delete", ids],
+        "after": _files(updated.path),
+        "compacted": _files(updated.compact().path),
+    }
+
+
+@pytest.mark.parametrize("point", UPDATE_POINTS)
+def test_update_killed(
+    point: str,
+    tmp_path: Path,
+    cli: CLI,
+    reference: dict[str, dict[str, str]],
+    update_inputs: dict[str, Any],
+    fault_tables: FaultTables,
+) -> None:
+    row = fault_tables.kill("index update", point)
+    row.tried += 1
+    target = tmp_path / "idx"
+    Index.build(TINY, target)
+    committed = _killed_then_verified(cli, target, point, "index", "update", target, *update_inputs["args"])
+    assert _files(target) == (update_inputs["after"] if committed else reference["default"])
+    assert Index.open(target).generation == (2 if committed else 1)
+    row.recovered += 1
+    if not committed:
+        rerun = cli("index", "update", target, *update_inputs["args"])
+        assert rerun.returncode == 0, rerun.stderr
+        assert _files(target) == update_inputs["after"] and _verifies(target)
+    compacted = cli("index", "compact", target)  # the next write also clears what a killed one left
+    assert compacted.returncode == 0, compacted.stderr
+    assert _files(target) == update_inputs["compacted"] and _verifies(target)
+    assert _leftovers(target) == []
+    row.identical += 1
+
+
+@pytest.mark.parametrize("point", COMPACT_POINTS)
+def test_compact_killed(
+    point: str, tmp_path: Path, cli: CLI, update_inputs: dict[str, Any], fault_tables: FaultTables
+) -> None:
+    row = fault_tables.kill("index compact", point)
+    row.tried += 1
+    target = tmp_path / "idx"
+    Index.build(TINY, target)
+    assert cli("index", "update", target, *update_inputs["args"]).returncode == 0
+    assert not _killed_then_verified(cli, target, point, "index", "compact", target)
+    assert _files(target) == update_inputs["after"]  # the previous generation, whole
+    row.recovered += 1
+    rerun = cli("index", "compact", target)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _files(target) == update_inputs["compacted"] and _verifies(target)
     assert _leftovers(target) == []
     row.identical += 1
 
@@ -273,6 +358,8 @@ def test_the_tier_reaches_every_documented_checkpoint() -> None:
     tested = {
         *REBUILD_POINTS,
         *ADD_POINTS,
+        *UPDATE_POINTS,
+        *COMPACT_POINTS,
         "dense.shard",
         "train.epoch",
         "train.checkpoint.swap",

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ import pytest
 from searchkit.config import BM25Config
 from searchkit.index import Index, _build_lock
 from searchkit.search import Searcher
+from searchkit.types import Document
 
 if TYPE_CHECKING:
     from .conftest import CLI
@@ -60,7 +62,11 @@ def answer(index):
     return [[hit.doc_id, hit.score, doc.text] for hit, doc in zip(hits, docs)]
 
 def check(index, report, where):
-    generation = index.manifest["source"]["sha256"] + ":" + str(index.manifest["components"]["bm25"]["config"]["k1"])
+    if len(sys.argv) > 5:  # updates: the manifest's generation number names what the index holds
+        generation = str(index.manifest["generation"])
+    else:
+        k1 = index.manifest["components"]["bm25"]["config"]["k1"]
+        generation = index.manifest["source"]["sha256"] + ":" + str(k1)
     got = answer(index)
     if generation not in expected:
         report["errors"].append(f"{where}: unknown generation {generation}")
@@ -110,10 +116,27 @@ def test_reader_never_errors_nor_mixes_generations_during_rebuilds_and_adds(tmp_
             docs = index.documents([hit.doc_id for hit in hits])
             expected[_generation(index)] = [[h.doc_id, h.score, d.text] for h, d in zip(hits, docs, strict=True)]
     assert len({json.dumps(answer) for answer in expected.values()}) == 4
-    (tmp_path / "expected.json").write_text(json.dumps(expected), encoding="utf-8")
-    stop, ready = tmp_path / "stop", tmp_path / "ready"
+
+    def rebuild() -> None:
+        for round_ in range(15):
+            variant = "AB"[round_ % 2]
+            index = Index.build(corpora[variant], target, bm25=BM25Config(k1=1.2), overwrite=True)
+            index.add(bm25=BM25Config(k1=0.9), overwrite=True)
+
+    report = _read_while(target, expected, rebuild, tmp_path)
+    assert report["errors"] == []
+    assert len(report["seen"]) >= 3 and report["opens"] >= 10, report
+
+
+def _read_while(
+    target: Path, expected: dict[str, Any], write: Callable[[], None], work: Path, *key: str
+) -> dict[str, Any]:
+    """Run the READER process on ``target`` while ``write`` changes it; its report (``key``: "updates" names
+    generations by the manifest's number)."""
+    (work / "expected.json").write_text(json.dumps(expected), encoding="utf-8")
+    stop, ready = work / "stop", work / "ready"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(target), str(tmp_path / "expected.json"), str(stop), str(ready)],
+        [sys.executable, "-c", READER, str(target), str(work / "expected.json"), str(stop), str(ready), *key],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -124,15 +147,46 @@ def test_reader_never_errors_nor_mixes_generations_during_rebuilds_and_adds(tmp_
             assert reader.poll() is None, reader.communicate()[1]
             assert time.monotonic() < deadline, "the reader did not start"
             time.sleep(0.05)
-        for round_ in range(15):
-            variant = "AB"[round_ % 2]
-            index = Index.build(corpora[variant], target, bm25=BM25Config(k1=1.2), overwrite=True)
-            index.add(bm25=BM25Config(k1=0.9), overwrite=True)
+        write()
     finally:
         stop.write_text("stop")
         out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err
-    report = json.loads(out.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
+
+
+def _updates(round_: int) -> tuple[list[Document], list[str]]:
+    """Round i of the update race: d3 replaced by a text naming solar i % 3 + 1 times, d5 deleted or re-added."""
+    texts = [Document("d3", "solar " * (round_ % 3 + 1) + "electricity round " + str(round_))]
+    if round_ % 2:
+        return [*texts, Document("d5", "Electricity from solar cells, again")], []
+    return texts, ["d5"]
+
+
+def test_reader_never_errors_nor_mixes_generations_during_updates(tmp_path: Path) -> None:
+    """Generations made by `Index.update` (replacements, deletions, re-adds, compactions), each named by its number."""
+    rounds = 12
+    reference = Index.build(TINY, tmp_path / "reference")
+    expected = {}
+    for round_ in range(rounds + 1):  # the same updates, once, to know what every generation answers
+        assert reference.bm25 is not None
+        hits = reference.bm25.search("solar electricity", 4)
+        docs = reference.documents([hit.doc_id for hit in hits])
+        expected[str(reference.generation)] = [[h.doc_id, h.score, d.text] for h, d in zip(hits, docs, strict=True)]
+        added, deleted = _updates(round_)
+        reference = reference.update(add=added, delete=deleted)
+    target = tmp_path / "live"
+    index = Index.build(TINY, target)
+
+    def update() -> None:
+        current = index
+        for round_ in range(rounds):
+            added, deleted = _updates(round_)
+            current = current.update(add=added, delete=deleted)
+            time.sleep(0.05)
+
+    report = _read_while(target, expected, update, tmp_path, "updates")
     assert report["errors"] == []
     assert len(report["seen"]) >= 3 and report["opens"] >= 10, report
 

@@ -1,0 +1,112 @@
+"""Request and response bodies of the HTTP API (pydantic), which FastAPI validates and documents at ``/docs``.
+
+Limits that depend on the server's :class:`searchkit.config.ServeConfig` (``max_k``, ``max_rerank_depth``,
+``max_batch_queries``) are checked by the routes, which answer 400 with one line; these models reject what is
+malformed whatever the settings (422), including unknown keys, so a typo is never silently ignored.
+
+>>> SearchRequest(query="cats").k
+10
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from searchkit.config import ServeConfig
+
+Field_ = Literal["title", "text"]
+
+
+class SearchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(ServeConfig.k, ge=1, description="Hits per query (at most the server's max_k).")
+    mode: str | None = Field(
+        None, description="auto, bm25, dense, hybrid or cascade; default: the mode the server was started with."
+    )
+    rerank: bool | None = Field(None, description="Rerank with the server's reranker; default: when it has one.")
+    rerank_depth: int | None = Field(
+        None, ge=1, description="First-stage hits the reranker re-scores; default: the reranker's depth."
+    )
+    fields: list[Field_] = Field(default_factory=list, description="Document fields returned with each hit.")
+
+
+class SearchRequest(SearchOptions):
+    """One query."""
+
+    query: str = Field(description="The query text (not empty).")
+
+
+class BatchRequest(SearchOptions):
+    """Several queries with the same settings, answered by one Searcher call."""
+
+    queries: list[str] = Field(min_length=1, description="Query texts (none empty; at most max_batch_queries).")
+
+
+class StageOut(BaseModel):
+    rank: int | None = Field(description="1-based rank in this stage; null when the stage did not return the hit.")
+    score: float | None
+
+
+class HitOut(BaseModel):
+    rank: int
+    doc_id: str
+    score: float
+    title: str | None = None
+    text: str | None = None
+
+
+class ExplainedHitOut(HitOut):
+    stages: dict[str, StageOut] = Field(description="Rank and score in every stage that ran (bm25, dense, ...).")
+
+
+class _Answer(BaseModel):
+    mode: str = Field(description="The mode that answered (auto resolved).")
+    k: int
+    rerank: bool
+    fingerprint: str = Field(description="The answering index generation (sha256 of its manifest).")
+    took_ms: float
+
+
+class SearchResponse(_Answer):
+    query: str
+    hits: list[HitOut]
+
+
+class QueryHits(BaseModel):
+    query: str
+    hits: list[HitOut]
+
+
+class BatchResponse(_Answer):
+    results: list[QueryHits]
+
+
+class ExplainResponse(_Answer):
+    query: str
+    hits: list[ExplainedHitOut]
+
+
+class ReloadResponse(BaseModel):
+    status: str = Field(description="reloaded, or restarting (several workers: each opens the index again)")
+    fingerprint: str | None = None
+    previous: str | None = None
+    generation: int | None = None
+    seconds: float | None = None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    version: str
+    index: dict[str, Any]
+    default_mode: str
+    modes: list[str]
+    models: dict[str, str | None]
+    rerank_depth: int | None
+    reloads: int
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong, in one line.")

@@ -1,0 +1,171 @@
+"""What each route does, whatever carried the request: limits, the generation a request is answered from, batching,
+the answer's JSON shape, reloads. :mod:`searchkit.serve.app` only wires these to HTTP.
+
+>>> import asyncio, tempfile, pathlib
+>>> from searchkit.index import Index
+>>> from searchkit.serve.engine import EngineSpec, SearchEngine
+>>> from searchkit.serve.metrics import ServeMetrics
+>>> from searchkit.serve.schemas import SearchRequest
+>>> folder = pathlib.Path(tempfile.mkdtemp()) / "idx"
+>>> _ = Index.build("tests/data/tiny", folder)
+>>> service = Service(SearchEngine(EngineSpec(str(folder))), ServeConfig(), ServeMetrics())
+>>> async def ask() -> str:
+...     try:
+...         return (await service.search(SearchRequest(query="cats chasing mice", k=1)))["hits"][0]["doc_id"]
+...     finally:
+...         await service.close()
+>>> asyncio.run(ask())
+'d1'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any, NamedTuple
+
+from searchkit.config import ServeConfig
+from searchkit.search import Searcher
+from searchkit.serve.batcher import MicroBatcher
+from searchkit.serve.engine import Generation, SearchEngine, SearchItem
+from searchkit.serve.metrics import ServeMetrics
+from searchkit.serve.schemas import BatchRequest, SearchOptions, SearchRequest
+from searchkit.types import ConfigError, SearchkitError
+
+logger = logging.getLogger(__name__)
+
+
+class ReloadFailed(Exception):
+    """The index could not be opened again; the previous generation is still served (answered 409)."""
+
+
+class SearchKey(NamedTuple):
+    """What a batch shares: the generation it is answered from, the Searcher (mode and reranker), and ``k``."""
+
+    generation: Generation
+    searcher: Searcher
+    k: int
+
+
+class Service:
+    """The routes' work over one :class:`searchkit.serve.engine.SearchEngine`, with ``config``'s limits and batching.
+
+    ``supervisor_pid``: a multi-worker server's supervisor, which :meth:`reload` asks (SIGHUP) to restart every
+    worker, since one request reaches only one of them.
+    """
+
+    def __init__(
+        self, engine: SearchEngine, config: ServeConfig, metrics: ServeMetrics, supervisor_pid: int | None = None
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.supervisor_pid = supervisor_pid
+        engine.observe = metrics.stage
+        self.batcher: MicroBatcher[SearchKey, SearchItem, list[dict[str, Any]]] = MicroBatcher(
+            lambda key, items: engine.search(key.generation, key.searcher, key.k, items),
+            max_batch=config.max_batch,
+            max_wait=config.batch_wait_ms / 1000,
+            max_queue=config.max_queue,
+            threads=config.threads,
+            on_dispatch=self._dispatched,
+        )
+        metrics.track_queue(lambda: self.batcher.pending)
+        self._reload_lock = asyncio.Lock()
+        self.describe()
+
+    # ------------------------------------------------------------------ searches
+    async def search(self, body: SearchRequest) -> dict[str, Any]:
+        """One query's hits; concurrent queries with the same settings share one Searcher call."""
+        start = time.perf_counter()
+        query = _query(body.query)
+        generation, searcher = self._resolve(body)
+        item = SearchItem(query, tuple(body.fields))
+        hits = await self.batcher.submit(SearchKey(generation, searcher, body.k), item)
+        return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
+
+    async def search_batch(self, body: BatchRequest) -> dict[str, Any]:
+        """Several queries' hits from one Searcher call."""
+        start = time.perf_counter()
+        if len(body.queries) > self.config.max_batch_queries:
+            raise ConfigError(f"{len(body.queries)} queries; at most {self.config.max_batch_queries} a request")
+        items = [SearchItem(_query(query, i), tuple(body.fields)) for i, query in enumerate(body.queries)]
+        generation, searcher = self._resolve(body)
+        results = await self.batcher.call(self.engine.search, generation, searcher, body.k, items)
+        pairs = [{"query": query, "hits": hits} for query, hits in zip(body.queries, results, strict=True)]
+        return {**_answer(generation, searcher, body.k, start), "results": pairs}
+
+    async def explain(self, body: SearchRequest) -> dict[str, Any]:
+        """The top ``k`` with each hit's rank and score in every stage that ran."""
+        start = time.perf_counter()
+        query = _query(body.query)
+        generation, searcher = self._resolve(body)
+        item = SearchItem(query, tuple(body.fields))
+        hits = await self.batcher.call(self.engine.explain, generation, searcher, body.k, item)
+        return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
+
+    def _resolve(self, body: SearchOptions) -> tuple[Generation, Searcher]:
+        if body.k > self.config.max_k:
+            raise ConfigError(f"k is {body.k}; this server answers at most k={self.config.max_k}")
+        if body.rerank_depth is not None and body.rerank_depth > self.config.max_rerank_depth:
+            raise ConfigError(f"rerank_depth is {body.rerank_depth}; at most {self.config.max_rerank_depth}")
+        generation = self.engine.current  # this request is answered from this generation to the end
+        return generation, self.engine.searcher(generation, body.mode, body.rerank, body.rerank_depth)
+
+    def _dispatched(self, key: SearchKey, waits: list[float]) -> None:
+        self.metrics.batch_size.observe(len(waits))
+        for wait in waits:
+            self.metrics.stage("queue", wait)
+
+    # ------------------------------------------------------------------ operations
+    async def reload(self) -> tuple[int, dict[str, Any]]:
+        """Open the index again and swap it in: (200, what changed); with several workers (202, restarting).
+        ReloadFailed when it cannot be opened (the previous generation is still served)."""
+        if self.supervisor_pid is not None:
+            os.kill(self.supervisor_pid, signal.SIGHUP)
+            return 202, {"status": "restarting"}
+        async with self._reload_lock:
+            previous = self.engine.current
+            start = time.perf_counter()
+            try:
+                generation = await asyncio.to_thread(self.engine.reload)  # searches go on meanwhile
+            except (SearchkitError, OSError) as err:
+                self.metrics.reloads.labels("failed").inc()
+                logger.error("reload failed, still serving generation %d: %s", previous.number, err)
+                raise ReloadFailed(f"reload failed, still serving generation {previous.number}: {err}") from None
+            self.metrics.reloads.labels("ok").inc()
+            self.describe()
+            return 200, {
+                "status": "reloaded",
+                "fingerprint": generation.fingerprint,
+                "previous": previous.fingerprint,
+                "generation": generation.number,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+
+    def describe(self) -> None:
+        """Set the index and model info metrics to what is served now."""
+        generation = self.engine.current
+        components = list(generation.index.manifest["components"])
+        path = self.engine.spec.index
+        self.metrics.served(path, generation.fingerprint, generation.number, generation.index.num_docs, components)
+        self.metrics.models(self.engine.models())
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
+
+def _query(text: str, position: int | None = None) -> str:
+    if not text.strip():
+        where = "" if position is None else f" (queries[{position}])"
+        raise ConfigError(f"the query is empty{where}")
+    return text
+
+
+def _answer(generation: Generation, searcher: Searcher, k: int, start: float) -> dict[str, Any]:
+    took = round((time.perf_counter() - start) * 1000, 3)
+    rerank = searcher.reranker is not None
+    return {"mode": searcher.mode, "k": k, "rerank": rerank, "fingerprint": generation.fingerprint, "took_ms": took}
