@@ -395,7 +395,7 @@ def _markdown(result: dict[str, Any], command: str) -> str:
         f"`{command}`",
         "",
         f"{machine['cpu']} ({', '.join(machine['flags'])}), {machine['cores']} cores, load average "
-        f"{machine['load_average_1min']:.1f} at the start (a training job shared the machine).",
+        f"{machine['load_average_1min']:.1f} at the start (above 0: other processes shared the CPU).",
         "",
     ]
     return "\n".join(head) + markdown_table("SciFact", rows)
