@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"fusion fitted on dev ({seconds['fit-fusion']:.0f} s): depth {model.depth}, {model.weights}", flush=True)
         for each, row in report.get("depths", {}).items():
             print(f"  dev depth {each}: first-stage recall {row['first_stage_recall']:.4f}, fused {row['fused']:.4f}")
-        pinned = {c.rerank.depth for c in suite.conditions if c.rerank is not None}
+        pinned = {c.rerank.depth for c in suite.conditions if c.rerank is not None and c.rerank.depth}
         if pinned and pinned != {model.depth}:
             sys.exit(f"dev chose rerank depth {model.depth} but {args.suite} reranks at {sorted(pinned)}: update it")
 

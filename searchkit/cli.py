@@ -438,7 +438,8 @@ def _searcher_options(func: Any) -> Any:
             "--rerank-depth",
             type=int,
             default=None,
-            help="First-stage hits the reranker re-scores (default: RerankConfig's, 100).",
+            help="First-stage hits the reranker re-scores (default: the depth its card's learned fusion was fitted "
+            "at, else 100).",
         ),
         click.option(
             "--no-fusion",

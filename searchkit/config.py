@@ -31,6 +31,8 @@ BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 FUSION_METHODS = ("rrf", "convex")
 SEARCH_MODES = ("auto", "bm25", "dense", "hybrid", "cascade")
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_RERANK_DEPTH = 100
+"""Candidates a reranker re-scores when neither its config nor its card's learned fusion says how many."""
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 LOSSES = ("pointwise", "listwise")
 WEIGHTINGS = ("none", "class", "grade", "column")
@@ -222,10 +224,14 @@ class RerankConfig:
     ``a`` in [0, 1] (``a * reranker + (1 - a) * first stage``, per-query min-max normalised). ``fusion``:
     ``"auto"`` uses the card's learned fusion of every stage (:class:`LearnedFusion`) when it has one and
     ``interpolation`` is ``"auto"``; None ignores it. ``depth``: how many first-stage candidates a Searcher hands
-    the reranker (the one default of the rerank depth: the Searcher, the CLI and suites read it from here).
+    the reranker; None (the default) is the depth the card's learned fusion was fitted (and chosen) at when the
+    reranker uses one, else :data:`DEFAULT_RERANK_DEPTH` (:meth:`resolved_depth`; the Searcher, the CLI, suites
+    and the server read it from there).
 
-    >>> RerankConfig("training/scifact-reranker", dtype="bf16").depth
+    >>> RerankConfig("training/scifact-reranker", dtype="bf16").resolved_depth(None)
     100
+    >>> RerankConfig("training/scifact-reranker").resolved_depth(30), RerankConfig("m", depth=50).resolved_depth(30)
+    (30, 50)
     """
 
     model: str
@@ -234,14 +240,19 @@ class RerankConfig:
     device: str = "auto"
     dtype: str = "auto"
     interpolation: float | str | None = "auto"
-    depth: int = 100
+    depth: int | None = None
     fusion: str | None = "auto"
     batch_tokens: int = 16384
+
+    def resolved_depth(self, fitted_depth: int | None) -> int:
+        """The rerank depth: ``depth`` when set, else ``fitted_depth`` (the learned fusion's, when one is used),
+        else :data:`DEFAULT_RERANK_DEPTH`."""
+        return self.depth or fitted_depth or DEFAULT_RERANK_DEPTH
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
-        if self.batch_size <= 0 or self.depth <= 0 or self.batch_tokens <= 0:
+        if self.batch_size <= 0 or (self.depth is not None and self.depth <= 0) or self.batch_tokens <= 0:
             raise ConfigError(
                 f"batch_size, batch_tokens and depth must be > 0, got {self.batch_size}, {self.batch_tokens} and "
                 f"{self.depth}"

@@ -235,7 +235,7 @@ def fit_fusion(
 
     Defaults come from the folder: ``dev_ids`` from ``data/dev_queries.txt`` (the queries its training held out),
     ``queries`` and ``qrels`` from the card's training data (``training_config``: its corpus/queries/qrels and
-    ``split``, never the test split). ``depth`` (default: RerankConfig's) should be the rerank depth the model
+    ``split``, never the test split). ``depth`` (default: 100) should be the rerank depth the model
     will be used at; ``mode`` the Searcher's first stage. Returns the model and the fit report.
 
     Several depths (``depth=(20, 30, 50)``) choose the rerank depth on dev by recall against cost: the fusion is
@@ -275,7 +275,8 @@ def fit_fusion(
     dev_queries = [by_id[qid] for qid in dev_ids]
     opened = index if isinstance(index, Index) else Index.open(index)
     settings = RerankConfig(str(folder), batch_size=batch_size, device=device, dtype=dtype, fusion=None)
-    depths = sorted({int(d) for d in ([depth or settings.depth] if not isinstance(depth, Sequence) else depth)})
+    wanted = [depth or settings.resolved_depth(None)] if not isinstance(depth, Sequence) else depth
+    depths = sorted({int(d) for d in wanted})
     if not depths or depths[0] <= 0:
         raise ConfigError(f"rerank depths must be > 0, got {depth!r}")
     searcher = Searcher(opened, mode=mode, fusion=FusionConfig())

@@ -295,8 +295,9 @@ class CrossEncoderReranker:
     pair (None: the model card's training length, else 512). ``dtype``: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
     ``interpolation`` / ``fusion``: how scores are mixed with the first stage (see :func:`resolve_fusion`; the
     default uses the card's learned fusion, else its interpolation weight). The settings are a
-    :class:`searchkit.config.RerankConfig` (:meth:`from_config`); ``config.depth`` is the rerank depth a
-    Searcher uses. See the module docstring for an example.
+    :class:`searchkit.config.RerankConfig` (:meth:`from_config`); :attr:`depth` is the rerank depth a
+    Searcher uses (``config.depth``, else the depth the card's learned fusion was fitted at). See the module
+    docstring for an example.
     """
 
     score_kind = SCORE_KIND
@@ -310,7 +311,7 @@ class CrossEncoderReranker:
         dtype: str = _AUTO,
         interpolation: float | str | None = _AUTO,
         fusion: str | None = _AUTO,
-        depth: int = RerankConfig.depth,
+        depth: int | None = RerankConfig.depth,
         batch_tokens: int = RerankConfig.batch_tokens,
     ) -> None:
         settings = RerankConfig(
@@ -370,20 +371,23 @@ class CrossEncoderReranker:
         self.encoder = PairEncoder(tokenizer, self.max_length)
         where = str(Path(settings.model) / MODEL_CARD)
         self.fusion: LearnedFusion | None = resolve_fusion(card, settings.interpolation, settings.fusion, where)
-        if self.fusion is not None and self.fusion.depth is not None and self.fusion.depth != settings.depth:
-            logger.warning(
-                "reranker %s: its fusion was fitted at rerank depth %d but is used at depth %d (min-max ranges "
-                "differ); refit it at this depth with `searchkit fit-fusion --depth %d`",
-                settings.model,
-                self.fusion.depth,
-                settings.depth,
-                settings.depth,
-            )
+        self._warn_depth()
         self.scored_pairs = 0
         self.truncated_pairs = 0
         self._warned = False
         self._memo: dict[tuple[str, Any], float] | None = None
         self._fingerprint: str | None = None
+
+    def _warn_depth(self) -> None:
+        if self.fusion is not None and self.fusion.depth is not None and self.fusion.depth != self.depth:
+            logger.warning(
+                "reranker %s: its fusion was fitted at rerank depth %d but is used at depth %d (min-max ranges "
+                "differ); refit it at this depth with `searchkit fit-fusion --depth %d`",
+                self.config.model,
+                self.fusion.depth,
+                self.depth,
+                self.depth,
+            )
 
     def variant(self, config: RerankConfig) -> CrossEncoderReranker:
         """This loaded model with ``config``'s mixing settings (interpolation, fusion, depth): nothing is reloaded,
@@ -394,6 +398,7 @@ class CrossEncoderReranker:
         other.config = config
         where = str(Path(config.model) / MODEL_CARD)
         other.fusion = resolve_fusion(self.card, config.interpolation, config.fusion, where)
+        other._warn_depth()
         return other
 
     def remember_scores(self) -> None:
@@ -421,8 +426,9 @@ class CrossEncoderReranker:
 
     @property
     def depth(self) -> int:
-        """How many first-stage candidates a Searcher hands this reranker (``config.depth``)."""
-        return self.config.depth
+        """How many first-stage candidates a Searcher hands this reranker: ``config.depth``, else the depth its
+        learned fusion was fitted at (a fusion's min-max ranges are those of that many candidates), else 100."""
+        return self.config.resolved_depth(None if self.fusion is None else self.fusion.depth)
 
     @property
     def interpolation(self) -> float | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
-from searchkit.config import SEARCH_MODES, FusionConfig, RerankConfig
+from searchkit.config import DEFAULT_RERANK_DEPTH, SEARCH_MODES, FusionConfig, RerankConfig
 from searchkit.formats import document_text
 from searchkit.fusion import minmax
 from searchkit.ranking import DocIdTable, Ranking, sort_ranking, tie_keys
@@ -139,8 +139,9 @@ class Searcher:
     ``hybrid`` (each stage retrieves ``fusion.depth`` from the whole corpus, fused by RRF or convex combination) or
     ``cascade`` (BM25 retrieves ``fusion.depth`` candidates, the dense model re-scores them from stored embeddings).
     ``rerank``: a :class:`searchkit.config.RerankConfig` (the Searcher loads that cross-encoder) or a reranker
-    object; it re-scores the first stage's top ``depth`` (``RerankConfig.depth``, or the object's ``depth``
-    attribute, else RerankConfig's default); documents below that depth keep their order, scored below.
+    object; it re-scores the first stage's top ``depth`` (the reranker's ``depth``: ``RerankConfig.depth``, else
+    the depth its card's learned fusion was fitted at, else 100); documents below that depth keep their order,
+    scored below.
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class Searcher:
 
             reranker = CrossEncoderReranker.from_config(rerank)
         depth = getattr(reranker, "depth", None) if reranker is not None else None
-        self.rerank_depth: int = int(depth) if depth is not None else RerankConfig.depth
+        self.rerank_depth: int = int(depth) if depth is not None else DEFAULT_RERANK_DEPTH
         check_k(self.rerank_depth)
         self.index = index
         self._doc_table: DocIdTable | None = None

@@ -202,3 +202,28 @@ def test_fit_fusion_over_several_depths_keeps_the_smallest_within_the_tolerance(
     assert strict.depth == min(int(d) for d, row in rows.items() if row["fused"] == best)
     with pytest.raises(ConfigError, match="depths must be > 0"):
         fit_fusion(folder, index_dir, depth=[0, 3], write=False, **kwargs)
+
+
+def test_the_rerank_depth_defaults_to_the_depth_the_cards_fusion_was_fitted_at(
+    tmp_path: Path, trained_folder: tuple[Path, Path]
+) -> None:
+    from searchkit.config import config_to_dict
+    from searchkit.index import Index
+    from searchkit.rerank import CrossEncoderReranker, make_tiny_cross_encoder, write_reranker_card
+    from searchkit.search import Searcher
+
+    folder = make_tiny_cross_encoder(tmp_path / "reranker", words=["cats", "solar"])
+    fusion = LearnedFusion({"reranker": 0.5, "bm25": 0.5}, depth=3, mode="bm25")
+    write_reranker_card(folder, {"fusion": config_to_dict(fusion)})
+    index = Index.open(trained_folder[1])
+    fitted = Searcher(index, rerank=RerankConfig(str(folder), device="cpu", dtype="fp32"))
+    assert fitted.rerank_depth == 3 and fitted.reranker.depth == 3  # type: ignore[union-attr]
+    chosen = Searcher(index, rerank=RerankConfig(str(folder), depth=5, device="cpu", dtype="fp32"))
+    assert chosen.rerank_depth == 5  # an explicit depth wins (and logs that the fusion was fitted at 3)
+    unfused = CrossEncoderReranker(folder, device="cpu", dtype="fp32", fusion=None, interpolation=None)
+    assert unfused.depth == 100  # no learned fusion in use: the default depth
+    variant = unfused.variant(RerankConfig(str(folder), device="cpu", dtype="fp32"))
+    assert variant.depth == 3 and variant.fusion == fusion
+    first = Searcher(index).search("solar cats", k=5)
+    hits = fitted.search("solar cats", k=5)  # the first stage's top 3 re-scored, the rest kept below them
+    assert {h.doc_id for h in hits[:3]} == {h.doc_id for h in first[:3]} and hits[3:] == first[3:]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchkit.config import LearnedFusion, config_to_dict
+from searchkit.config import DEFAULT_RERANK_DEPTH, LearnedFusion, config_to_dict
 from searchkit.rerank import (
     CrossEncoderReranker,
     PairEncoder,
@@ -277,13 +277,12 @@ def test_the_searcher_reranks_its_top_candidates_only(reranker: CrossEncoderRera
 
 
 def test_variants_share_the_model_and_remembered_scores(reranker: CrossEncoderReranker) -> None:
-    from searchkit.config import RerankConfig
 
     base = CrossEncoderReranker(reranker.config.model, max_length=48, device="cpu", dtype="fp32")
     base.remember_scores()
     first = base.score(QUERIES, TEXTS)
     alone = base.variant(dataclasses.replace(base.config, interpolation=None, depth=3))
-    assert alone.model is base.model and alone.depth == 3 and base.depth == RerankConfig.depth
+    assert alone.model is base.model and alone.depth == 3 and base.depth == DEFAULT_RERANK_DEPTH
     np.testing.assert_array_equal(alone.score(QUERIES[::-1], TEXTS[::-1]), first[::-1])
     assert base.scored_pairs == len(QUERIES)  # the second call scored nothing new
     np.testing.assert_allclose(first, reranker.score(QUERIES, TEXTS), atol=1e-5)

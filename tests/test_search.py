@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchkit.config import DenseConfig, FusionConfig, RerankConfig
+from searchkit.config import DEFAULT_RERANK_DEPTH, DenseConfig, FusionConfig, RerankConfig
 from searchkit.index import Index
 from searchkit.search import Searcher, convex_fuse, min_max_normalize, rrf_fuse
 from searchkit.types import ConfigError, Hit, sort_hits
@@ -203,7 +203,7 @@ def test_rerank_depth_has_one_default(bm25_index: Index) -> None:
     class NoDepth:
         rerank_batch = _ReverseReranker.rerank_batch
 
-    assert Searcher(bm25_index, rerank=NoDepth()).rerank_depth == RerankConfig.depth == 100
+    assert Searcher(bm25_index, rerank=NoDepth()).rerank_depth == DEFAULT_RERANK_DEPTH == 100
     assert Searcher(bm25_index, rerank=_ReverseReranker(depth=3)).rerank_depth == 3
     with pytest.raises(ConfigError, match="positive"):
         Searcher(bm25_index, rerank=_ReverseReranker(depth=0))

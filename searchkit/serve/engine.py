@@ -239,7 +239,7 @@ class SearchEngine:
             return None
         if self.reranker is None:
             raise ConfigError("this server has no reranker: start it with --rerank MODEL")
-        if depth is None or depth == self.reranker.config.depth:
+        if depth is None or depth == self.reranker.depth:
             return self.reranker
         if depth not in self._variants:  # the same loaded model, another depth
             self._variants[depth] = self.reranker.variant(dataclasses.replace(self.reranker.config, depth=depth))
@@ -292,7 +292,7 @@ class SearchEngine:
             "default_mode": self.searcher(generation, None, False, None).mode,
             "modes": generation.modes,
             "models": self.models(),
-            "rerank_depth": None if self.reranker is None else self.reranker.config.depth,
+            "rerank_depth": None if self.reranker is None else self.reranker.depth,
             "reloads": self.reloads,
         }
 
