@@ -146,7 +146,7 @@ def test_the_page_and_the_api_docs_are_served(client: TestClient) -> None:
 
 def test_no_route_takes_a_path_from_the_client(client: TestClient, bm25_index: Path, tmp_path: Path) -> None:
     schema = client.get("/openapi.json").json()
-    allowed = {"query", "queries", "k", "mode", "rerank", "rerank_depth", "fields"}
+    allowed = {"query", "queries", "k", "mode", "rerank", "rerank_depth", "fields", "filter"}
     for name, component in schema["components"]["schemas"].items():
         if name.endswith("Request"):
             assert set(component["properties"]) <= allowed, name
@@ -621,3 +621,28 @@ def test_bare_loop_and_results(bm25_index: Path) -> None:
     assert summary["answered"] == 20 and summary["errors"] == 0 and summary["p99_ms"] >= summary["p50_ms"]
     empty = LoadResult([], {503: 2}, 1, 3, 1.0).summary()
     assert empty["errors"] == 2 and empty["dropped"] == 1 and empty["throughput_per_s"] == 0.0
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "fastapi"])
+def test_metadata_filters_are_applied_as_the_searcher_applies_them(filtered_index: Index, lean: bool) -> None:
+    searcher = Searcher(filtered_index, mode="hybrid")
+    query, conditions = "synthetic document text", ["year>=2015", "lang in en,de"]
+    expected = searcher.search(query, k=5, filter=conditions)
+    unfiltered = searcher.search(query, k=5)
+    assert expected != unfiltered  # the filter changes the answer, so the comparison below can fail
+    with TestClient(create_app(EngineSpec(str(filtered_index.path), mode="hybrid"), lean=lean)) as client:
+        got = client.post("/search", json={"query": query, "k": 5, "filter": conditions})
+        assert got.status_code == 200, got.text
+        assert [(h["doc_id"], pytest.approx(h["score"])) for h in got.json()["hits"]] == [
+            (h.doc_id, h.score) for h in expected
+        ]
+        batch = client.post("/search/batch", json={"queries": [query, query], "k": 5, "filter": conditions})
+        assert [h["doc_id"] for h in batch.json()["results"][1]["hits"]] == [h.doc_id for h in expected]
+        explained = client.post("/explain", json={"query": query, "k": 5, "filter": conditions})
+        assert [h["doc_id"] for h in explained.json()["hits"]] == [h.doc_id for h in expected]
+        plain = client.post("/search", json={"query": query, "k": 5})
+        assert [h["doc_id"] for h in plain.json()["hits"]] == [h.doc_id for h in unfiltered]
+        for bad, words in ((["colour=red"], "colour"), (["year>>2"], "filter"), ("year>1", "")):
+            answer = client.post("/search", json={"query": query, "filter": bad})
+            assert answer.status_code in (400, 422) and "\n" not in answer.json()["detail"], answer.text
+            assert words in str(answer.json()["detail"])

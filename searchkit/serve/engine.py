@@ -247,15 +247,23 @@ class SearchEngine:
 
     # ------------------------------------------------------------------ answers (run in worker threads)
     def search(
-        self, generation: Generation, searcher: Searcher, k: int, items: Sequence[SearchItem]
+        self,
+        generation: Generation,
+        searcher: Searcher,
+        k: int,
+        items: Sequence[SearchItem],
+        filter: Sequence[str] = (),
     ) -> list[list[dict[str, Any]]]:
-        """Each item's hits as JSON-ready dicts (rank, doc_id, score and its fields), from one ``search_batch``."""
-        results = searcher.search_batch([item.query for item in items], k)
+        """Each item's hits as JSON-ready dicts (rank, doc_id, score and its fields), from one ``search_batch``
+        (``filter``: metadata conditions, as ``Searcher.search_batch``'s; a bad one raises ConfigError)."""
+        results = searcher.search_batch([item.query for item in items], k, filter=list(filter) or None)
         return [self._rows(generation, hits, item.fields) for hits, item in zip(results, items, strict=True)]
 
-    def explain(self, generation: Generation, searcher: Searcher, k: int, item: SearchItem) -> list[dict[str, Any]]:
+    def explain(
+        self, generation: Generation, searcher: Searcher, k: int, item: SearchItem, filter: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """The top ``k`` of ``Searcher.explain``: each hit with its rank and score in every stage that ran."""
-        explained = searcher.explain(item.query, k)
+        explained = searcher.explain(item.query, k, filter=list(filter) or None)
         rows = self._rows(generation, [Hit(hit.doc_id, hit.score) for hit in explained], item.fields)
         for row, hit in zip(rows, explained, strict=True):
             row["stages"] = {name: stage._asdict() for name, stage in hit.stages.items()}

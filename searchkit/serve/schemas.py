@@ -31,6 +31,11 @@ class SearchOptions(BaseModel):
         None, ge=1, description="First-stage hits the reranker re-scores; default: the reranker's depth."
     )
     fields: list[Field_] = Field(default_factory=list, description="Document fields returned with each hit.")
+    filter: list[str] = Field(
+        default_factory=list,
+        description="Metadata conditions every hit meets, applied inside each stage before its top k, e.g. "
+        '["year>=2020", "lang=en"] (the CLI\'s --filter grammar: =, !=, <, <=, >, >=, in).',
+    )
 
 
 class SearchRequest(SearchOptions):

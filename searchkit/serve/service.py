@@ -43,11 +43,13 @@ class ReloadFailed(Exception):
 
 
 class SearchKey(NamedTuple):
-    """What a batch shares: the generation it is answered from, the Searcher (mode and reranker), and ``k``."""
+    """What a batch shares: the generation it is answered from, the Searcher (mode and reranker), ``k`` and the
+    metadata filter."""
 
     generation: Generation
     searcher: Searcher
     k: int
+    filter: tuple[str, ...] = ()
 
 
 class Service:
@@ -66,7 +68,7 @@ class Service:
         self.supervisor_pid = supervisor_pid
         engine.observe = metrics.stage
         self.batcher: MicroBatcher[SearchKey, SearchItem, list[dict[str, Any]]] = MicroBatcher(
-            lambda key, items: engine.search(key.generation, key.searcher, key.k, items),
+            lambda key, items: engine.search(key.generation, key.searcher, key.k, items, key.filter),
             max_batch=config.max_batch,
             max_wait=config.batch_wait_ms / 1000,
             max_queue=config.max_queue,
@@ -84,7 +86,7 @@ class Service:
         query = _query(body.query)
         generation, searcher = self._resolve(body)
         item = SearchItem(query, tuple(body.fields))
-        hits = await self.batcher.submit(SearchKey(generation, searcher, body.k), item)
+        hits = await self.batcher.submit(SearchKey(generation, searcher, body.k, tuple(body.filter)), item)
         return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
 
     async def search_batch(self, body: BatchRequest) -> dict[str, Any]:
@@ -94,7 +96,7 @@ class Service:
             raise ConfigError(f"{len(body.queries)} queries; at most {self.config.max_batch_queries} a request")
         items = [SearchItem(_query(query, i), tuple(body.fields)) for i, query in enumerate(body.queries)]
         generation, searcher = self._resolve(body)
-        results = await self.batcher.call(self.engine.search, generation, searcher, body.k, items)
+        results = await self.batcher.call(self.engine.search, generation, searcher, body.k, items, tuple(body.filter))
         pairs = [{"query": query, "hits": hits} for query, hits in zip(body.queries, results, strict=True)]
         return {**_answer(generation, searcher, body.k, start), "results": pairs}
 
@@ -104,7 +106,7 @@ class Service:
         query = _query(body.query)
         generation, searcher = self._resolve(body)
         item = SearchItem(query, tuple(body.fields))
-        hits = await self.batcher.call(self.engine.explain, generation, searcher, body.k, item)
+        hits = await self.batcher.call(self.engine.explain, generation, searcher, body.k, item, tuple(body.filter))
         return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
 
     def _resolve(self, body: SearchOptions) -> tuple[Generation, Searcher]:
