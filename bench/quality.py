@@ -420,8 +420,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     trained = [dense_stem, stem]
     if plan.continued is not None:  # retrained whenever its parent just was: it starts from that model
         parent_new = (figures[stem] or {}).get("trained") == "now"
-        cfg = dataclasses.replace(plan.continued, overwrite=True) if parent_new else plan.continued
-        figures[cont_stem] = ensure_trained("train-continued", cfg, train, args, force=parent_new)
+        figures[cont_stem] = ensure_trained("train-continued", plan.continued, train, args, force=parent_new)
         trained.append(cont_stem)
         stem = cont_stem  # the shipped rows are the continued model's
     for name in trained:

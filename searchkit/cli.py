@@ -67,6 +67,13 @@ def _bm25_config(method: str, k1: float, b: float, stemmer: str, stopwords: str)
     )
 
 
+def _with_options(func: Any, options: Sequence[Any]) -> Any:
+    """``func`` decorated by each click option of ``options``, listed in the order --help shows them."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _tokens_options(func: Any) -> Any:
     """``--tokens [MODEL]`` and ``--tokens-max-length`` (index build and index add)."""
     options = [
@@ -87,9 +94,7 @@ def _tokens_options(func: Any) -> Any:
             help=f"Tokens stored per document (default {TokensConfig.max_length}).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 def _tokens_config(model: str | None, max_length: int | None) -> Any:
@@ -121,9 +126,7 @@ def _metadata_options(func: Any) -> Any:
             help="Store this metadata field column-wise for --filter (repeatable); TYPE keyword (default) or number.",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 @index.command("build")
@@ -453,9 +456,7 @@ def _searcher_options(func: Any) -> Any:
         kwargs["settings"] = _SearcherSettings(**{name: kwargs.pop(name) for name in _SEARCHER_FIELDS})
         return func(*args, **kwargs)
 
-    for option in reversed(options):
-        with_settings = option(with_settings)
-    return with_settings
+    return _with_options(with_settings, options)
 
 
 @dataclass(frozen=True)

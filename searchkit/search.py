@@ -210,7 +210,7 @@ class Searcher:
         depth = max(k, self.rerank_depth) if self.reranker is not None else k
         if self.reranker is None:
             ids = self._table.ids
-            rankings = self._filtered_stage_rows(queries, k, allowed)[self.mode]
+            rankings = self._stage_rows(queries, k, allowed)[self.mode]
             return [Ranking(r.rows[:k], r.scores[:k]).to_hits(ids) for r in rankings]
         stages = self._stages(queries, depth, allowed)
         results = self._rerank(queries, stages[self.mode], stages)
@@ -265,7 +265,7 @@ class Searcher:
     def _stages(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> dict[str, list[list[Hit]]]:
         """Every stage's ranking for ``queries`` as Hits (used by explain and by the reranker's fusion)."""
         ids = self._table.ids
-        rows = self._filtered_stage_rows(queries, k, allowed)
+        rows = self._stage_rows(queries, k, allowed)
         return {name: [r.to_hits(ids) for r in rankings] for name, rankings in rows.items()}
 
     @property
@@ -273,12 +273,6 @@ class Searcher:
         if self._doc_table is None:
             self._doc_table = DocIdTable(self.index.row_ids)
         return self._doc_table
-
-    def _filtered_stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None) -> dict[str, list[Ranking]]:
-        # Unfiltered searches go through _stage_rows(queries, k), the seam subclasses wrap (the server times it).
-        if allowed is None:
-            return self._stage_rows(queries, k)
-        return self._stage_rows(queries, k, allowed=allowed)
 
     def _stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None = None) -> dict[str, list[Ranking]]:
         """Every stage's ranking for ``queries`` as arrays (row numbers, scores): Hits are made at the edge.
