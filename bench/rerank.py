@@ -12,15 +12,22 @@ overlap and identical order per query, the largest score difference, and nDCG@10
 
 ``--model`` defaults to the embedded all-MiniLM-L6-v2 with a fresh one-output head (speed only: the scores mean
 nothing). Both sides include tokenization; ``score`` returns numpy, so device work has finished when the clock stops.
+
+The peer runs in a process of its own, called in turn with ours: searchkit tunes its process's allocator
+(``searchkit.models.tune_cpu_allocator``, process-wide), and the peer's users do not have that. ``--peer-allocator
+tuned`` gives the peer the same settings, to show how much of the ratio is the allocator.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +48,34 @@ from searchkit.types import Hit, sort_hits
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
+_PEER: dict[str, Any] = {}
+
+
+def _load_peer(model: str, pairs: list[tuple[str, str]], device: str, max_length: int, tuned: bool) -> None:
+    """In the peer's own process: ``CrossEncoder`` in fp32 as its users load it (and the allocator as theirs,
+    unless ``tuned``: then searchkit's :func:`searchkit.models.tune_cpu_allocator` first)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    if tuned:
+        from searchkit.models import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    _PEER["model"] = CrossEncoder(model, device=device, max_length=max_length, model_kwargs={"dtype": torch.float32})
+    _PEER["pairs"] = pairs
+    _PEER["sync"] = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def _peer_predict(batch_size: int, limit: int | None = None) -> np.ndarray:
+    import torch
+
+    pairs = _PEER["pairs"][:limit]
+    options = {"batch_size": batch_size, "activation_fn": torch.nn.Identity(), "show_progress_bar": False}
+    scores = np.asarray(_PEER["model"].predict(pairs, **options))
+    _PEER["sync"]()
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="a one-output cross-encoder folder (default: fresh head)")
@@ -54,11 +89,16 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--peer-batch-size", type=int, default=32, help="CrossEncoder.predict's default")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--peer-allocator",
+        choices=("stock", "tuned"),
+        default="stock",
+        help="the peer's process as its users run it (stock), or with searchkit's allocator settings (tuned)",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     import torch
-    from sentence_transformers import CrossEncoder
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,23 +122,27 @@ def main() -> None:
         ours = CrossEncoderReranker(
             model, max_length=args.max_length, device=device, dtype=args.dtype, depth=args.depth, interpolation=None
         )
-        peer = CrossEncoder(model, device=device, max_length=args.max_length, model_kwargs={"dtype": torch.float32})
-        identity = torch.nn.Identity()
         pairs = list(zip(pair_queries, pair_texts, strict=True))
         scores: dict[str, np.ndarray] = {}
+        # the peer runs in a process of its own (searchkit tunes this one's allocator), called in turn with ours
+        peer = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load_peer,
+            initargs=(model, pairs, device, ours.max_length, args.peer_allocator == "tuned"),
+        )
 
         def run_ours() -> None:
             scores["ours"] = ours.score(pair_queries, pair_texts)
 
         def run_peer() -> None:
-            scores["peer"] = np.asarray(
-                peer.predict(pairs, batch_size=args.peer_batch_size, activation_fn=identity, show_progress_bar=False)
-            )
+            scores["peer"] = peer.submit(_peer_predict, args.peer_batch_size).result()
 
-        ours.score(pair_queries[:64], pair_texts[:64])  # warm-up both
-        peer.predict(pairs[:64], batch_size=args.peer_batch_size, activation_fn=identity, show_progress_bar=False)
-        sync = torch.cuda.synchronize if device.startswith("cuda") else None
-        times = paired_times({"ours": run_ours, "peer": run_peer}, args.repeats, sync)
+        with peer:
+            ours.score(pair_queries[:64], pair_texts[:64])  # warm-up both
+            peer.submit(_peer_predict, args.peer_batch_size, 64).result()
+            sync = torch.cuda.synchronize if device.startswith("cuda") else None
+            times = paired_times({"ours": run_ours, "peer": run_peer}, args.repeats, sync)
 
     runs: dict[str, dict[str, list[Hit]]] = {"ours": {}, "peer": {}}
     for name in runs:
@@ -129,6 +173,8 @@ def main() -> None:
         "ours_pairs_per_s": len(pairs) / float(np.median(times["ours"])),
         "peer_pairs_per_s": len(pairs) / float(np.median(times["peer"])),
         "ratio": float(np.median(ratios)),
+        "peer_allocator": args.peer_allocator,
+        "batch_tokens": ours.batch_tokens,
         "seconds": times,
         "max_abs_score_diff": float(np.abs(scores["ours"] - scores["peer"]).max()),
         "top10_agreement": top_k_agreement(runs["ours"], runs["peer"], 10),
@@ -143,8 +189,14 @@ def main() -> None:
     rows = [
         ("machine", f"{result['machine']['cpu']} ({', '.join(result['machine']['flags'])})"),
         ("pairs (queries x depth)", f"{len(pairs)} ({len(queries)} x {args.depth}), max_length {ours.max_length}"),
-        (f"searchkit CrossEncoderReranker ({result['dtype_ours']}) pairs/s", f"{result['ours_pairs_per_s']:.1f}"),
-        ("sentence-transformers CrossEncoder.predict (fp32) pairs/s", f"{result['peer_pairs_per_s']:.1f}"),
+        (
+            f"searchkit CrossEncoderReranker ({result['dtype_ours']}, {ours.batch_tokens}-token batches) pairs/s",
+            f"{result['ours_pairs_per_s']:.1f}",
+        ),
+        (
+            f"sentence-transformers CrossEncoder.predict (fp32, own process, {args.peer_allocator} allocator) pairs/s",
+            f"{result['peer_pairs_per_s']:.1f}",
+        ),
         ("speedup", f"{result['ratio']:.2f}x"),
         (
             "top-10 mean overlap / identical order vs fp32",

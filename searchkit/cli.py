@@ -129,6 +129,35 @@ def _metadata_options(func: Any) -> Any:
     return _with_options(func, options)
 
 
+def _ray_options(func: Any) -> Any:
+    """``--ray [ADDRESS]`` and ``--ray-actors N`` (index build / add, run): see searchkit.distributed."""
+    options = [
+        click.option(
+            "--ray",
+            "ray_address",
+            is_flag=False,
+            flag_value="local",
+            default=None,
+            metavar="[ADDRESS]",
+            help="Spread the work over a Ray cluster (extra searchkit[ray]): alone, a local instance or the one "
+            "RAY_ADDRESS names; 'auto' joins this machine's cluster, ray://HOST:10001 a remote one.",
+        ),
+        click.option("--ray-actors", type=int, default=None, help="Ray actors (default: one per GPU or CPU)."),
+    ]
+    return _with_options(func, options)
+
+
+def _ray_config(address: str | None, actors: int | None) -> Any:
+    """RayConfig(address=..., actors=...) when --ray was given, else None."""
+    from searchkit.config import RayConfig
+
+    if address is None:
+        if actors is not None:
+            raise click.UsageError("--ray-actors needs --ray")
+        return None
+    return RayConfig(address=None if address == "local" else address, actors=actors)
+
+
 @index.command("build")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--corpus", help="BEIR folder, .jsonl/.tsv corpus file, or irds:<ir-datasets id>.")
@@ -151,7 +180,9 @@ def _metadata_options(func: Any) -> Any:
 @click.option("--title-field", default="title", show_default=True)
 @click.option("--text-field", default="text", show_default=True)
 @_metadata_options
+@_ray_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+@click.option("--force", is_flag=True, help="Build even when the plan (logged first) exceeds the free disk.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 @click.pass_context
 def index_build(
@@ -175,7 +206,10 @@ def index_build(
     text_field: str,
     metadata_fields: tuple[str, ...],
     filterable: tuple[str, ...],
+    ray_address: str | None,
+    ray_actors: int | None,
     overwrite: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Build an index from RECIPE.toml or from --corpus/-o.
@@ -228,6 +262,8 @@ def index_build(
         filters=spec["filters"],
         overwrite=overwrite,
         show_progress=ctx.obj["progress"],
+        ray=_ray_config(ray_address, ray_actors),
+        force=force,
         **spec["fields"],
     )
     summary = built.info()
@@ -240,6 +276,83 @@ def index_build(
         )
 
 
+@index.command("plan")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--corpus", help="BEIR folder, .jsonl/.tsv corpus file, or irds:<ir-datasets id>.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Where the index would go.")
+@click.option("--dense", "dense_model", help="Plan a dense component with this model (e.g. all-MiniLM-L6-v2).")
+@click.option("--no-bm25", is_flag=True, help="Plan without the BM25 component.")
+@_tokens_options
+@click.option("--faiss", "faiss_factory", default=None, help=f"FAISS factory (default {DenseConfig.faiss_factory}).")
+@click.option("--device", default=None, help="auto, cpu or cuda (default: the recipe's, else auto).")
+@click.option("--sample", type=int, default=None, help="Read only the first N documents; count the rest by lines.")
+@click.option("--scale-to", type=int, default=None, help="Plan for N documents, extrapolated from those read.")
+@click.option("--no-measure", is_flag=True, help="Do not time the encoder or measure every FAISS factory.")
+@click.option("--id-field", default="_id", show_default=True)
+@click.option("--title-field", default="title", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def index_plan(
+    recipe: Path | None,
+    corpus: str | None,
+    output: Path | None,
+    dense_model: str | None,
+    no_bm25: bool,
+    tokens_model: str | None,
+    tokens_max_length: int | None,
+    faiss_factory: str | None,
+    device: str | None,
+    sample: int | None,
+    scale_to: int | None,
+    no_measure: bool,
+    id_field: str,
+    title_field: str,
+    text_field: str,
+    as_json: bool,
+) -> None:
+    """Estimate a build before running it: disk per component, peak RAM, VRAM, encoding time, FAISS options.
+
+    Python: plan_build(corpus, bm25=..., dense=DenseConfig(...), sample=N, scale_to=N)  (searchkit.plan)
+    """
+    import dataclasses
+
+    from searchkit.config import BM25Config, load_index_recipe
+    from searchkit.plan import free_disk, plan_build
+    from searchkit.types import ConfigError
+
+    overrides: dict[str, Any] = {"faiss_factory": faiss_factory, "device": device}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if recipe is not None:
+        if corpus:
+            raise ConfigError("give either RECIPE.toml or --corpus, not both")
+        loaded = load_index_recipe(recipe)
+        dense = dataclasses.replace(loaded.dense, **overrides) if loaded.dense is not None else None
+        source, target = loaded.corpus, output or loaded.output
+        components: dict[str, Any] = {"bm25": loaded.bm25, "dense": dense, "tokens": loaded.tokens}
+        components["filters"] = loaded.filters
+        fields = {"id_field": id_field, "title_field": title_field, "text_field": text_field, **loaded.fields}
+    else:
+        if not corpus:
+            raise ConfigError("index plan needs RECIPE.toml or --corpus")
+        if overrides and not dense_model:
+            raise ConfigError("--faiss and --device need --dense MODEL")
+        source, target = corpus, output or Path("index")
+        components = {
+            "bm25": None if no_bm25 else BM25Config(),
+            "dense": DenseConfig(model=dense_model, **overrides) if dense_model else None,
+            "tokens": _tokens_config(tokens_model, tokens_max_length),
+        }
+        fields = {"id_field": id_field, "title_field": title_field, "text_field": text_field}
+    plan = plan_build(source, **components, **fields, sample=sample, scale_to=scale_to, measure=not no_measure)
+    where, free = free_disk(target)
+    if as_json:
+        _echo_json({**plan.to_dict(), "output": str(target), "free_disk": free})
+        return
+    click.echo(plan.table(free_disk=free))
+    if plan.disk_peak > free:
+        click.echo(f"warning: {where} has too little free disk: `index build` would refuse it without --force")
+
+
 @index.command("add")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dense", "dense_model", help="Add a dense component with this model.")
@@ -247,6 +360,7 @@ def index_build(
 @click.option("--device", default="auto", show_default=True)
 @click.option("--bm25", "add_bm25", is_flag=True, help="Add a BM25 component (default settings).")
 @_tokens_options
+@_ray_options
 @click.option("--overwrite", is_flag=True, help="Replace the component if the index has one.")
 @click.pass_context
 def index_add(
@@ -258,6 +372,8 @@ def index_add(
     add_bm25: bool,
     tokens_model: str | None,
     tokens_max_length: int | None,
+    ray_address: str | None,
+    ray_actors: int | None,
     overwrite: bool,
 ) -> None:
     """Add a component to an existing index without rebuilding the others.
@@ -274,6 +390,7 @@ def index_add(
         tokens=_tokens_config(tokens_model, tokens_max_length),
         overwrite=overwrite,
         show_progress=ctx.obj["progress"],
+        ray=_ray_config(ray_address, ray_actors),
     )
     click.echo(f"{updated.path}: components now {', '.join(updated.manifest['components'])}")
 
@@ -489,16 +606,26 @@ class _SearcherSettings:
 
         return FusionConfig(method=self.fusion, depth=self.depth, alpha=self.alpha, rrf_k=self.rrf_k)
 
+    def spec(self, directory: Path, filters: Sequence[str] = ()) -> Any:
+        """SearcherSpec(directory, mode=..., fusion=FusionConfig(...), rerank=RerankConfig(...), filters=...)"""
+        from searchkit.distributed import SearcherSpec
+
+        return SearcherSpec(
+            str(directory), self.mode, self.fusion_config(), self.rerank_config(), self.device, tuple(filters)
+        )
+
     def build(self, directory: Path) -> Any:
         """Searcher(Index.open(directory), mode=..., fusion=FusionConfig(...), rerank=RerankConfig(...))"""
-        from searchkit.index import Index
-        from searchkit.search import Searcher
-
-        opened = Index.open(directory, device=self.device)
-        return Searcher(opened, mode=self.mode, fusion=self.fusion_config(), rerank=self.rerank_config())
+        return self.spec(directory)()
 
 
 _SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _filter_option(func: Any) -> Any:
@@ -589,6 +716,7 @@ def search_command(
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--tag", default="searchkit", show_default=True, help="Run tag (TREC column 6).")
 @click.option("--exclude-self", is_flag=True, help="Drop a query's own id from its results.")
+@_ray_options
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -602,25 +730,29 @@ def run_command(
     batch_size: int,
     tag: str,
     exclude_self: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Run QUERIES (BEIR folder, .jsonl/.tsv file or irds:<id>) against an index; write a TREC run.
 
-    Python: write_run(run_queries(searcher, read_queries(queries), k), output)
+    With --ray the query batches are searched by Ray actors that each open the index and the reranker once; the
+    run written is the same. Python: write_run(run_queries(searcher, read_queries(queries), k), output), or
+    run_queries_on_ray(open_searcher, queries, k, RayConfig()) (searchkit.distributed).
     """
     from searchkit.evaluate import run_queries
     from searchkit.formats import write_run
     from searchkit.suite import select_queries
 
-    searcher = settings.build(directory)
     chosen = select_queries(queries, split)
-    run = run_queries(
-        searcher.filtered(list(filters)) if filters else searcher,
-        chosen,
-        k,
-        batch_size=batch_size,
-        show_progress=ctx.obj["progress"],
-        exclude_self=exclude_self,
-    )
+    ray = _ray_config(ray_address, ray_actors)
+    options = {"batch_size": batch_size, "show_progress": ctx.obj["progress"], "exclude_self": exclude_self}
+    if ray is not None:
+        from searchkit.distributed import run_queries_on_ray
+
+        on_gpus = (settings.device or "auto") != "cpu" and _cuda_visible()
+        run = run_queries_on_ray(settings.spec(directory, filters), chosen, k, ray, use_gpus=on_gpus, **options)
+    else:
+        run = run_queries(settings.spec(directory, filters)(), chosen, k, **options)
     write_run(run, output, tag=tag)
     click.echo(f"wrote {output}: {len(run)} queries, {sum(len(hits) for hits in run.values())} hits")
 

@@ -73,7 +73,8 @@ class DenseConfig:
     ``faiss_factory``: a FAISS index factory string (``Flat``, ``IVF256,Flat``, ``HNSW32``, ``IVF256,PQ48``).
     ``device``: ``auto`` (GPU when one is visible), ``cpu`` or ``cuda``. ``dtype``: ``auto`` (fp16 on a GPU, bf16
     on a CPU with AMX or AVX512-BF16, else fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the texts of
-    one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts).
+    one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts; None:
+    chosen for the model and device by :func:`searchkit.models.auto_batch_tokens`).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -89,12 +90,14 @@ class DenseConfig:
     shard_size: int = 8192
     device: str = "auto"
     dtype: str = "auto"
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown DenseConfig.dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         for name in ("max_length", "batch_size", "nprobe", "ef_search", "train_sample", "shard_size", "batch_tokens"):
+            if name == "batch_tokens" and self.batch_tokens is None:
+                continue
             if getattr(self, name) <= 0:
                 raise ConfigError(f"DenseConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -188,6 +191,28 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Where and how wide to run on Ray (``--ray [ADDRESS]``): a runtime setting, never stored in a manifest.
+
+    ``address``: None starts a local Ray instance, or joins the cluster ``RAY_ADDRESS`` names; ``"auto"`` joins the
+    cluster running on this machine; ``"ray://HOST:10001"`` a remote one. ``actors``: how many model actors (None:
+    one per GPU when the model runs on GPUs, else one per ``cpus_per_actor`` CPUs of the cluster).
+    ``cpus_per_actor``: the CPUs (torch threads) each actor holds.
+
+    >>> RayConfig().address is None, RayConfig(actors=2).actors
+    (True, 2)
+    """
+
+    address: str | None = None
+    actors: int | None = None
+    cpus_per_actor: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.actors is not None and self.actors <= 0) or self.cpus_per_actor <= 0:
+            raise ConfigError(f"Ray actors and cpus_per_actor must be > 0, got {self.actors} and {self.cpus_per_actor}")
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """How two first-stage rankings are combined.
 
@@ -219,7 +244,8 @@ class RerankConfig:
     ``max_length``: tokens per pair (None: the model card's training length, else 512; never above the model's
     position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, bf16 on a CPU with AMX or AVX512-BF16, else
     fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the pairs of one model call and ``batch_tokens`` its
-    padded tokens (batches are cut from length-sorted pairs). ``interpolation``: ``"auto"`` (the model card's
+    padded tokens (batches are cut from length-sorted pairs; None: :func:`searchkit.models.auto_batch_tokens`).
+    ``interpolation``: ``"auto"`` (the model card's
     weight, if any), None (reranker scores only) or a weight
     ``a`` in [0, 1] (``a * reranker + (1 - a) * first stage``, per-query min-max normalised). ``fusion``:
     ``"auto"`` uses the card's learned fusion of every stage (:class:`LearnedFusion`) when it has one and
@@ -242,7 +268,7 @@ class RerankConfig:
     interpolation: float | str | None = "auto"
     depth: int | None = None
     fusion: str | None = "auto"
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None
 
     def resolved_depth(self, fitted_depth: int | None) -> int:
         """The rerank depth: ``depth`` when set, else ``fitted_depth`` (the learned fusion's, when one is used),
@@ -252,7 +278,11 @@ class RerankConfig:
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
-        if self.batch_size <= 0 or (self.depth is not None and self.depth <= 0) or self.batch_tokens <= 0:
+        if (
+            self.batch_size <= 0
+            or (self.depth is not None and self.depth <= 0)
+            or (self.batch_tokens is not None and self.batch_tokens <= 0)
+        ):
             raise ConfigError(
                 f"batch_size, batch_tokens and depth must be > 0, got {self.batch_size}, {self.batch_tokens} and "
                 f"{self.depth}"

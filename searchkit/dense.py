@@ -4,7 +4,8 @@ Files this component writes in the folder it is given (the index owns the manife
 
     embeddings.npy   fp16 (num_docs, dim), row i is docids[i]; other FAISS types are built from it
     index.faiss      faiss.write_index of the CPU form of ``DenseConfig.faiss_factory`` (inner product)
-    faiss.json       how index.faiss was built: factory, metric, ntotal, dim, train_sample, seed
+    faiss.json       how index.faiss was built: factory, metric, ntotal, dim, train_sample, seed, train_rows,
+                     faiss_version, parts, mmap (whether faiss memory-maps the type: then loads map it)
     model.json       the encoder's identity (name, where it resolved, sha256 of its weight files) and dim
     shards/          only during a build: shard-00000.npy ... (fp16) + state.json, for resuming
 
@@ -28,15 +29,16 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from searchkit.config import DenseConfig
+from searchkit.config import DenseConfig, RayConfig
 from searchkit.encoder import Encoder, get_encoder
 from searchkit.faults import checkpoint
 from searchkit.formats import document_text, save_npy_atomic, write_json_atomic
@@ -58,16 +60,144 @@ logger = logging.getLogger(__name__)
 
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit; larger k is served by the CPU index
 STATE_VERSION = 1
+
+
+class RayEncoding(NamedTuple):
+    """How a build encodes on Ray: the cluster settings and the folder of the doc store the actors read."""
+
+    config: RayConfig
+    store: Path
+
+
 _ADD_CHUNK = 65_536
 
 
 # ---------------------------------------------------------------- FAISS
 
+# How faiss reads each index type memory-mapped, measured on faiss 1.15 by reading every type with every flag and
+# comparing results and RSS: IO_FLAG_MMAP_IFC maps the codes of Flat, SQ and PQ indexes, the vectors and graph of
+# HNSW, and IVF inverted lists (also behind an OPQ/PCA transform): identical results, almost no anonymous memory,
+# and pages shared with every other process that maps the file. The legacy IO_FLAG_MMAP maps IVF lists only (it
+# does nothing for Flat), and no flag maps fast-scan lists ("PQ{m}x4fs": IO_FLAG_MMAP_IFC reads them in full and
+# maps the file too), so the types below are the ones mapped; anything else is read into memory. A mapped index is
+# read-only: adding to it (or to a clone of it) aborts the process, so updates read a private copy.
+MMAP_TYPES = frozenset(
+    {
+        "IndexFlat",
+        "IndexFlatIP",
+        "IndexFlatL2",
+        "IndexPQ",
+        "IndexScalarQuantizer",
+        "IndexHNSWFlat",
+        "IndexHNSWSQ",
+        "IndexIVFFlat",
+        "IndexIVFPQ",
+        "IndexIVFScalarQuantizer",
+        "IndexPreTransform",
+    }
+)
+# faiss's k-means warns below this many training vectors per centroid (IVF lists, PQ sub-quantizer codes)
+_POINTS_PER_CENTROID = 39
+
+
+def _faiss_message(err: BaseException) -> str:
+    """faiss's error as one line: its last line, without the C++ file and function it came from."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    last = re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[-1])
+    return re.sub(r"^Error: '.*?' failed: ", "", last)
+
+
+def faiss_parts(index: Any) -> list[Any]:
+    """``index`` and every index inside it (the index behind a pre-transform, an IVF's coarse quantizer, HNSW's
+    storage, a refine stage's two), each downcast to its own type.
+
+    >>> import faiss
+    >>> index = faiss.index_factory(8, "IVF4_HNSW8,Flat", faiss.METRIC_INNER_PRODUCT)
+    >>> [type(part).__name__ for part in faiss_parts(index)]
+    ['IndexIVFFlat', 'IndexHNSWFlat', 'IndexFlat']
+    """
+    import faiss
+
+    parts, stack = [], [index]
+    while stack:
+        part = faiss.downcast_index(stack.pop(0))
+        parts.append(part)
+        for name in ("index", "quantizer", "storage", "base_index", "refine_index"):
+            child = getattr(part, name, None)
+            if isinstance(child, faiss.Index):
+                stack.append(child)
+    return parts
+
+
+def _training_needs(index: Any) -> list[tuple[str, int]]:
+    """(part, centroids) of every k-means that training ``index`` runs: the sample needs at least that many rows."""
+    import faiss
+
+    needs: list[tuple[str, int]] = []
+    for part in faiss_parts(index):
+        if isinstance(part, faiss.IndexIVF):
+            needs.append((f"IVF{part.nlist}", int(part.nlist)))
+        pq = getattr(part, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            needs.append((f"PQ{pq.M}x{pq.nbits}", int(pq.ksub)))
+    if isinstance(index, faiss.IndexPreTransform):
+        chain: Any = index.chain  # a SWIG vector (the stubs say list)
+        for i in range(chain.size()):
+            transform = faiss.downcast_VectorTransform(chain.at(i))
+            if isinstance(transform, faiss.OPQMatrix):
+                needs.append((f"OPQ{transform.M}", 256))  # trains its own 8-bit PQ
+    return needs
+
+
+def _check_training_size(index: Any, factory: str, size: int, n: int, train_sample: int) -> None:
+    """A one-line ConfigError, with the fix, when ``size`` rows cannot train ``index``; a warning when they are
+    fewer than faiss's k-means wants."""
+    needs = _training_needs(index)
+    if not needs:
+        return
+    part, centroids = max(needs, key=lambda need: need[1])
+    if size >= centroids:
+        if size < _POINTS_PER_CENTROID * centroids:
+            if n > size:
+                fix = f"raise DenseConfig.train_sample to {min(n, _POINTS_PER_CENTROID * centroids)}"
+            elif part.startswith("IVF"):
+                fix = f"IVF{max(1, n // _POINTS_PER_CENTROID)} would train better on this corpus"
+            else:
+                fix = "on a corpus this small, Flat or HNSW32 would search better"
+            logger.warning(
+                "dense: FAISS %r trains on %d vectors, fewer than the %d (%d per centroid) that train %s well; %s",
+                factory,
+                size,
+                _POINTS_PER_CENTROID * centroids,
+                _POINTS_PER_CENTROID,
+                part,
+                fix,
+            )
+        return
+    if n >= centroids:  # the corpus has enough rows, the sample does not
+        fix = f"raise DenseConfig.train_sample (now {train_sample}) to {min(n, _POINTS_PER_CENTROID * centroids)}"
+    elif part.startswith("IVF"):
+        lists = max(1, n // _POINTS_PER_CENTROID)
+        fix = f"use at most IVF{lists} for {n} vectors (about corpus / {_POINTS_PER_CENTROID}), or 'Flat' / 'HNSW32'"
+    else:
+        fix = "use 'Flat' or 'HNSW32' for so few vectors (8-bit PQ wants about 10,000 or more), or 4-bit PQ{m}x4fs"
+    raise ConfigError(f"cannot train FAISS {factory!r} on {size} vectors: {part} needs at least {centroids}; {fix}")
+
 
 def build_faiss_index(vectors: np.ndarray, factory: str = "Flat", *, train_sample: int = 100_000, seed: int = 0) -> Any:
     """An inner-product FAISS index from ``factory`` over ``vectors`` (any float dtype; added as float32).
 
-    IVF/PQ indexes are trained on a seeded sample of at most ``train_sample`` rows.
+    Indexes that need training (IVF, PQ, OPQ, SQ) are trained on a seeded sample of at most ``train_sample`` rows;
+    a sample too small for the factory's k-means is a one-line :class:`ConfigError` saying how to fix it. Any
+    factory faiss builds with the inner-product metric works (embeddings are L2-normalised, so inner product is
+    cosine): ``Flat``, ``HNSW32``, ``IVF1024,Flat``, ``IVF1024_HNSW32,Flat``, ``IVF1024,PQ48``,
+    ``IVF1024,PQ48x4fs``, ``OPQ48,IVF1024,PQ48``, ``OPQ48_192,IVF1024,PQ48``, ``IVF1024,SQ8``, ``HNSW32,SQ8``...
+    PQ codebooks skip faiss's polysemous training (a reordering only polysemous search uses, and minutes of CPU).
+
+    >>> x = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
+    >>> index = build_faiss_index(x / np.linalg.norm(x, axis=1, keepdims=True), "IVF16,PQ8")
+    >>> index.ntotal, type(index).__name__
+    (2000, 'IndexIVFPQ')
     """
     import faiss
 
@@ -75,15 +205,28 @@ def build_faiss_index(vectors: np.ndarray, factory: str = "Flat", *, train_sampl
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
-        raise ConfigError(f"invalid FAISS factory {factory!r}: {str(err).splitlines()[-1]}") from None
+        hint = "PQ{m} needs m to divide the dimension" if "PQ" in factory else "see faiss's wiki, 'The index factory'"
+        message = _faiss_message(err)
+        raise ConfigError(f"invalid FAISS factory {factory!r} for dimension {dim}: {message} ({hint})") from None
+    parts = faiss_parts(index)
+    not_ip = sorted({type(part).__name__ for part in parts if part.metric_type != faiss.METRIC_INNER_PRODUCT})
+    if not_ip:
+        raise ConfigError(
+            f"FAISS {factory!r}: faiss {faiss.__version__} builds {', '.join(not_ip)} with the L2 metric only, and "
+            "searchkit ranks by inner product; use Flat, HNSW32, IVF{n},Flat, IVF{n},PQ{m} or OPQ{m},IVF{n},PQ{m}"
+        )
+    for part in parts:
+        if getattr(part, "do_polysemous_training", False):
+            part.do_polysemous_training = False
     if not index.is_trained:
         size = min(n, train_sample)
+        _check_training_size(index, factory, size, n, train_sample)
         rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
         try:
             index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
         except RuntimeError as err:
             raise ConfigError(
-                f"cannot train FAISS {factory!r} on {size} vectors ({str(err).splitlines()[-1]}); "
+                f"cannot train FAISS {factory!r} on {size} vectors ({_faiss_message(err)}); "
                 "use fewer lists (IVFn with n well under the corpus size) or 'Flat'"
             ) from None
     for start in range(0, n, _ADD_CHUNK):
@@ -91,23 +234,133 @@ def build_faiss_index(vectors: np.ndarray, factory: str = "Flat", *, train_sampl
     return index
 
 
-def apply_search_params(index: Any, *, nprobe: int, ef_search: int) -> None:
-    """Set nprobe (IVF), efSearch (HNSW) and quantizer_efSearch where the index has them."""
+def mmap_supported(index: Any) -> bool:
+    """Whether faiss reads ``index``'s type memory-mapped (IO_FLAG_MMAP_IFC): every part is in :data:`MMAP_TYPES`.
+
+    >>> import faiss
+    >>> mmap_supported(faiss.IndexFlatIP(8)), mmap_supported(faiss.index_factory(8, "IVF4,PQ4x4fs"))
+    (True, False)
+    """
+    return all(type(part).__name__ in MMAP_TYPES for part in faiss_parts(index))
+
+
+def read_faiss_index(path: str | Path, *, mmap: bool = True) -> Any:
+    """Read ``path`` (written by :func:`rebuild_index`), memory-mapped when ``mmap`` and ``faiss.json`` beside it
+    says faiss maps its type (see :data:`MMAP_TYPES`), else into memory; an unreadable file is an
+    :class:`IndexFormatError`. A mapped index shares its pages with every process that maps the file and must not
+    be added to (read it with ``mmap=False`` for a private, writable copy).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = np.save(folder / "embeddings.npy", np.eye(4, 8, dtype=np.float16))
+    >>> _ = rebuild_index(folder, "Flat")
+    >>> read_faiss_index(folder / "index.faiss").ntotal
+    4
+    """
     import faiss
 
-    on_gpu = "Gpu" in type(index).__name__
-    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    path = Path(path)
+    info: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((path.parent / "faiss.json").read_text(encoding="utf-8"))
+    # faiss.json before the "mmap" key: the Flat indexes it was always meant for
+    mapped = bool(info.get("mmap", str(info.get("factory", "")).strip() == "Flat")) and mmap
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+    except RuntimeError as err:
+        if not mapped:
+            raise IndexFormatError(f"{path}: unreadable FAISS index ({_faiss_message(err)})") from None
+        logger.info("dense: faiss cannot map %s (%s); reading it into memory", path, _faiss_message(err))
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        raise IndexFormatError(f"{path}: unreadable FAISS index ({_faiss_message(err)})") from None
+
+
+def _on_gpu(index: Any) -> bool:
+    """Whether ``index`` is searched on a GPU: a GpuIndex, shards or replicas of them, or a transform before one."""
+    import faiss
+
+    if "Gpu" in type(index).__name__:
+        return True
+    if not isinstance(index, faiss.Index):
+        return False
+    part: Any = faiss.downcast_index(index)
+    if "Gpu" in type(part).__name__:
+        return True
+    if isinstance(part, faiss.IndexPreTransform):
+        return _on_gpu(part.index)
+    count = getattr(part, "count", None)  # IndexShards, IndexReplicas
+    return callable(count) and count() > 0 and _on_gpu(part.at(0))
+
+
+def apply_search_params(index: Any, *, nprobe: int, ef_search: int) -> None:
+    """Set nprobe (IVF), efSearch (HNSW) and quantizer_efSearch (an IVF's HNSW quantizer) where the index has them;
+    on a GPU (one, or shards over several) through faiss's GPU parameter space.
+
+    >>> import faiss
+    >>> index = faiss.index_factory(8, "IVF4_HNSW8,Flat", faiss.METRIC_INNER_PRODUCT)
+    >>> apply_search_params(index, nprobe=3, ef_search=40)
+    >>> ivf = faiss.extract_index_ivf(index)
+    >>> ivf.nprobe, faiss.downcast_index(ivf.quantizer).hnsw.efSearch
+    (3, 40)
+    """
+    import faiss
+
+    space = faiss.GpuParameterSpace() if _on_gpu(index) else faiss.ParameterSpace()
     space.initialize(index)
     for name, value in (("nprobe", nprobe), ("efSearch", ef_search), ("quantizer_efSearch", ef_search)):
         with contextlib.suppress(RuntimeError):  # the index has no such parameter
             space.set_index_parameter(index, name, value)
 
 
-_GPU_RESOURCES: list[Any] = []
+class FaissPlacement(NamedTuple):
+    """Where a FAISS index is searched: ``gpus`` () for the CPU, one GPU, or several the index is sharded over."""
+
+    gpus: tuple[int, ...]
+    shard: bool
+    where: str
+
+
+def faiss_placement(device: str, num_gpus: int) -> FaissPlacement:
+    """Where ``device`` puts a FAISS index when faiss sees ``num_gpus`` GPUs: ``cpu`` (or no GPU) on the CPU;
+    ``cuda:N`` on GPU N; ``auto`` and ``cuda`` sharded over every GPU when there are several, else on GPU 0.
+
+    >>> faiss_placement("auto", 4)
+    FaissPlacement(gpus=(0, 1, 2, 3), shard=True, where='cuda:0-3')
+    >>> faiss_placement("cuda:2", 4).where, faiss_placement("cuda", 1).where, faiss_placement("auto", 0).where
+    ('cuda:2', 'cuda:0', 'cpu')
+    """
+    if device == "cpu" or num_gpus <= 0:
+        return FaissPlacement((), False, "cpu")
+    if ":" in device:
+        gpu = int(device.split(":", 1)[1])
+        return FaissPlacement((gpu,), False, f"cuda:{gpu}")
+    if num_gpus == 1:
+        return FaissPlacement((0,), False, "cuda:0")
+    return FaissPlacement(tuple(range(num_gpus)), True, f"cuda:0-{num_gpus - 1}")
+
+
+_GPU_RESOURCES: dict[int, Any] = {}
+
+
+def _gpu_resources(gpu: int) -> Any:
+    import faiss
+
+    if gpu not in _GPU_RESOURCES:
+        _GPU_RESOURCES[gpu] = faiss.StandardGpuResources()
+    return _GPU_RESOURCES[gpu]
 
 
 def place_index(index: Any, device: str) -> tuple[Any, str]:
-    """Move a CPU index to the GPU when ``device`` allows and faiss has GPUs; returns (index, where)."""
+    """Move a CPU index where :func:`faiss_placement` says: one GPU, shards over all GPUs
+    (``GpuMultipleClonerOptions(shard=True)``: each GPU holds and searches a part, results merged), or the CPU.
+    Returns (index, where); a type faiss cannot move (HNSW, fast-scan) stays on the CPU with a warning.
+
+    >>> import faiss
+    >>> place_index(faiss.IndexFlatIP(8), "cpu")[1]
+    'cpu'
+    """
     import faiss
 
     if device == "cpu":
@@ -123,22 +376,26 @@ def place_index(index: Any, device: str) -> tuple[Any, str]:
         else:
             logger.info("dense: FAISS search on CPU (faiss has no GPU)")
         return index, "cpu"
-    gpu = int(device.split(":")[1]) if ":" in device else 0
-    if not _GPU_RESOURCES:
-        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    plan = faiss_placement(device, faiss.get_num_gpus())
     try:
-        moved = faiss.index_cpu_to_gpu(_GPU_RESOURCES[0], gpu, index)
+        if plan.shard:
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True
+            resources = [_gpu_resources(gpu) for gpu in plan.gpus]
+            moved = faiss.index_cpu_to_gpu_multiple_py(resources, index, co=options, gpus=list(plan.gpus))
+        else:
+            moved = faiss.index_cpu_to_gpu(_gpu_resources(plan.gpus[0]), plan.gpus[0], index)
     except RuntimeError as err:
-        logger.warning("dense: this FAISS index cannot run on GPU (%s); GPU fell back to CPU", err)
+        logger.warning("dense: this FAISS index cannot run on %s (%s); GPU fell back to CPU", plan.where, err)
         return index, "cpu"
-    logger.info("dense: FAISS index on GPU %d", gpu)
-    return moved, f"cuda:{gpu}"
+    logger.info("dense: FAISS index on %s%s", plan.where, " (sharded)" if plan.shard else "")
+    return moved, plan.where
 
 
 def _write_faiss_atomic(index: Any, path: Path) -> None:
     import faiss
 
-    if "Gpu" in type(index).__name__:
+    if _on_gpu(index):
         index = faiss.index_gpu_to_cpu(index)
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(tmp))
@@ -146,14 +403,42 @@ def _write_faiss_atomic(index: Any, path: Path) -> None:
 
 
 def rebuild_index(folder: str | Path, factory: str, *, train_sample: int = 100_000, seed: int = 0) -> Any:
-    """(Re)build ``folder/index.faiss`` from ``folder/embeddings.npy`` with ``factory``; no re-encoding."""
+    """(Re)build ``folder/index.faiss`` from ``folder/embeddings.npy`` with ``factory``; no re-encoding.
+
+    ``faiss.json`` records how: factory, metric, vectors, dimension, sample, seed, the faiss version, the index's
+    parts, whether faiss memory-maps it (:func:`mmap_supported`), train and add seconds.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = np.save(folder / "embeddings.npy", np.eye(300, 8, dtype=np.float16))
+    >>> rebuild_index(folder, "HNSW16").ntotal, json.loads((folder / "faiss.json").read_text())["mmap"]
+    (300, True)
+    """
+    import time
+
+    import faiss
+
     folder = Path(folder)
     embeddings = np.load(folder / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    started = time.perf_counter()
     index = build_faiss_index(embeddings, factory, train_sample=train_sample, seed=seed)
+    seconds = time.perf_counter() - started
+    trained = not faiss.index_factory(index.d, factory, faiss.METRIC_INNER_PRODUCT).is_trained
     _write_faiss_atomic(index, folder / "index.faiss")
     built = {"factory": factory, "metric": "inner_product", "ntotal": int(index.ntotal), "dim": int(index.d)}
-    write_json_atomic(folder / "faiss.json", {**built, "train_sample": train_sample, "seed": seed})
-    logger.info("dense: wrote %s (%s, %d vectors)", folder / "index.faiss", factory, index.ntotal)
+    write_json_atomic(
+        folder / "faiss.json",
+        {
+            **built,
+            "train_sample": train_sample,
+            "seed": seed,
+            "train_rows": min(len(embeddings), train_sample) if trained else 0,
+            "faiss_version": faiss.__version__,
+            "parts": [type(part).__name__ for part in faiss_parts(index)],
+            "mmap": mmap_supported(index),
+        },  # no timings: a resumed build must write the same bytes as an uninterrupted one
+    )
+    logger.info("dense: wrote %s (%s, %d vectors, %.1f s)", folder / "index.faiss", factory, index.ntotal, seconds)
     return index
 
 
@@ -245,6 +530,7 @@ def _encode_shards(
     identity: dict[str, Any],
     show_progress: bool,
     tokens: DocumentTokens | None = None,
+    ray: RayEncoding | None = None,
 ) -> list[Path]:
     from tqdm.auto import tqdm
 
@@ -269,6 +555,20 @@ def _encode_shards(
     write_json_atomic(shard_dir / "state.json", state)
     logger.info("dense: encoding %d docs in %d shards of %d into %s", n, len(bounds), size, shard_dir)
 
+    if ray is not None:  # the same shard files, encoded by Ray actors that read the rows themselves
+        from searchkit.distributed import StoreRows, TokenRows, encode_shards
+
+        rows = TokenRows(tokens.folder) if tokens is not None else StoreRows(ray.store)
+        todo = [(number, lo, hi) for number, (lo, hi) in enumerate(bounds) if number not in done]
+
+        def write(number: int, embeddings: np.ndarray) -> None:
+            save_npy_atomic(shard_dir / f"shard-{number:05d}.npy", embeddings)
+            checkpoint("dense.shard")
+
+        with tqdm(total=n, unit="doc", desc="dense encode (ray)", disable=not show_progress) as bar:
+            bar.update(sum(hi - lo for number, (lo, hi) in enumerate(bounds) if number in done))
+            encode_shards(todo, config, rows, write, ray.config, bar)
+        return [shard_dir / f"shard-{number:05d}.npy" for number in range(len(bounds))]
     stream = iter(docs if tokens is None else [Document(doc_id, "") for doc_id in docids])
     paths = []
     with tqdm(total=n, unit="doc", desc="dense encode", disable=not show_progress) as bar:
@@ -396,17 +696,20 @@ class DenseRetriever:
         docids: Sequence[str],
         show_progress: bool = False,
         tokens: DocumentTokens | None = None,
+        ray: RayEncoding | None = None,
     ) -> DenseRetriever:
         """Encode ``docs`` (row i is ``docids[i]``) in resumable shards, then write the component files.
 
         ``tokens``: the index's stored document tokens; encoded instead of ``docs`` when :func:`usable_tokens`.
+        ``ray``: encode the shards on Ray actors that read the rows from the doc store it names (see
+        :mod:`searchkit.distributed`); the files written are the same.
         """
         folder = Path(folder)
         resolve_device(config.device, "dense")  # a bad device fails before any document is read
         folder.mkdir(parents=True, exist_ok=True)
         identity = model_identity(config.model)
         tokens = usable_tokens(tokens, config)
-        paths = _encode_shards(docs, folder, config, docids, identity, show_progress, tokens)
+        paths = _encode_shards(docs, folder, config, docids, identity, show_progress, tokens, ray)
         first = np.load(paths[0], mmap_mode="r", allow_pickle=False) if paths else None
         dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
         _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
@@ -525,18 +828,13 @@ class DenseRetriever:
 
     @classmethod
     def load(cls, folder: str | Path, config: DenseConfig, docids: Sequence[str]) -> DenseRetriever:
-        """Open the arrays (embeddings memory-mapped) and the FAISS index; the encoder stays unloaded."""
-        import faiss
-
+        """Open the arrays (embeddings memory-mapped) and the FAISS index (memory-mapped where faiss can,
+        :func:`read_faiss_index`); the encoder stays unloaded."""
         folder = Path(folder)
         missing = [name for name in cls.files if not (folder / name).is_file()]
         if missing:
             raise IndexFormatError(f"{folder}: dense component lacks {', '.join(missing)}; rebuild it")
-        flags = faiss.IO_FLAG_MMAP if config.faiss_factory.strip() == "Flat" else 0
-        try:
-            cpu_index = faiss.read_index(str(folder / "index.faiss"), flags)
-        except RuntimeError as err:
-            raise IndexFormatError(f"{folder / 'index.faiss'}: unreadable FAISS index ({err})") from None
+        cpu_index = read_faiss_index(folder / "index.faiss")  # memory-mapped where faiss maps the type
         apply_search_params(cpu_index, nprobe=config.nprobe, ef_search=config.ef_search)
         index, where = place_index(cpu_index, config.device)
         if where != "cpu":

@@ -20,7 +20,7 @@ import numpy as np
 
 from searchkit.batching import pad_rows, token_budget_batches
 from searchkit.config import DenseConfig
-from searchkit.models import model_identity, resolve_device, resolve_dtype, resolve_model
+from searchkit.models import auto_batch_tokens, model_identity, resolve_device, resolve_dtype, resolve_model
 from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Encoder:
         batch_size: int = DenseConfig.batch_size,
         normalize: bool = DenseConfig.normalize,
         dtype: str = DenseConfig.dtype,
-        batch_tokens: int = DenseConfig.batch_tokens,
+        batch_tokens: int | None = DenseConfig.batch_tokens,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -52,7 +52,6 @@ class Encoder:
         self.device = resolve_device(device, "dense")
         self.max_length = max_length
         self.batch_size = batch_size
-        self.batch_tokens = batch_tokens
         self.normalize = normalize
         self.model = SentenceTransformer(self.resolved, device=self.device)
         self.model.max_seq_length = max_length
@@ -60,6 +59,8 @@ class Encoder:
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self.model.to(torch_dtype)
         self.model.eval()
+        body = getattr(self.model[0], "auto_model", None)  # the transformer whose width sets the CPU budget
+        self.batch_tokens = batch_tokens or auto_batch_tokens(getattr(body, "config", None), torch_dtype, self.device)
         self.tokenizer = self.model.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.left_pad = getattr(self.tokenizer, "padding_side", "right") == "left"

@@ -35,7 +35,7 @@ from typing import Any
 
 import ir_measures
 
-from searchkit.types import ConfigError, DataError, Qrels, Query, Retriever, Run, sort_hits
+from searchkit.types import ConfigError, DataError, Hit, Qrels, Query, Retriever, Run, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +93,39 @@ def run_queries(
     ``exclude_self`` drops a query's own id from its results (collections whose queries are documents):
     ``k + 1`` hits are retrieved, the query's id removed, and at most ``k`` kept.
     """
-    if k <= 0 or batch_size <= 0:
-        raise ConfigError(f"k and batch_size must be > 0, got k={k}, batch_size={batch_size}")
-    _check_unique([query.query_id for query in queries], "query")
+    batches = query_batches(queries, k, batch_size)
     depth = k + 1 if exclude_self else k
     run: Run = {}
-    starts = range(0, len(queries), batch_size)
+    steps: Iterable[tuple[int, int]] = batches
     if show_progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="queries", unit="batch")
-    for start in starts:
-        batch = queries[start : start + batch_size]
+        steps = tqdm(batches, desc="queries", unit="batch")
+    for start, end in steps:
+        batch = queries[start:end]
         results = retriever.search_batch([query.text for query in batch], depth)
-        if len(results) != len(batch):
-            raise DataError(
-                f"{type(retriever).__name__}.search_batch gave {len(results)} lists for {len(batch)} queries"
-            )
-        for query, hits in zip(batch, results, strict=True):
-            if exclude_self:
-                hits = [hit for hit in hits if hit.doc_id != query.query_id]
-            run[query.query_id] = list(hits[:k])
+        collect_batch(run, batch, results, k, exclude_self, type(retriever).__name__)
     return run
+
+
+def query_batches(queries: Sequence[Query], k: int, batch_size: int) -> list[tuple[int, int]]:
+    """The (start, end) query batches of a run, after checking ``k``, ``batch_size`` and the query ids."""
+    if k <= 0 or batch_size <= 0:
+        raise ConfigError(f"k and batch_size must be > 0, got k={k}, batch_size={batch_size}")
+    _check_unique([query.query_id for query in queries], "query")
+    return [(start, min(start + batch_size, len(queries))) for start in range(0, len(queries), batch_size)]
+
+
+def collect_batch(
+    run: Run, batch: Sequence[Query], results: Sequence[Sequence[Hit]], k: int, exclude_self: bool, source: str
+) -> None:
+    """Put one batch's hit lists into ``run`` (the query's own id dropped when ``exclude_self``, ``k`` kept)."""
+    if len(results) != len(batch):
+        raise DataError(f"{source}.search_batch gave {len(results)} lists for {len(batch)} queries")
+    for query, hits in zip(batch, results, strict=True):
+        if exclude_self:
+            hits = [hit for hit in hits if hit.doc_id != query.query_id]
+        run[query.query_id] = list(hits[:k])
 
 
 def _check_unique(ids: Sequence[str], what: str) -> None:

@@ -74,6 +74,7 @@ from searchkit.config import (
     BM25Config,
     DenseConfig,
     FilterConfig,
+    RayConfig,
     TokensConfig,
     UpdateConfig,
     config_from_dict,
@@ -493,6 +494,8 @@ class Index:
         title_field: str = "title",
         text_field: str = "text",
         metadata_fields: Sequence[str] = (),
+        ray: RayConfig | None = None,
+        force: bool = False,
     ) -> Index:
         """Build an index over ``corpus`` (BEIR dir, JSONL/TSV file, ``irds:<id>`` or Documents) at ``path``.
 
@@ -500,6 +503,9 @@ class Index:
         them when the tokenizers match); a reranker with the same tokenizer reads them instead of the texts.
         Documents keep their metadata (BEIR's ``metadata`` object, plus the corpus columns ``metadata_fields`` and the
         ``filters`` fields name); ``filters`` stores the fields it declares column-wise for filtered searches.
+        ``ray``: encode the dense component on a Ray cluster (:mod:`searchkit.distributed`; the same files).
+        A plan of the build (:func:`searchkit.plan.check_build`: disk, peak RAM) is logged first, and a build whose
+        plan exceeds the free disk is refused unless ``force``.
 
         >>> import tempfile, pathlib
         >>> Index.build("tests/data/tiny", pathlib.Path(tempfile.mkdtemp()) / "i").num_docs
@@ -513,6 +519,7 @@ class Index:
             raise ConfigError("nothing to build: enable BM25 and/or dense (e.g. drop --no-bm25 or add --dense)")
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+        _check_ray(ray, dense)
         with _build_lock(target):
             _recover(target)
             if target.exists() and not overwrite:
@@ -522,6 +529,9 @@ class Index:
             kept = list(dict.fromkeys([*metadata_fields, *(filters.types if filters is not None else ())]))
             if kept:
                 fields["metadata"] = kept
+            from searchkit.plan import check_build
+
+            check_build(corpus, target, configs, fields, force=force)
             building = _building_dir(target)
             state = {"source": source, "fields": fields, "components": _config_dicts(configs)}
             _prepare_build_dir(building, state)
@@ -539,7 +549,7 @@ class Index:
                 stored: Any = None
                 for name, config in configs.items():
                     if config is not None:
-                        built = _build_component(name, config, building, docids, show_progress, tokens=stored)
+                        built = _build_component(name, config, building, docids, show_progress, tokens=stored, ray=ray)
                         stored = built if name == "tokens" else stored
                         entries[name] = _component_entry(config, built)
                         checkpoint("index.build.component")
@@ -699,6 +709,7 @@ class Index:
         filters: FilterConfig | None = None,
         overwrite: bool = False,
         show_progress: bool = False,
+        ray: RayConfig | None = None,
     ) -> Index:
         """Add (or with ``overwrite`` replace) a component without rebuilding the others; returns the re-opened index.
 
@@ -720,6 +731,7 @@ class Index:
         for name in configs:
             if name in self.manifest["components"] and not overwrite:
                 raise ConfigError(f"{self.path} already has a {name} component; pass overwrite=True to replace it")
+        _check_ray(ray, dense)
         target = self.path
         with changing(self, "add") as building:
             state = {"add": _config_dicts(configs), "base": self.manifest.get("checksum") or self.fingerprint()}
@@ -736,7 +748,9 @@ class Index:
                         shutil.rmtree(stage, ignore_errors=True)
                         built = COMPONENTS[name].retriever_class().reindex(target / name, stage, config, self.row_ids)
                     else:
-                        built = _build_component(name, config, building, self.row_ids, show_progress, tokens=stored)
+                        built = _build_component(
+                            name, config, building, self.row_ids, show_progress, tokens=stored, ray=ray
+                        )
                     if name == "bm25" and len(self.deleted_rows):  # built over every row: take the tombstones out
                         built = self._without_tombstones(built, building / name)
                     stored = built if name == "tokens" else stored
@@ -1084,6 +1098,17 @@ def _component_entry(config: Any, built: Any) -> dict[str, Any]:
     return {"config": config_to_dict(config), **(describe() if describe is not None else {})}
 
 
+def _check_ray(ray: RayConfig | None, dense: DenseConfig | None) -> None:
+    """Before any work: Ray is installed when asked for (a one-line error naming the extra otherwise)."""
+    if ray is None:
+        return
+    from searchkit.distributed import require_ray
+
+    require_ray()
+    if dense is None:
+        logger.info("ray: no dense component to encode; the build runs in this process")
+
+
 def _build_component(
     name: str,
     config: Any,
@@ -1093,10 +1118,12 @@ def _build_component(
     *,
     subfolder: bool = True,
     tokens: Any = None,
+    ray: RayConfig | None = None,
 ) -> Any:
     """Build component ``name`` from the doc store of the index being built (streamed again from disk); returns it.
 
     ``tokens``: the index's stored document tokens, handed to the dense component (it encodes them when it can).
+    ``ray``: the dense component is encoded on Ray (its actors read the doc store themselves).
     """
     target = folder / name if subfolder else folder
     target.mkdir(exist_ok=True)
@@ -1104,7 +1131,11 @@ def _build_component(
     store = _DocStore(store_folder)
     retriever_class = COMPONENTS[name].retriever_class()
     logger.info("building %s component over %d documents", name, len(docids))
-    extra = {"tokens": tokens} if name == "dense" and tokens is not None else {}
+    extra: dict[str, Any] = {"tokens": tokens} if name == "dense" and tokens is not None else {}
+    if name == "dense" and ray is not None:
+        from searchkit.dense import RayEncoding
+
+        extra["ray"] = RayEncoding(ray, store_folder)
     return retriever_class.build(iter(store), target, config, docids, show_progress=show_progress, **extra)
 
 

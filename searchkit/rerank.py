@@ -55,6 +55,7 @@ from searchkit.config import LearnedFusion, RerankConfig, config_from_dict
 from searchkit.fusion import fuse, interpolation_model, reranker_only, stage_features
 from searchkit.models import (
     MODEL_CARD,
+    auto_batch_tokens,
     read_model_card,
     resolve_device,
     resolve_dtype,
@@ -312,7 +313,7 @@ class CrossEncoderReranker:
         interpolation: float | str | None = _AUTO,
         fusion: str | None = _AUTO,
         depth: int | None = RerankConfig.depth,
-        batch_tokens: int = RerankConfig.batch_tokens,
+        batch_tokens: int | None = RerankConfig.batch_tokens,
     ) -> None:
         settings = RerankConfig(
             str(model), max_length, batch_size, device, dtype, interpolation, depth, fusion, batch_tokens
@@ -364,6 +365,7 @@ class CrossEncoderReranker:
         self.card = card
         self.dtype = dtype
         self.batch_size = settings.batch_size
+        self.batch_tokens = settings.batch_tokens or auto_batch_tokens(model.config, dtype, self.device)
         limit = int(getattr(model.config, "max_position_embeddings", DEFAULT_MAX_LENGTH) or DEFAULT_MAX_LENGTH)
         wanted = settings.max_length or int(card.get("max_length") or DEFAULT_MAX_LENGTH)
         self.max_length = min(wanted, limit)
@@ -497,7 +499,7 @@ class CrossEncoderReranker:
         count = len(pairs.input_ids)
         scores = np.zeros(count, dtype=np.float32)
         batches: Any = token_budget_batches(
-            [len(ids) for ids in pairs.input_ids], max_tokens=self.config.batch_tokens, max_rows=self.batch_size
+            [len(ids) for ids in pairs.input_ids], max_tokens=self.batch_tokens, max_rows=self.batch_size
         )
         order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         if show_progress:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from searchkit import __version__
 from searchkit.models import (
     CARD_VERSION,
+    MMAP_THRESHOLD,
     MODEL_CARD,
+    TUNE_MALLOC_ENV,
+    auto_batch_tokens,
     lineage,
     read_model_card,
     resolve_device,
@@ -117,3 +125,48 @@ def test_resolve_device_cpu_and_missing_cuda() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
+
+
+ALLOCATOR_PROBE = """
+import ctypes, sys, time
+from searchkit.models import tune_cpu_allocator
+tuned = tune_cpu_allocator()
+# what the tuning is for: a freed 16 MiB block is reused, so writing a second one faults no new pages in
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+def fresh_pages() -> int:
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(16 << 20)
+    ctypes.memset(block, 1, 16 << 20)
+    libc.free(ctypes.c_void_p(block))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+fresh_pages()
+print(tuned, fresh_pages())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_tuned_allocator_reuses_freed_blocks_and_can_be_turned_off(opt_out: bool) -> None:
+    env = {**os.environ, TUNE_MALLOC_ENV: "0" if opt_out else "1"}
+    out = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE], env=env, capture_output=True, text=True, check=True)
+    tuned, faults = out.stdout.split()
+    assert tuned == str(not opt_out)
+    pages = (16 << 20) // 4096
+    if opt_out:  # glibc's default: a 16 MiB block is a fresh mmap each time, every page faulted in again
+        assert int(faults) >= pages // 2
+    else:
+        assert int(faults) < pages // 10
+
+
+def test_cpu_batch_budget_keeps_the_widest_activation_under_the_mmap_threshold() -> None:
+    import torch
+
+    bert_base = SimpleNamespace(hidden_size=768, intermediate_size=3072)
+    for dtype in (torch.float32, torch.bfloat16):
+        budget = auto_batch_tokens(bert_base, dtype, "cpu")
+        size = budget * 3072 * (torch.finfo(dtype).bits // 8)
+        assert size <= MMAP_THRESHOLD < 2 * size  # the largest power of two that fits
+    assert auto_batch_tokens(SimpleNamespace(hidden_size=64), torch.float32, "cpu") == 16384  # capped
+    assert auto_batch_tokens(None, torch.float32, "cpu") == 2048  # no config: BERT-base width assumed
