@@ -104,7 +104,7 @@ RAM_CONSTANTS: dict[str, float] = {
     "ENCODER": 575e6,  # torch, transformers, sentence-transformers, faiss: resident with the model loaded, less W
     # the CPU encoder's activations, as glibc keeps them (searchkit.models.tune_cpu_allocator): batches of varied
     # shapes leave the heap at this size, whatever the model (the CPU batch budget bounds its widest activation);
-    # a corpus of a few thousand short batches' worth of tokens stops short of it (cranfield: about half)
+    # a corpus of only some 40 batches stops at about half of it (cranfield, 1,400 documents: overestimated)
     "WORKSPACE": 1245e6,
 }
 """The peak-RAM model's constants (see the module docstring), calibrated in eval/results/plan_cpu.md."""
@@ -491,6 +491,14 @@ def _device_dtype(config: DenseConfig) -> tuple[str, str]:
     return device, "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
 
 
+def _physical_memory() -> int:
+    """This machine's RAM in bytes (0 when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 def _rss() -> int:
     """This process's resident memory in bytes (0 where /proc is missing)."""
     try:
@@ -868,6 +876,12 @@ def _plan(
         disk["filters"] = round(columns + 200)
         files += 1 + 2 * len(filters.types)
     disk["manifest"] = 1100 + 140 * files + (420 if dense is not None else 0)  # + faiss.json, model.json
+    physical = _physical_memory()
+    if physical and max(ram.values()) > physical:
+        notes.append(
+            f"the peak RAM exceeds this machine's {human_bytes(physical)}: build on a bigger one, or pick a FAISS "
+            "factory whose build RAM fits (the table), or build BM25 and dense separately (index add)"
+        )
     if extrapolated:
         notes.append(
             f"per-document figures measured on {s:,} documents and scaled to {n:,}"
@@ -949,8 +963,25 @@ def check_build(
         logger.info("build plan: skipped (the corpus is a one-pass iterator)")
         return None
     in_memory = not isinstance(corpus, str | Path)
-    plan = plan_build(
-        corpus[:QUICK_SAMPLE] if isinstance(corpus, Sequence) and in_memory else corpus,
+    try:
+        plan = _quick_plan(corpus, configs, fields, in_memory)
+    except ConfigError as err:  # e.g. an ir-datasets corpus without a count: the build goes on unplanned
+        logger.info("build plan: skipped (%s)", err)
+        return None
+    logger.info("%s", plan.summary())
+    try:
+        check_free_disk(plan, output)
+    except ConfigError as err:
+        if not force:
+            raise
+        logger.warning("%s (building anyway: force)", err)
+    return plan
+
+
+def _quick_plan(corpus: Any, configs: dict[str, Any], fields: dict[str, Any], in_memory: bool) -> BuildPlan:
+    """plan_build without a model: the first QUICK_SAMPLE documents read (of a file, the rest counted by lines)."""
+    return plan_build(
+        corpus[:QUICK_SAMPLE] if in_memory else corpus,
         bm25=configs.get("bm25"),
         dense=configs.get("dense"),
         tokens=configs.get("tokens"),
@@ -960,14 +991,6 @@ def check_build(
         text_field=fields.get("text", "text"),
         metadata_fields=fields.get("metadata", ()),
         sample=None if in_memory else QUICK_SAMPLE,
-        scale_to=len(corpus) if in_memory and len(corpus) > QUICK_SAMPLE else None,  # type: ignore[arg-type]
+        scale_to=len(corpus) if in_memory and len(corpus) > QUICK_SAMPLE else None,
         measure=False,
     )
-    logger.info("%s", plan.summary())
-    try:
-        check_free_disk(plan, output)
-    except ConfigError as err:
-        if not force:
-            raise
-        logger.warning("%s (building anyway: force)", err)
-    return plan
