@@ -48,6 +48,19 @@ def make_tiny_sentence_transformer(folder: str | Path, *, words: list[str], seed
     return folder
 
 
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the `searchkit` command line in-process: (exit code, stdout, stderr)."""
+    from searchkit.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.fixture(scope="session")
 def tiny_bi_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random sentence-transformers model folder whose vocabulary holds the synthetic collection's words."""

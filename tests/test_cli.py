@@ -8,20 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from searchkit.cli import main
 
 TINY = Path(__file__).parent / "data" / "tiny"
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import synthetic_documents
+from conftest import run_cli, synthetic_documents
 
-from searchkit.cli import main
 from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig
 from searchkit.index import Index
 from searchkit.plan import BuildPlan, check_free_disk, faiss_size, plan_build, suggest_factories
@@ -25,16 +24,6 @@ from searchkit.types import ConfigError, DataError
 TINY = Path(__file__).parent / "data" / "tiny"
 FORMATS = Path(__file__).parent / "data" / "formats"
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _size(path: Path) -> int:
