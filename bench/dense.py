@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, paired_times, speedup, versions
+from searchkit.benchtools import cpu_description, paired_times, run_main, speedup, versions
 from searchkit.config import DenseConfig
 from searchkit.dense import DenseRetriever
 from searchkit.encoder import Encoder
@@ -241,4 +241,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from searchkit.benchtools import cpu_description, markdown_table, versions, write_json  # noqa: E402
+from searchkit.benchtools import cpu_description, markdown_table, run_main, versions, write_json  # noqa: E402
 from searchkit.config import DenseConfig  # noqa: E402
 from searchkit.dense import apply_search_params, faiss_parts, rebuild_index  # noqa: E402
 
@@ -495,4 +495,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

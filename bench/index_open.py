@@ -56,4 +56,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from searchkit.benchtools import run_main
+
+    run_main(main)

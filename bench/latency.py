@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, percentiles, versions, write_json
+from searchkit.benchtools import cpu_description, markdown_table, percentiles, run_main, versions, write_json
 from searchkit.config import RerankConfig
 from searchkit.index import Index
 from searchkit.rerank import load_cross_encoder
@@ -87,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

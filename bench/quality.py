@@ -5,7 +5,9 @@ Steps (each timed; a finished model is reused unless --retrain):
   1. the suite's first-stage rows on the indexes the recipes mine from (builds or reuses them)
   2. the bi-encoder of training/scifact-dense.toml (sentence-transformers MNRL, dev-guarded), when the suite uses it
   3. the cross-encoder of training/scifact.toml (weighted listwise CE, hybrid-mined negatives), then its second
-     epoch by continual fine-tuning (training/scifact-epoch2.toml, --init-from the first): the shipped model
+     and third epochs by continual fine-tuning (training/scifact-epoch2.toml --init-from the first, then
+     training/scifact-epoch3.toml --init-from the second, its negatives mined from the fine-tuned hybrid): the
+     last is the shipped model (--continue-recipe)
   4. the learned fusion of every stage, refitted on the dev queries over the index of the suite's learned-fusion
      row (--fit-index), and the rerank depth chosen on dev among --depth (recall vs cost: the smallest within
      0.002 of the best fused dev score)
@@ -56,7 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source tree (the device has no `pip install -e`)
 
-from searchkit.benchtools import cpu_description, versions, write_json
+from searchkit.benchtools import cpu_description, run_main, versions, write_json
 from searchkit.config import (
     DenseTrainConfig,
     RerankConfig,
@@ -84,9 +86,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rerank-recipe", default=str(ROOT / "training" / "scifact.toml"))
     parser.add_argument(
         "--continue-recipe",
-        default=str(ROOT / "training" / "scifact-epoch2.toml"),
-        help="continual fine-tuning started from --rerank-recipe's output (its second epoch); its model is the one "
-        "the suite ships ('' for none: --rerank-recipe's model is)",
+        nargs="*",
+        default=[str(ROOT / "training" / f"scifact-epoch{n}.toml") for n in (2, 3)],
+        metavar="RECIPE",
+        help="continual fine-tuning, in order: the first starts from --rerank-recipe's output, each next from the "
+        "one before (default: the second and third epochs); the last one's model is the one the suite ships "
+        "(none, or '': --rerank-recipe's model is)",
     )
     parser.add_argument("--ablation", action="append", default=[], metavar="RECIPE", help="repeatable")
     parser.add_argument("--suite", default=str(ROOT / "eval" / "scifact-quality.toml"))
@@ -131,12 +136,12 @@ class Plan:
     dense: DenseTrainConfig
     reranker: TrainConfig
     ablations: list[tuple[str, TrainConfig]]  # (recipe stem, its config)
-    continued: TrainConfig | None = None  # trained from ``reranker``'s output; then the shipped model
+    continued: list[TrainConfig] = dataclasses.field(default_factory=list)  # each from the one before; last ships
 
     @property
     def shipped(self) -> TrainConfig:
         """The recipe whose model the suite's reranked rows use and whose fusion is fitted."""
-        return self.continued or self.reranker
+        return self.continued[-1] if self.continued else self.reranker
 
 
 def settings(items: Sequence[str]) -> dict[str, Any]:
@@ -162,8 +167,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         suite = dataclasses.replace(suite, conditions=tuple(chosen))
     recipes: list[Any] = [load_dense_train_recipe(args.dense_recipe), load_train_recipe(args.rerank_recipe)]
     recipes += [load_train_recipe(path) for path in args.ablation]
-    if args.continue_recipe:
-        recipes.append(load_train_recipe(args.continue_recipe))
+    chain = continue_recipes(args)
+    recipes += [load_train_recipe(path) for path in chain]
     work = Path(args.work).resolve()
     model = fp32_copy(Path(args.model).resolve(), work) if args.model else None
     sources: dict[Path, Path] = {}
@@ -222,11 +227,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
     }
     suite = dataclasses.replace(suite, datasets=datasets, conditions=tuple(conditions))
     stems = [Path(path).stem for path in args.ablation]
-    continued = None
-    if args.continue_recipe:
-        *changed, last = changed
-        continued = dataclasses.replace(last, init_from=changed[1].output)  # type: ignore[arg-type]
+    continued: list[TrainConfig] = []
+    for cfg in changed[len(changed) - len(chain) :]:
+        parent = continued[-1] if continued else changed[1]
+        continued.append(dataclasses.replace(cfg, init_from=parent.output))
+    changed = changed[: len(changed) - len(chain)]
     return Plan(suite, changed[0], changed[1], list(zip(stems, changed[2:], strict=True)), continued)
+
+
+def continue_recipes(args: argparse.Namespace) -> list[str]:
+    """The --continue-recipe chain, in training order ('' entries dropped)."""
+    return [path for path in args.continue_recipe if path]
 
 
 def fp32_copy(model: Path, work: Path) -> Path:
@@ -386,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures: dict[str, dict[str, Any] | None] = {}
     files: list[Path] = []
     outputs = [plan.dense.output, plan.reranker.output, *(cfg.output for _, cfg in plan.ablations)]
-    outputs += [plan.continued.output] if plan.continued else []
+    outputs += [cfg.output for cfg in plan.continued]
     model_files = [Path(output) / name for output in outputs for name in MODEL_FILES]
     main_rows = shipped_rows(suite, plan.shipped.output)
     fit_index = Path(args.fit_index).resolve() if args.fit_index else None
@@ -400,7 +411,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     # 1-3: indexes, then the models (an index the recipes mine from must exist before they train)
     dense_output = Path(plan.dense.output).resolve()
     uses_dense = any(c.dense is not None and Path(c.dense.model).resolve() == dense_output for c in suite.conditions)
-    recipes: list[Any] = [plan.reranker, *([plan.dense] if uses_dense else []), *(c for _, c in plan.ablations)]
+    recipes: list[Any] = [
+        plan.reranker,
+        *plan.continued,
+        *([plan.dense] if uses_dense else []),
+        *(c for _, c in plan.ablations),
+    ]
     wanted = {Path(cfg.index).resolve() for cfg in recipes if cfg.index and needs_training(cfg, args)}
     wanted |= {fit_index} if fit_index and not args.no_fit else set()
     done: set[str] = set()
@@ -408,7 +424,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     build_indexes(suite, wanted, done, args.progress)
     seconds["index"] = time.perf_counter() - begun
     dense_stem, stem = Path(args.dense_recipe).stem, Path(args.rerank_recipe).stem
-    cont_stem = Path(args.continue_recipe).stem if args.continue_recipe else ""
     if uses_dense:
         figures[dense_stem] = ensure_trained("train-dense", plan.dense, train_dense, args)
         begun = time.perf_counter()
@@ -418,11 +433,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"train-dense: skipped, no row of {args.suite} uses {plan.dense.output}", flush=True)
     figures[stem] = ensure_trained("train-reranker", plan.reranker, train, args)
     trained = [dense_stem, stem]
-    if plan.continued is not None:  # retrained whenever its parent just was: it starts from that model
+    for path, cfg in zip(continue_recipes(args), plan.continued, strict=True):
+        cont_stem = Path(path).stem  # retrained whenever its parent just was: it starts from that model
         parent_new = (figures[stem] or {}).get("trained") == "now"
-        figures[cont_stem] = ensure_trained("train-continued", plan.continued, train, args, force=parent_new)
+        figures[cont_stem] = ensure_trained("train-continued", cfg, train, args, force=parent_new)
         trained.append(cont_stem)
-        stem = cont_stem  # the shipped rows are the continued model's
+        stem = cont_stem  # the shipped rows are the last continued model's
     for name in trained:
         if (figures.get(name) or {}).get("trained") == "now":
             seconds[f"train-{name}"] = figures[name]["seconds"]  # type: ignore[index]
@@ -440,7 +456,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"fusion fitted on dev ({seconds['fit-fusion']:.0f} s): depth {model.depth}, {model.weights}", flush=True)
         for each, row in report.get("depths", {}).items():
             print(f"  dev depth {each}: first-stage recall {row['first_stage_recall']:.4f}, fused {row['fused']:.4f}")
-        pinned = {c.rerank.depth for c in suite.conditions if c.rerank is not None and c.rerank.depth}
+        shipped = Path(plan.shipped.output).resolve()  # rows of other models (earlier epochs) keep their depth
+        pinned = {
+            c.rerank.depth
+            for c in suite.conditions
+            if c.rerank is not None and c.rerank.depth and Path(c.rerank.model).resolve() == shipped
+        }
         if pinned and pinned != {model.depth}:
             sys.exit(f"dev chose rerank depth {model.depth} but {args.suite} reranks at {sorted(pinned)}: update it")
 
@@ -513,4 +534,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

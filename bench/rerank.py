@@ -33,7 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, paired_times, top_k_agreement, versions, write_json
+from searchkit.benchtools import (
+    cpu_description,
+    markdown_table,
+    paired_times,
+    run_main,
+    top_k_agreement,
+    versions,
+    write_json,
+)
 from searchkit.config import RerankConfig
 from searchkit.evaluate import evaluate
 from searchkit.formats import document_text, read_qrels
@@ -222,4 +230,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, paired_times, versions, write_json
+from searchkit.benchtools import cpu_description, markdown_table, paired_times, run_main, versions, write_json
 from searchkit.formats import document_text
 from searchkit.index import Index
 from searchkit.rerank import CrossEncoderReranker, load_cross_encoder
@@ -117,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

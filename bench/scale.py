@@ -689,4 +689,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from searchkit.benchtools import run_main
+
+    run_main(main)

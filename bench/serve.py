@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, versions, write_json
+from searchkit.benchtools import cpu_description, markdown_table, run_main, versions, write_json
 from searchkit.index import Index
 from searchkit.search import Searcher
 from searchkit.serve.load import bare_loop, drive, peak_rss_mb, start_server
@@ -148,4 +148,4 @@ def line(result: dict[str, object]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -402,4 +402,6 @@ def _markdown(result: dict[str, Any], command: str) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from searchkit.benchtools import run_main
+
+    run_main(main)

@@ -21,10 +21,22 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # CPU flags that decide which kernels torch and faiss can use (bf16 matrix units, AVX levels)
 CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni", "avx2", "fma")
+
+
+def run_main(main: Callable[[], Any]) -> NoReturn:
+    """Run a bench script's ``main`` and exit with its return code; a searchkit error (a bad recipe, suite or data
+    file) ends the script with its one line, as the CLI does, rather than a traceback."""
+    from searchkit.types import SearchkitError
+
+    try:
+        code = main()
+    except SearchkitError as error:
+        raise SystemExit(f"error: {error}") from None
+    raise SystemExit(code)
 
 
 def paired_times(

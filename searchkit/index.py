@@ -626,9 +626,19 @@ class Index:
                 _recover_or_wait(folder)
             raise IndexFormatError(f"{folder}: no such index folder; build one with `searchkit index build`")
         try:
+            identity = folder.stat().st_ino  # a swap puts another directory (another inode) at this path
+        except FileNotFoundError:
+            raise _Swapping from None
+        try:
             raw = manifest_path.read_bytes()
         except FileNotFoundError:
-            if not folder.is_dir():
+            # the folder was moved aside during the read, and the next generation may already stand at the path
+            # (another directory: its inode differs) by the time we look again
+            try:
+                swapped = folder.stat().st_ino != identity
+            except FileNotFoundError:
+                swapped = True
+            if swapped or _old_dir(folder).exists():
                 raise _Swapping from None
             raise IndexFormatError(
                 f"{folder} is not a searchkit index (no {MANIFEST}); build one with `searchkit index build`"

@@ -66,7 +66,7 @@ from searchkit.rerank import (
     read_reranker_card,
     write_reranker_card,
 )
-from searchkit.train_data import TrainingData, load_training_data
+from searchkit.train_data import TrainingData, check_parent_split, load_training_data
 from searchkit.types import ConfigError, DataError, Hit
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,8 @@ class _Trainer:
         data = load_training_data(cfg, self.out, self.show_progress)
         self.data = data
         model, tokenizer, base_identity = self._load_start()
+        if cfg.init_from is not None and data.dev.queries:
+            check_parent_split(data.dev.split, self.parent_card, cfg.init_from)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, cfg.max_length)
@@ -572,6 +574,7 @@ class _Trainer:
             "guard": _guard(history, best_epoch, self.metric, "parent" if cfg.init_from else "base", base["name"]),
             "training_config": config_to_dict(cfg),
             "training_data": {"sha256": data.sha256, **data.source},
+            "dev_split": data.dev.split,
             "dev_metric": self.metric,
             "dev": history,
             "best_epoch": best_epoch,

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,7 @@ class DevSet:
     candidates: list[list[Hit]]
     qrels: Qrels
     has_first_stage: bool
+    split: dict[str, Any] = field(default_factory=dict)  # dev_split_record: what the model card records
 
 
 @dataclass
@@ -262,6 +264,90 @@ def split_dev(
     return shuffled[wanted:], shuffled[:wanted]
 
 
+SPLIT_DATA = ("corpus", "queries", "qrels", "pairs", "split")  # the recipe settings naming the judgments split
+
+
+def dev_split_record(usable: Sequence[Query], dev: Sequence[Query], cfg: Any) -> dict[str, Any]:
+    """What a model card records of its dev split (:func:`split_dev`): the settings that cut it, a digest of the
+    queries it was cut from and the dev query ids, so that continual fine-tuning can check it holds out the same
+    queries as its parent (:func:`check_parent_split`). ``cfg`` is the recipe (reranker or dense).
+
+    >>> qs = [Query(f"q{i}", "text") for i in range(6)]
+    >>> cfg = TrainConfig("out", corpus="beir", index="idx", dev_queries=2, seed=42)
+    >>> record = dev_split_record(qs, split_dev(qs, 2, seed=42)[1], cfg)
+    >>> record["seed"], len(record["dev"]), len(record["candidates_sha256"])
+    (42, 2, 64)
+    """
+    # ids and texts: a pair file's queries are numbered in file order, so ids alone do not tell two files apart
+    listing = "\n".join(f"{query.query_id}\t{query.text}" for query in usable)
+    digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()
+    data = {key: _data_setting(key, getattr(cfg, key, None)) for key in SPLIT_DATA}
+    return {
+        "seed": cfg.seed,
+        "dev_queries": cfg.dev_queries,
+        "limit_queries": cfg.limit_queries,
+        "candidates_sha256": digest,
+        "dev": sorted(query.query_id for query in dev),
+        "data": data,
+    }
+
+
+def _data_setting(key: str, value: Any) -> str | None:
+    """A SPLIT_DATA setting as compared: paths normalised (recipes store them as ``folder/../data``)."""
+    if value is None:
+        return None
+    return str(value) if key == "split" else os.path.normpath(str(value))
+
+
+def check_parent_split(split: dict[str, Any], parent_card: dict[str, Any], parent: str | Path) -> None:
+    """Refuse continual fine-tuning whose dev queries were the parent's training queries.
+
+    The dev split is a seeded shuffle, so another ``seed`` (or ``dev_queries`` / ``limit_queries``) over the same
+    judgments holds out queries the parent trained on: dev would then score the model on what it learned (a
+    SciFact run with seed 43 over a seed-42 parent read 0.85 nDCG@10 on dev, 0.71 on its true dev queries) and
+    the dev guard, the interpolation and the fusion would all be fitted on it. Raises ConfigError in that case;
+    over other judgments (new queries) only warns for dev queries the parent did not hold out. Cards written
+    before the split was recorded are checked by their settings.
+
+    >>> parent = {"dev_split": {"seed": 42, "dev": ["q1"], "candidates_sha256": "x"}}
+    >>> check_parent_split({"seed": 42, "dev": ["q1"], "candidates_sha256": "x"}, parent, "p")
+    >>> check_parent_split({"seed": 43, "dev": ["q2"], "candidates_sha256": "x"}, parent, "p")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: init_from p: 1 of this run's 1 dev queries (q2) were training queries of ...
+    """
+    keys = ("seed", "dev_queries", "limit_queries")
+    recorded = parent_card.get("dev_split")
+    if recorded is None:  # a card from before the split was recorded: the settings over the same judgments
+        settings = parent_card.get("training_config") or {}
+        same_data = all(_data_setting(key, settings.get(key)) == split["data"][key] for key in SPLIT_DATA)
+        if settings and same_data and any(settings.get(key) != split[key] for key in keys):
+            wanted = ", ".join(f"{key} = {settings.get(key)}" for key in keys)
+            raise ConfigError(
+                f"init_from {parent}: this run splits dev off the parent's judgments with other settings, so its "
+                f"dev queries would include queries the parent trained on; hold out the parent's: {wanted}"
+            )
+        return
+    extra = sorted(set(split["dev"]) - set(recorded.get("dev", [])))
+    if not extra:
+        return
+    if recorded.get("candidates_sha256") == split["candidates_sha256"]:
+        wanted = ", ".join(f"{key} = {recorded.get(key)}" for key in keys)
+        raise ConfigError(
+            f"init_from {parent}: {len(extra)} of this run's {len(split['dev'])} dev queries ({', '.join(extra[:3])}"
+            f"{' ...' if len(extra) > 3 else ''}) were training queries of the parent, so dev would score it on "
+            f"what it learned; hold out the parent's: {wanted}"
+        )
+    logger.warning(
+        "init_from %s was trained on other judgments: %d of this run's %d dev queries were not held out by it "
+        "and may be queries it trained on (dev scores would then be optimistic): %s",
+        parent,
+        len(extra),
+        len(split["dev"]),
+        ", ".join(extra[:5]),
+    )
+
+
 def _qrels_data(
     cfg: TrainConfig, index: Any, out: Path, show_progress: bool
 ) -> tuple[list[TrainQuery], DevSet, dict[str, str]]:
@@ -311,6 +397,7 @@ def _qrels_data(
         [dev_runs[q.query_id] for q in dev_queries],
         {q.query_id: qrels[q.query_id] for q in dev_queries},
         True,
+        dev_split_record(usable, dev_queries, cfg),
     )
     needed = list(
         dict.fromkeys(
@@ -414,7 +501,8 @@ def _pairs_data(cfg: TrainConfig, index: Any) -> tuple[list[TrainQuery], DevSet,
     if needed:
         chunk = sorted(needed)
         texts.update(zip(chunk, [document_text(doc) for doc in index.documents(chunk)], strict=True))
-    return train, DevSet(dev_queries, candidates, qrels, False), texts
+    split = dev_split_record(usable, dev_queries, cfg)
+    return train, DevSet(dev_queries, candidates, qrels, False, split), texts
 
 
 def _first_stage(

@@ -60,7 +60,7 @@ from searchkit.models import (
     resolve_model,
     write_model_card,
 )
-from searchkit.train_data import _first_stage, mine_negatives, split_dev
+from searchkit.train_data import _first_stage, check_parent_split, dev_split_record, mine_negatives, split_dev
 from searchkit.types import ConfigError, DataError, Hit, Qrels, Query, Run
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class DenseTrainingData:
     dev_qrels: Qrels
     sha256: str
     source: dict[str, Any]
+    split: dict[str, Any]  # dev_split_record: what the model card records
 
 
 def _open_index(cfg: DenseTrainConfig, show_progress: bool) -> Any:
@@ -254,7 +255,9 @@ def load_dense_training_data(cfg: DenseTrainConfig, index: Any, out: Path, show_
         len(dev_queries),
     )
     dev_qrels = {q.query_id: qrels[q.query_id] for q in dev_queries}
-    return DenseTrainingData(rows, train_queries, dev_queries, dev_qrels, hashlib.sha256(payload).hexdigest(), source)
+    digest = hashlib.sha256(payload).hexdigest()
+    split = dev_split_record(usable, dev_queries, cfg)
+    return DenseTrainingData(rows, train_queries, dev_queries, dev_qrels, digest, source, split)
 
 
 def _draw_negatives(
@@ -419,6 +422,8 @@ class _DenseTrainer:
         data = load_dense_training_data(cfg, index, self.out, self.show_progress)
         start_name = cfg.init_from or cfg.base_model
         ancestry = self._lineage()
+        if cfg.init_from is not None and data.dev_queries:
+            check_parent_split(data.split, read_model_card(Path(cfg.init_from), "dense"), cfg.init_from)
         model = _load_model(start_name, device, cfg.max_length)
 
         dev: DevRetrieval | None = None
@@ -672,6 +677,7 @@ class _DenseTrainer:
                 "dev_queries": len(data.dev_queries),
                 "pairs": len(data.rows),
             },
+            "dev_split": data.split,
             "loss": {"name": cfg.loss, "scale": cfg.scale, "hard_negatives": cfg.hard_negatives},
             "dev_metric": metric,
             "dev": history,

@@ -89,7 +89,7 @@ k = 5
 {rerank}expected = {{ "nDCG@10" = 0.0 }}
 """
 FT = 'model = "./dense-encoder", '
-RERANK = 'rerank = {{ model = "./reranker-e2", depth = 5, device = "cpu", dtype = "fp32"{mix} }}\n'
+RERANK = 'rerank = {{ model = "./reranker-e3", depth = 5, device = "cpu", dtype = "fp32"{mix} }}\n'
 
 
 def test_quality_command_end_to_end_at_tiny_scale(
@@ -118,10 +118,9 @@ def test_quality_command_end_to_end_at_tiny_scale(
             "positive_weight = 3.0\n" if weighting == "class" else ""
         )
         (tmp_path / f"{name}.toml").write_text(RECIPE.format(data=data, output=name, mine="hybrid") + extra)
-    second_epoch = RECIPE.format(data=data, output="reranker-e2", mine="hybrid") + RERANKER.format(
-        loss="listwise", weighting="none"
-    )
-    (tmp_path / "reranker-e2.toml").write_text(second_epoch)  # continual: started from the reranker's output
+    for epoch in ("e2", "e3"):  # continual, in a chain: e2 from the reranker's output, e3 from e2's (shipped)
+        recipe = RECIPE.format(data=data, output=f"reranker-{epoch}", mine="hybrid")
+        (tmp_path / f"reranker-{epoch}.toml").write_text(recipe + RERANKER.format(loss="listwise", weighting="none"))
     rows = [("hybrid-base", "base", "", None), ("hybrid-ft", "ft", FT, None)]  # (name, dataset, dense, rerank mix)
     rows += [("rerank-alone", "ft", FT, ', interpolation = "none"'), ("rerank-fusion", "ft", FT, "")]
     suite = QUALITY_SUITE.format(data=data) + "".join(
@@ -134,7 +133,7 @@ def test_quality_command_end_to_end_at_tiny_scale(
     common = [
         "--suite", str(tmp_path / "suite.toml"), "--dense-recipe", str(tmp_path / "dense.toml"),
         "--rerank-recipe", str(tmp_path / "reranker.toml"), "--ablation", str(tmp_path / "pointwise-class.toml"),
-        "--continue-recipe", str(tmp_path / "reranker-e2.toml"),
+        "--continue-recipe", str(tmp_path / "reranker-e2.toml"), str(tmp_path / "reranker-e3.toml"),
         "--model", str(model), "--data-root", str(synthetic_beir.parent), "--index-dir", str(tmp_path / "idx"),
         "--limit-test-queries", "1", "--work", str(tmp_path / "work"), "--models-dir", str(models), "--depth", "5",
     ]  # fmt: skip
@@ -144,8 +143,8 @@ def test_quality_command_end_to_end_at_tiny_scale(
         assert line in printed, printed
     rows = printed[printed.index("reranked rows of tiny-quality") :]
     for label in (
-        "reranker-e2 alone",
-        "reranker-e2 + fusion",
+        "reranker-e3 alone",
+        "reranker-e3 + fusion",
         "ablation: pointwise-class alone",
         "ablation: pointwise-class + fusion",
     ):
@@ -156,13 +155,16 @@ def test_quality_command_end_to_end_at_tiny_scale(
     assert base["base_model"]["name"].endswith("model-fp16-fp32") and base["training_config"]["max_steps"] == 2
     assert base["training_config"]["index"] == str(tmp_path / "idx" / "base")
     assert read_model_card(models / "pointwise-class")["fusion"]["depth"] == 5  # the depth the main model chose
-    continued = read_model_card(models / "reranker-e2")  # the shipped model: the second epoch, lineage recorded
-    assert [entry["name"] for entry in continued["lineage"]][-1] == str(models / "reranker")
-    assert continued["fusion"]["depth"] == 5  # the fit ran on the shipped (continued) model
+    continued = read_model_card(models / "reranker-e3")  # the shipped model: the third epoch, lineage recorded
+    assert [entry["name"] for entry in continued["lineage"]][-2:] == [
+        str(models / "reranker"),
+        str(models / "reranker-e2"),
+    ]
+    assert continued["fusion"]["depth"] == 5  # the fit ran on the shipped (last continued) model
     (summary_path,) = (tmp_path / "results").glob("tiny-quality-*.timings.json")
     summary = json.loads(summary_path.read_text())
     assert summary["rerank_depth"] == 5
-    assert set(summary["training"]) == {"dense", "reranker", "reranker-e2", "pointwise-class"}
+    assert set(summary["training"]) == {"dense", "reranker", "reranker-e2", "reranker-e3", "pointwise-class"}
     assert all(
         figures["trained"] == "now" and figures["pairs_per_second"] > 0 for figures in summary["training"].values()
     )

@@ -223,6 +223,23 @@ def test_init_from_continues_a_fine_tuned_reranker(straight: TrainResult, worksp
         train(_config(workspace, "bad-parent", init_from=str(two)))
 
 
+def test_init_from_refuses_a_dev_split_that_holds_the_parents_training_queries(
+    straight: TrainResult, workspace: Path
+) -> None:
+    from searchkit.formats import read_queries
+    from searchkit.models import read_model_card
+    from searchkit.train_data import split_dev
+
+    recorded = read_model_card(straight.output, "reranker")["dev_split"]
+    assert recorded["seed"] == 7 and len(recorded["dev"]) == 1
+    qrels = read_qrels(TINY, "test")
+    usable = [q for q in read_queries(TINY, split="test") if any(g > 0 for g in qrels.get(q.query_id, {}).values())]
+    seed = next(s for s in range(100) if [q.query_id for q in split_dev(usable, 1, s)[1]] != recorded["dev"])
+    with pytest.raises(ConfigError, match=r"were training queries of the parent.*seed = 7"):
+        train(_config(workspace, "other-dev", init_from=str(straight.output), seed=seed))
+    assert not (workspace / "other-dev" / "model.safetensors").exists()
+
+
 def test_mined_negatives_are_never_judged_and_no_query_is_dropped(straight: TrainResult) -> None:
     qrels = read_qrels(TINY, "test")
     rows = [json.loads(line) for line in (straight.output / "data" / "train_pairs.jsonl").read_text().splitlines()]

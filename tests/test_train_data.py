@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchkit.train_data import mine_negatives, read_pairs
-from searchkit.types import DataError, Hit
+from searchkit.config import TrainConfig
+from searchkit.train_data import check_parent_split, dev_split_record, mine_negatives, read_pairs, split_dev
+from searchkit.types import ConfigError, DataError, Hit, Query
 
 PAIRS = Path(__file__).parent / "data" / "rerank"
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -127,3 +128,35 @@ def test_load_training_data_splits_writes_and_caches(tmp_path: Path, caplog: pyt
         again = load_training_data(cfg, out, show_progress=False)
     assert sum("read from" in record.getMessage() for record in caplog.records) == 2  # mine and dev
     assert again.sha256 == data.sha256 and [q.query_id for q in again.dev.queries] == dev_ids
+
+
+def _split(seed: int, queries: list[Query], **changes: object) -> dict[str, object]:
+    cfg = TrainConfig("out", corpus="beir", index="idx", dev_queries=3, seed=seed, **changes)  # type: ignore[arg-type]
+    return dev_split_record(queries, split_dev(queries, 3, seed)[1], cfg)
+
+
+def test_continual_fine_tuning_must_hold_out_the_parents_dev_queries(caplog: pytest.LogCaptureFixture) -> None:
+    queries = [Query(f"q{i}", "text") for i in range(20)]
+    parent = {"dev_split": _split(42, queries)}
+    check_parent_split(_split(42, queries), parent, "parent")  # the same split: fine
+    other = _split(43, queries)
+    assert other["dev"] != parent["dev_split"]["dev"]  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"were training queries of the parent.*seed = 42"):
+        check_parent_split(other, parent, "parent")
+    # new judgments (other queries): the overlap cannot be known, so it warns
+    newer = [*queries, Query("q20", "text")]
+    with caplog.at_level("WARNING", logger="searchkit.train_data"):
+        check_parent_split(_split(43, newer), parent, "parent")
+    assert "trained on other judgments" in caplog.text
+
+
+def test_cards_without_a_recorded_split_are_checked_by_their_settings() -> None:
+    queries = [Query(f"q{i}", "text") for i in range(20)]
+    ours = _split(43, queries)
+    settings = {"seed": 42, "dev_queries": 3, "limit_queries": None, **ours["data"]}  # type: ignore[dict-item]
+    legacy = {"training_config": settings}
+    with pytest.raises(ConfigError, match=r"other settings.*seed = 42"):
+        check_parent_split(ours, legacy, "parent")
+    check_parent_split(_split(42, queries), legacy, "parent")
+    elsewhere = {"training_config": {**settings, "corpus": "other-beir"}}
+    check_parent_split(ours, elsewhere, "parent")  # other judgments: nothing to compare

@@ -248,6 +248,10 @@ def test_init_from_records_the_lineage_and_compares_with_the_parent(
     (reranker / "searchkit.json").write_text(json.dumps({"format": "searchkit-reranker", "format_version": 1}))
     with pytest.raises(ConfigError, match="not a dense"):
         train_dense(_config(workspace, tiny_bi_encoder, synthetic_beir, "bad-parent", init_from=str(reranker)))
+    # another seed holds out queries the parent trained on: refused before training
+    assert parent_card["dev_split"]["seed"] == 7 and len(parent_card["dev_split"]["dev"]) == 6
+    with pytest.raises(ConfigError, match="were training queries of the parent"):
+        train_dense(_config(workspace, tiny_bi_encoder, synthetic_beir, "other-dev", init_from=str(parent), seed=8))
 
 
 def test_dev_guard_keeps_the_start_when_nothing_beats_it(
@@ -300,7 +304,7 @@ def test_cli_dispatches_dense_recipes_and_init_from(
     recipe.write_text(
         f'model = "dense"\ncorpus = "{synthetic_beir}"\nindex = "index"\noutput = "cli-out"\n'
         f'base_model = "{tiny_bi_encoder}"\nmax_length = 32\ndev_max_length = 32\nmine_mode = "bm25"\n'
-        'batch_size = 4\nepochs = 1\ndev_queries = 6\nprecision = "fp32"\ndevice = "cpu"\n'
+        'batch_size = 4\nepochs = 1\ndev_queries = 6\nseed = 7\nprecision = "fp32"\ndevice = "cpu"\n'
     )
     result = CliRunner().invoke(cli, ["train", str(recipe), "--init-from", str(straight.output), "--json"])
     assert result.exit_code == 0, result.output

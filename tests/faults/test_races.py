@@ -213,3 +213,32 @@ def test_two_concurrent_builds_one_wins(tmp_path: Path) -> None:
     assert error.count("\n") == 1 and ("another build or add" in error or "already exists" in error), error
     Index.open(target, verify=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_open_retries_when_the_swap_lands_between_its_read_and_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window a reader once lost under the full suite: its manifest read fails because the folder was moved
+    aside, and by the time it looks again the next generation already stands at the path. That is a swap, not a
+    folder without a manifest: the open retries and gets the new generation."""
+    import os
+
+    from searchkit.index import MANIFEST, _old_dir
+
+    target = tmp_path / "live"
+    Index.build(TINY, target, bm25=BM25Config(k1=1.2))
+    Index.build(TINY, tmp_path / "next", bm25=BM25Config(k1=0.9))
+    real_read = Path.read_bytes
+    swaps = []
+
+    def read_during_swap(path: Path) -> bytes:
+        if path == target / MANIFEST and not swaps:  # the whole swap happens while this read is in flight
+            os.replace(target, _old_dir(target))
+            os.replace(tmp_path / "next", target)
+            swaps.append(path)
+            raise FileNotFoundError(path)
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_during_swap)
+    index = Index.open(target)
+    assert swaps and index.manifest["components"]["bm25"]["config"]["k1"] == 0.9
