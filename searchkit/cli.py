@@ -622,12 +622,6 @@ class _SearcherSettings:
 _SEARCHER_FIELDS = [field.name for field in fields(_SearcherSettings)]
 
 
-def _cuda_visible() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def _filter_option(func: Any) -> Any:
     """``--filter EXPR`` (repeatable; search and run): see searchkit.filters for the grammar."""
     return click.option(
@@ -748,8 +742,9 @@ def run_command(
     options = {"batch_size": batch_size, "show_progress": ctx.obj["progress"], "exclude_self": exclude_self}
     if ray is not None:
         from searchkit.distributed import run_queries_on_ray
+        from searchkit.models import resolve_device
 
-        on_gpus = (settings.device or "auto") != "cpu" and _cuda_visible()
+        on_gpus = resolve_device(settings.device or "auto", "run") != "cpu"
         run = run_queries_on_ray(settings.spec(directory, filters), chosen, k, ray, use_gpus=on_gpus, **options)
     else:
         run = run_queries(settings.spec(directory, filters)(), chosen, k, **options)

@@ -96,9 +96,8 @@ class DenseConfig:
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown DenseConfig.dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         for name in ("max_length", "batch_size", "nprobe", "ef_search", "train_sample", "shard_size", "batch_tokens"):
-            if name == "batch_tokens" and self.batch_tokens is None:
-                continue
-            if getattr(self, name) <= 0:
+            value = getattr(self, name)
+            if value is not None and value <= 0:  # batch_tokens None: chosen for the model and device
                 raise ConfigError(f"DenseConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"DenseConfig.device must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -264,13 +264,11 @@ def read_faiss_index(path: str | Path, *, mmap: bool = True) -> Any:
     with contextlib.suppress(OSError, ValueError):
         info = json.loads((path.parent / "faiss.json").read_text(encoding="utf-8"))
     # faiss.json before the "mmap" key: the Flat indexes it was always meant for
-    mapped = bool(info.get("mmap", str(info.get("factory", "")).strip() == "Flat")) and mmap
-    try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
-    except RuntimeError as err:
-        if not mapped:
-            raise IndexFormatError(f"{path}: unreadable FAISS index ({_faiss_message(err)})") from None
-        logger.info("dense: faiss cannot map %s (%s); reading it into memory", path, _faiss_message(err))
+    if mmap and bool(info.get("mmap", str(info.get("factory", "")).strip() == "Flat")):
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        except RuntimeError as err:
+            logger.info("dense: faiss cannot map %s (%s); reading it into memory", path, _faiss_message(err))
     try:
         return faiss.read_index(str(path))
     except RuntimeError as err:
@@ -558,7 +556,7 @@ def _encode_shards(
     if ray is not None:  # the same shard files, encoded by Ray actors that read the rows themselves
         from searchkit.distributed import StoreRows, TokenRows, encode_shards
 
-        rows = TokenRows(tokens.folder) if tokens is not None else StoreRows(ray.store)
+        rows = TokenRows(tokens.folder, tokens.config) if tokens is not None else StoreRows(ray.store)
         todo = [(number, lo, hi) for number, (lo, hi) in enumerate(bounds) if number not in done]
 
         def write(number: int, embeddings: np.ndarray) -> None:

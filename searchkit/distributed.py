@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from searchkit.config import DenseConfig, FusionConfig, RayConfig, RerankConfig
+from searchkit.config import DenseConfig, FusionConfig, RayConfig, RerankConfig, TokensConfig
 from searchkit.faults import checkpoint
 from searchkit.types import ConfigError, Query, Run, SearchkitError
 
@@ -143,26 +143,23 @@ class StoreRows:
 
 
 class TokenRows:
-    """Stored token ids of documents ``lo..hi`` (the tokens component in ``folder``; memory-mapped on first use)."""
+    """Stored token ids of documents ``lo..hi`` (the tokens component in ``folder``, read by
+    :class:`searchkit.tokens.DocumentTokens`, memory-mapped on first use)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, config: TokensConfig) -> None:
         self.folder = Path(folder)
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self.config = config
+        self._tokens: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "_arrays": None}
+        return {"folder": self.folder, "config": self.config, "_tokens": None}
 
     def ids(self, lo: int, hi: int) -> list[list[int]]:
-        from searchkit.tokens import IDS, OFFSETS
+        from searchkit.tokens import DocumentTokens
 
-        if self._arrays is None:
-            load = np.load
-            self._arrays = (
-                load(self.folder / IDS, mmap_mode="r", allow_pickle=False),
-                load(self.folder / OFFSETS, mmap_mode="r", allow_pickle=False),
-            )
-        ids, offsets = self._arrays
-        return [ids[int(offsets[row]) : int(offsets[row + 1])].tolist() for row in range(lo, hi)]
+        if self._tokens is None:
+            self._tokens = DocumentTokens(self.folder, self.config, ())
+        return self._tokens.rows(range(lo, hi))
 
 
 class _ShardEncoder:

@@ -26,6 +26,7 @@ searchkit wrote it, what it was trained from (its lineage) and with what. Cards 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -132,9 +133,11 @@ TRIM_THRESHOLD = 256 * 1024 * 1024
 """Free memory the heap may keep before glibc returns it to the system."""
 TUNE_MALLOC_ENV = "SEARCHKIT_TUNE_MALLOC"
 """Set to ``0`` to leave glibc's allocator settings alone."""
-_TUNED: list[bool] = []
+GPU_BATCH_TOKENS = 16384
+MIN_BATCH_TOKENS = 512
 
 
+@functools.cache  # process-wide settings: applied (and logged) once
 def tune_cpu_allocator() -> bool:
     """Let glibc reuse a transformer's activation buffers instead of faulting fresh pages in for every batch.
 
@@ -145,8 +148,6 @@ def tune_cpu_allocator() -> bool:
     heap (what jemalloc / tcmalloc, which Intel recommends preloading for CPU inference, do without being asked).
     Process-wide, once, glibc only; ``SEARCHKIT_TUNE_MALLOC=0`` opts out. Returns whether the settings are on.
     """
-    if _TUNED:
-        return _TUNED[0]
     import os
     import platform
 
@@ -161,7 +162,6 @@ def tune_cpu_allocator() -> bool:
             tuned = bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, TRIM_THRESHOLD))
         except (OSError, AttributeError):
             tuned = False
-    _TUNED.append(tuned)
     log_once(
         "CPU allocator: glibc mmap threshold 32 MiB, trim threshold 256 MiB (activation buffers reused)"
         if tuned
@@ -195,10 +195,6 @@ def auto_batch_tokens(model_config: Any, dtype: Any, device: str) -> int:
     return max(MIN_BATCH_TOKENS, min(budget, GPU_BATCH_TOKENS))
 
 
-GPU_BATCH_TOKENS = 16384
-MIN_BATCH_TOKENS = 512
-
-
 # ------------------------------------------------------------------------------------------- dtype
 
 
@@ -218,6 +214,12 @@ def cpu_bf16_support() -> str | None:
                     return name
             except RuntimeError:  # pragma: no cover - torch builds without the probe compiled in
                 pass
+    return cpuinfo_bf16_unit()
+
+
+def cpuinfo_bf16_unit() -> str | None:
+    """:func:`cpu_bf16_support` by the /proc/cpuinfo flags alone, without importing torch (None where the file is
+    missing): for callers that must not load torch, such as the plan a build logs first."""
     try:
         flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
     except OSError:

@@ -484,11 +484,9 @@ def _device_dtype(config: DenseConfig) -> tuple[str, str]:
         return device, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[config.dtype]
     if device.startswith("cuda"):
         return device, "float16"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
-    except OSError:
-        flags = set()
-    return device, "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+    from searchkit.models import cpuinfo_bf16_unit
+
+    return device, "bfloat16" if cpuinfo_bf16_unit() else "float32"
 
 
 def _physical_memory() -> int:
