@@ -18,7 +18,8 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check searchkit tests bench
 	$(PYTHON) -m ruff format --check searchkit tests bench
-	$(PYTHON) -m mypy searchkit
+	$(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())" --no-cache
+	$(PYTHON) -m mypy searchkit bench/benchtools.py bench/synthetic.py bench/loadgen.py
 
 test: install browser lint
 	$(PYTHON) -m pytest -q

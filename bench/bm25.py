@@ -83,8 +83,8 @@ def _child_build(engine: str, dataset: Path, out: Path) -> None:
     import bm25s
     import Stemmer
 
-    from searchkit.bm25 import BM25Retriever
     from searchkit.config import BM25Config
+    from searchkit.retrieval.bm25 import BM25Retriever
     from searchkit.types import Document
 
     baseline = _rss_mb()
@@ -145,8 +145,8 @@ def bench_dataset(
     import rank_bm25
     import Stemmer
 
-    from searchkit.bm25 import BM25Retriever
     from searchkit.config import BM25Config
+    from searchkit.retrieval.bm25 import BM25Retriever
     from searchkit.types import Document
 
     dataset = root / name
@@ -359,6 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from searchkit.benchtools import run_main
+    from benchtools import run_main
 
     run_main(main)

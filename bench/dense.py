@@ -24,12 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, paired_times, run_main, speedup, versions
+from benchtools import cpu_description, paired_times, run_main, speedup, versions
+
 from searchkit.config import DenseConfig
-from searchkit.dense import DenseRetriever
-from searchkit.encoder import Encoder
 from searchkit.formats import document_text, read_corpus, read_queries
-from searchkit.models import resolve_device
+from searchkit.models.device import resolve_device
+from searchkit.models.encoder import Encoder
+from searchkit.retrieval.dense import DenseRetriever
 
 
 def bench_encode(args: argparse.Namespace, device: str, texts: list[str], sync: Callable[[], None]) -> dict:
@@ -37,7 +38,7 @@ def bench_encode(args: argparse.Namespace, device: str, texts: list[str], sync: 
     against ``SentenceTransformer.encode`` with its defaults (fp32, batch 32) on the same model and texts."""
     from sentence_transformers import SentenceTransformer
 
-    from searchkit.models import resolve_model
+    from searchkit.models.loading import resolve_model
 
     encoder = Encoder(args.model, device=device, max_length=args.max_length, dtype=args.dtype)
     st = SentenceTransformer(resolve_model(args.model), device=device)  # the peer as a user would load it

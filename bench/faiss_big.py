@@ -1,8 +1,8 @@
 """Big-index FAISS on the CPU: recall@10 against exact search, build time, size on disk, RSS after loading
 (memory-mapped or read into memory) and queries/s, for the FAISS types a large corpus needs, at 100k and 1M vectors.
 
-Every index is built, tuned and read the way an index build does it: ``searchkit.dense.rebuild_index`` over an fp16
-``embeddings.npy`` (which calls ``build_faiss_index``: inner product, trained on a seeded sample of
+Every index is built, tuned and read the way an index build does it: ``searchkit.retrieval.faiss_index.rebuild_index``
+over an fp16 ``embeddings.npy`` (which calls ``build_faiss_index``: inner product, trained on a seeded sample of
 ``--train-sample`` rows, as ``DenseConfig.train_sample``), ``apply_search_params`` for nprobe / efSearch, and
 ``read_faiss_index`` for the loads whose RSS is measured. The oracle is exact inner product by numpy over the same
 fp16-rounded vectors (so Flat's recall is 1 up to exact ties).
@@ -15,12 +15,12 @@ here. Queries are fresh draws around the same centres. ``--like none`` draws an 
 alike the synthetic and the real vectors are is printed: the mean cosine of each vector's nearest neighbour in a
 sample of the real set's size, for both.
 
-Each index type is searched at a couple of settings (nprobe for IVF, efSearch for HNSW), all ``--queries`` queries
-in one batch (faiss spreads them over the cores), queries/s the median of ``--repeats`` passes after a warm-up. RSS
-is measured in a fresh process per load (anonymous + file-backed resident MB over the process before the read,
-after the read and after one pass of the queries): a memory-mapped index (Flat, HNSW, IVF, IVF-PQ, OPQ: see
-``searchkit.dense.MMAP_TYPES``) costs almost no anonymous memory and its file pages are shared by every process
-that maps the file (the page cache, not the process, holds them).
+Each index type is searched at a couple of settings (nprobe for IVF, efSearch for HNSW), all ``--queries`` queries in
+one batch (faiss spreads them over the cores), queries/s the median of ``--repeats`` passes after a warm-up. RSS is
+measured in a fresh process per load (anonymous + file-backed resident MB over the process before the read, after the
+read and after one pass of the queries): a memory-mapped index (Flat, HNSW, IVF, IVF-PQ, OPQ: see
+``searchkit.retrieval.faiss_index.MMAP_TYPES``) costs almost no anonymous memory and its file pages are shared by every
+process that maps the file (the page cache, not the process, holds them).
 
 Usage (from the repository root; the real run takes the machine's heavy-work lock)::
 
@@ -49,9 +49,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from searchkit.benchtools import cpu_description, markdown_table, run_main, versions, write_json  # noqa: E402
+from benchtools import cpu_description, markdown_table, run_main, versions, write_json  # noqa: E402
+
 from searchkit.config import DenseConfig  # noqa: E402
-from searchkit.dense import apply_search_params, faiss_parts, rebuild_index  # noqa: E402
+from searchkit.retrieval.faiss_index import apply_search_params, faiss_parts, rebuild_index  # noqa: E402
 
 K = 10
 CHUNK = 65_536
@@ -183,7 +184,7 @@ import json, sys
 import faiss  # loaded before the first measure: its library is not the index's memory
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from searchkit.dense import apply_search_params, read_faiss_index
+from searchkit.retrieval.faiss_index import apply_search_params, read_faiss_index
 
 def rss():
     out = {}

@@ -56,6 +56,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from searchkit.benchtools import run_main
+    from benchtools import run_main
 
     run_main(main)

@@ -20,12 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, percentiles, run_main, versions, write_json
+from benchtools import cpu_description, markdown_table, percentiles, run_main, versions, write_json
+
 from searchkit.config import RerankConfig
+from searchkit.experiments.suite_file import select_queries
 from searchkit.index import Index
-from searchkit.rerank import load_cross_encoder
+from searchkit.models.cross_encoder import load_cross_encoder
 from searchkit.search import Searcher
-from searchkit.suite import select_queries
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

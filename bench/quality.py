@@ -58,7 +58,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source tree (the device has no `pip install -e`)
 
-from searchkit.benchtools import cpu_description, run_main, versions, write_json
+from benchtools import cpu_description, run_main, versions, write_json
+
 from searchkit.config import (
     DenseTrainConfig,
     RerankConfig,
@@ -68,12 +69,14 @@ from searchkit.config import (
     load_dense_train_recipe,
     load_train_recipe,
 )
-from searchkit.evaluate import display_name, format_score, render_table
-from searchkit.fusion import fit_fusion
-from searchkit.models import MODEL_CARD, read_model_card
-from searchkit.suite import Condition, Suite, SuiteResult, load_suite, run_suite, with_reranker
-from searchkit.train import train
-from searchkit.train_dense import train_dense
+from searchkit.evaluate.metrics import display_name
+from searchkit.evaluate.tables import format_score, render_table
+from searchkit.experiments.suite import SuiteResult, run_suite
+from searchkit.experiments.suite_file import Condition, Suite, load_suite, with_reranker
+from searchkit.models.cards import MODEL_CARD, read_model_card
+from searchkit.training.bi_encoder import train_dense
+from searchkit.training.cross_encoder import train
+from searchkit.training.fusion import fit_fusion
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"alone": "alone", "+ fusion": "fusion"}  # the shipped reranked rows an ablation is scored with: label, slug
@@ -101,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--depth",
         default="20,30,50",
         help="rerank depths tried on dev (comma-separated): the smallest within 0.002 of the best fused dev score is "
-        "kept (searchkit.fusion.choose_depth), and the suite's reranked rows must use it",
+        "kept (searchkit.training.fusion.choose_depth), and the suite's reranked rows must use it",
     )
     parser.add_argument("--retrain", action="store_true", help="train even when a finished model exists")
     parser.add_argument("--skip-train", action="store_true", help="never train (the models must exist)")

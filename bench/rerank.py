@@ -14,8 +14,8 @@ overlap and identical order per query, the largest score difference, and nDCG@10
 nothing). Both sides include tokenization; ``score`` returns numpy, so device work has finished when the clock stops.
 
 The peer runs in a process of its own, called in turn with ours: searchkit tunes its process's allocator
-(``searchkit.models.tune_cpu_allocator``, process-wide), and the peer's users do not have that. ``--peer-allocator
-tuned`` gives the peer the same settings, to show how much of the ratio is the allocator.
+(``searchkit.models.device.tune_cpu_allocator``, process-wide), and the peer's users do not have that.
+``--peer-allocator tuned`` gives the peer the same settings, to show how much of the ratio is the allocator.
 """
 
 from __future__ import annotations
@@ -33,24 +33,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import (
-    cpu_description,
-    markdown_table,
-    paired_times,
-    run_main,
-    top_k_agreement,
-    versions,
-    write_json,
-)
+from benchtools import cpu_description, markdown_table, paired_times, run_main, top_k_agreement, versions, write_json
+
 from searchkit.config import RerankConfig
-from searchkit.evaluate import evaluate
+from searchkit.evaluate.metrics import evaluate
+from searchkit.experiments.suite_file import select_queries
 from searchkit.formats import document_text, read_qrels
-from searchkit.fusion import reranker_only
 from searchkit.index import Index
-from searchkit.models import resolve_device, resolve_dtype
-from searchkit.rerank import CrossEncoderReranker, load_cross_encoder
+from searchkit.models.cross_encoder import CrossEncoderReranker, load_cross_encoder
+from searchkit.models.device import resolve_device, resolve_dtype
+from searchkit.ranking.fusion import mix_scores, reranker_only
 from searchkit.search import Searcher
-from searchkit.suite import select_queries
 from searchkit.types import Hit, sort_hits
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -61,12 +54,12 @@ _PEER: dict[str, Any] = {}
 
 def _load_peer(model: str, pairs: list[tuple[str, str]], device: str, max_length: int, tuned: bool) -> None:
     """In the peer's own process: ``CrossEncoder`` in fp32 as its users load it (and the allocator as theirs,
-    unless ``tuned``: then searchkit's :func:`searchkit.models.tune_cpu_allocator` first)."""
+    unless ``tuned``: then searchkit's :func:`searchkit.models.device.tune_cpu_allocator` first)."""
     import torch
     from sentence_transformers import CrossEncoder
 
     if tuned:
-        from searchkit.models import tune_cpu_allocator
+        from searchkit.models.device import tune_cpu_allocator
 
         tune_cpu_allocator()
     _PEER["model"] = CrossEncoder(model, device=device, max_length=max_length, model_kwargs={"dtype": torch.float32})
@@ -163,7 +156,7 @@ def main() -> None:
     shipped = ours.variant(dataclasses.replace(ours.config, interpolation=RerankConfig.interpolation))
     if not reranker_only(shipped.fusion):
         for name in ("ours", "peer"):
-            mixed = shipped.mix(first, scores[name], per_query_stages)
+            mixed = mix_scores(first, scores[name], shipped.fusion, per_query_stages)
             runs[f"{name} + fusion"] = {q.query_id: hits for q, hits in zip(queries, mixed, strict=True)}
     ndcg = {name: evaluate(run, qrels, ["nDCG@10"]).aggregate["nDCG@10"] for name, run in runs.items()}
     ratios = [p / o for o, p in zip(times["ours"], times["peer"], strict=True)]

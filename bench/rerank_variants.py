@@ -20,11 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, paired_times, run_main, versions, write_json
+from benchtools import cpu_description, markdown_table, paired_times, run_main, versions, write_json
+
+from searchkit.experiments.suite_file import select_queries
 from searchkit.formats import document_text
 from searchkit.index import Index
-from searchkit.rerank import CrossEncoderReranker, load_cross_encoder
-from searchkit.suite import select_queries
+from searchkit.models.cross_encoder import CrossEncoderReranker, load_cross_encoder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

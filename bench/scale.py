@@ -1,6 +1,6 @@
 """Growth table: searchkit's BM25 (and dense) build and search at 100k, 300k and 1M synthetic documents, against bm25s.
 
-Corpora come from :mod:`searchkit.synthetic` (Zipf–Mandelbrot words over a Heaps'-law vocabulary, passage-length
+Corpora come from :mod:`synthetic` (Zipf–Mandelbrot words over a Heaps'-law vocabulary, passage-length
 documents, short queries from the same words), generated once into ``--cache-dir`` and reused. For each size:
 
 - ours: ``Index.build(corpus, out, bm25=BM25Config(), dense=None)`` (doc store + BM25 component + manifest), then
@@ -158,28 +158,29 @@ def _child_ours(corpus: Path, out: Path, queries: list[str], repeats: int) -> di
     import numpy as np
     import Stemmer  # noqa: F401 - imported before the clock starts, as the peer's is
 
-    import searchkit.bm25 as bm25_module
     import searchkit.formats  # noqa: F401
-    import searchkit.index as index_module
+    import searchkit.index.build as index_module  # the build's steps are looked up here: they are wrapped here
+    import searchkit.retrieval.bm25 as bm25_module
     from searchkit.config import BM25Config
+    from searchkit.index import Index
 
     imports_kib = _status_kib("VmHWM")
     phases = _Phases()
     # Phases from wrappers around the build's steps (the doc store, then the BM25 component's own steps)
-    _timed(phases, index_module, "_write_docstore", "docstore", then="manifest+open")
-    _timed(phases, index_module, "_build_component", "bm25: read doc store + analyze", then="manifest+open")
+    _timed(phases, index_module, "write_docstore", "docstore", then="manifest+open")
+    _timed(phases, index_module, "build_component", "bm25: read doc store + analyze", then="manifest+open")
     _timed(phases, bm25s.BM25, "build_index_from_ids", "bm25: bm25s scores")
     _timed(phases, bm25_module, "from_term_ids", "bm25: term frequencies")
     _timed(phases, bm25_module.BM25Retriever, "_save", "bm25: save")
     phases.enter("setup")
     start = time.perf_counter()
-    index_module.Index.build(corpus, out, bm25=BM25Config(stemmer=STEMMER, stopwords=STOPWORDS), dense=None)
+    Index.build(corpus, out, bm25=BM25Config(stemmer=STEMMER, stopwords=STOPWORDS), dense=None)
     build_s = time.perf_counter() - start
     peak_kib = _status_kib("VmHWM")
     by_phase = phases.stop()
 
     start = time.perf_counter()
-    index = index_module.Index.open(out)
+    index = Index.open(out)
     load_s = time.perf_counter() - start
     retriever = index.bm25
     assert retriever is not None
@@ -257,19 +258,20 @@ def _child_dense(corpus: Path, out: Path, model: Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    import searchkit.dense as dense_module
-    import searchkit.index as index_module
+    import searchkit.index.build as index_module  # the build's steps are looked up here: they are wrapped here
+    import searchkit.retrieval.dense as dense_module
     from searchkit.config import DenseConfig
+    from searchkit.index import Index
 
     imports_kib = _status_kib("VmHWM")
     phases = _Phases()
-    _timed(phases, index_module, "_write_docstore", "docstore", then="manifest+open")
-    _timed(phases, index_module, "_build_component", "dense: encode", then="manifest+open")
+    _timed(phases, index_module, "write_docstore", "docstore", then="manifest+open")
+    _timed(phases, index_module, "build_component", "dense: encode", then="manifest+open")
     _timed(phases, dense_module, "rebuild_index", "dense: faiss")
     config = DenseConfig(model=str(model), device="cpu", dtype="fp32", max_length=DENSE_MAX_LENGTH)
     phases.enter("setup")
     start = time.perf_counter()
-    index_module.Index.build(corpus, out, bm25=None, dense=config)
+    Index.build(corpus, out, bm25=None, dense=config)
     build_s = time.perf_counter() - start
     peak_kib = _status_kib("VmHWM")
     return {
@@ -321,7 +323,7 @@ def make_tiny_bi_encoder(folder: Path, words: list[str], seed: int = 0) -> Path:
     from sentence_transformers import SentenceTransformer
     from transformers import BertModel
 
-    from searchkit.rerank import tiny_bert_parts
+    from searchkit.models.tiny import tiny_bert_parts
 
     try:
         from sentence_transformers.sentence_transformer import modules as models
@@ -402,7 +404,7 @@ def top10_agreement(ours: list[list[list[Any]]], peer: list[list[list[Any]]]) ->
 def exponents(
     sizes: list[int], rows: list[dict[str, Any]], measures: dict[str, Callable[[dict[str, Any]], Any]]
 ) -> Any:
-    from searchkit.synthetic import growth_exponent
+    from synthetic import growth_exponent
 
     fitted: dict[str, float | None] = {}
     for name, get in measures.items():
@@ -414,7 +416,7 @@ def exponents(
 def bench_size(
     docs: int, args: argparse.Namespace, model: Path | None, dense: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    from searchkit.synthetic import CorpusSpec, write_corpus
+    from synthetic import CorpusSpec, write_corpus
 
     spec = CorpusSpec(num_docs=docs, seed=args.seed)
     corpus_dir = args.cache_dir / f"corpus-{size_label(docs)}-seed{args.seed}"
@@ -552,7 +554,7 @@ def verdict(fitted: dict[str, float | None], rows: list[dict[str, Any]]) -> dict
 
 
 def markdown(results: dict[str, Any]) -> str:
-    from searchkit.benchtools import markdown_table
+    from benchtools import markdown_table
 
     env, rows, fitted = results["environment"], results["sizes"], results["exponents"]
     lines = [
@@ -647,8 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
 
-    from searchkit.benchtools import cpu_description, versions, write_json
-    from searchkit.synthetic import CorpusSpec, vocabulary
+    from benchtools import cpu_description, versions, write_json
+    from synthetic import CorpusSpec, vocabulary
 
     command = "python bench/scale.py " + " ".join(shlex.quote(arg) for arg in argv)
     environment: dict[str, Any] = {
@@ -689,6 +691,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from searchkit.benchtools import run_main
+    from benchtools import run_main
 
     run_main(main)

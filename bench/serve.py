@@ -23,11 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import cpu_description, markdown_table, run_main, versions, write_json
+from benchtools import cpu_description, markdown_table, run_main, versions, write_json
+from loadgen import bare_loop, drive, peak_rss_mb, start_server
+
+from searchkit.experiments.suite_file import select_queries
 from searchkit.index import Index
 from searchkit.search import Searcher
-from searchkit.serve.load import bare_loop, drive, peak_rss_mb, start_server
-from searchkit.suite import select_queries
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from searchkit.benchtools import (
+from benchtools import (
     cpu_description,
     markdown_table,
     paired_times,
@@ -47,12 +47,13 @@ from searchkit.benchtools import (
     versions,
     write_json,
 )
-from searchkit.bm25 import BM25Retriever
+
 from searchkit.config import DenseConfig, FilterConfig
 from searchkit.formats import document_text, read_corpus, read_queries
 from searchkit.index import Index
-from searchkit.postings import Postings, from_term_ids
-from searchkit.postings import statistics as collection_stats
+from searchkit.retrieval.bm25 import BM25Retriever
+from searchkit.retrieval.postings import Postings, from_term_ids
+from searchkit.retrieval.postings import statistics as collection_stats
 from searchkit.search import Searcher
 from searchkit.types import Document
 
@@ -402,6 +403,6 @@ def _markdown(result: dict[str, Any], command: str) -> str:
 
 
 if __name__ == "__main__":
-    from searchkit.benchtools import run_main
+    from benchtools import run_main
 
     run_main(main)

@@ -2,6 +2,13 @@
 
 Importing the package is cheap: heavy modules (torch, faiss, transformers) load only when a component needs them.
 
+The package's layers, lowest first (a module imports only from its own layer and those below; ``make lint`` checks
+it): ``types``, ``version``; ``config``, ``formats``, ``faults``; ``text`` (analyzers, batching) and ``ranking``
+(ranked arrays, fusion arithmetic); ``models`` (loading, devices, the bi-encoder, the cross-encoder, cards);
+``retrieval`` (BM25, dense/FAISS, filters, stored tokens: an index's components); ``index`` (the folder, its
+generations, build, update, plan); ``search`` (the Searcher); ``evaluate`` (runs, metrics, tables);
+``training``; ``experiments`` (suites); ``distributed`` (Ray); ``serve``; ``cli``.
+
 >>> import searchkit
 >>> searchkit.Hit("d1", 1.5)
 Hit(doc_id='d1', score=1.5)
@@ -26,18 +33,17 @@ from searchkit.types import (
     SearchkitError,
     sort_hits,
 )
-
-__version__ = "0.1.0"
+from searchkit.version import __version__
 
 # Public names that live in modules with heavier imports; resolved on first use. (The metric function
 # `evaluate` is not here: it shares its name with its module, so use `from searchkit.evaluate import evaluate`.)
 _LAZY = {
-    "Index": "searchkit.index",
-    "BM25Retriever": "searchkit.bm25",
-    "DenseRetriever": "searchkit.dense",
+    "Index": "searchkit.index.api",
+    "BM25Retriever": "searchkit.retrieval.bm25",
+    "DenseRetriever": "searchkit.retrieval.dense",
     "Searcher": "searchkit.search",
-    "CrossEncoderReranker": "searchkit.rerank",
-    "run_queries": "searchkit.evaluate",
+    "CrossEncoderReranker": "searchkit.models.cross_encoder",
+    "run_queries": "searchkit.evaluate.runs",
     "read_corpus": "searchkit.formats",
     "read_queries": "searchkit.formats",
     "read_qrels": "searchkit.formats",

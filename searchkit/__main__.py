@@ -1,5 +1,5 @@
 """``python -m searchkit`` is the ``searchkit`` command."""
 
-from searchkit.cli import main
+from searchkit.cli.main import main
 
 main()

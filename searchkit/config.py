@@ -1,5 +1,8 @@
 """Component settings as frozen dataclasses, and recipe (TOML) loading.
 
+Long on purpose: this is the one owner of every setting's default (design: "every setting's one default"), so the
+configs of every layer live side by side, each validated by the same type check (:func:`check_types`).
+
 BM25Config, DenseConfig, FusionConfig (retrieval), RerankConfig (reranking), TrainConfig (fine-tuning) and the
 index and training recipe loaders. This module imports nothing heavy and nothing of searchkit but its types.
 
@@ -17,15 +20,66 @@ searchkit.types.ConfigError: unknown BM25Config setting 'k'; valid settings: met
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import functools
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import TypeAdapter, ValidationError
+
 from searchkit.types import ConfigError
+
+_DESCRIBED = {float: "a number", int: "an integer", bool: "true or false", str: "a string", Path: "a path"}
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation as words for an error message (``int | None`` -> ``an integer or unset``)."""
+    if hint in _DESCRIBED:
+        return _DESCRIBED[hint]
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        words = " or ".join(_describe(arg) for arg in args)
+        return words + (" or unset" if type(None) in typing.get_args(hint) else "")
+    if origin in (tuple, list, collections.abc.Sequence) and args:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a table"
+    return getattr(hint, "__name__", str(hint))
+
+
+@functools.cache
+def _field_checks(cls: Any) -> tuple[tuple[str, Any, TypeAdapter[Any]], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((field.name, hints[field.name], TypeAdapter(hints[field.name])) for field in dataclasses.fields(cls))
+
+
+def check_types(config: Any) -> None:
+    """ConfigError naming the setting when a field of a config dataclass does not hold its declared type.
+
+    Strict, as a recipe's reader would expect: ``"1.5"`` is not a number, ``1`` is not true, an integer is a fine
+    number. Every config calls it first in ``__post_init__``, so code, recipes, suites and manifests are checked
+    by this one mechanism (pydantic's validators), before any check of the values.
+
+    >>> BM25Config(k1="high")
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: BM25Config.k1 must be a number, got 'high'
+    """
+    for name, hint, adapter in _field_checks(config.__class__):
+        value = getattr(config, name)
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError:
+            raise ConfigError(f"{type(config).__name__}.{name} must be {_describe(hint)}, got {value!r}") from None
+
 
 BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 FUSION_METHODS = ("rrf", "convex")
@@ -56,6 +110,7 @@ class BM25Config:
     stopwords: str | None = "en"
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.method not in BM25_METHODS:
             raise ConfigError(f"unknown BM25 method {self.method!r}; choose one of {', '.join(BM25_METHODS)}")
         if self.k1 < 0:
@@ -74,7 +129,7 @@ class DenseConfig:
     ``device``: ``auto`` (GPU when one is visible), ``cpu`` or ``cuda``. ``dtype``: ``auto`` (fp16 on a GPU, bf16
     on a CPU with AMX or AVX512-BF16, else fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the texts of
     one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts; None:
-    chosen for the model and device by :func:`searchkit.models.auto_batch_tokens`).
+    chosen for the model and device by :func:`searchkit.models.device.auto_batch_tokens`).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -93,6 +148,7 @@ class DenseConfig:
     batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown DenseConfig.dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         for name in ("max_length", "batch_size", "nprobe", "ef_search", "train_sample", "shard_size", "batch_tokens"):
@@ -119,6 +175,7 @@ class TokensConfig:
     max_length: int = 512
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"TokensConfig.model must be a model name or folder, got {self.model!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length <= 0:
@@ -145,6 +202,7 @@ class FilterConfig:
     fields: Sequence[str] = ()  # stored as a tuple of "name:type"
 
     def __post_init__(self) -> None:
+        check_types(self)
         if isinstance(self.fields, str) or not all(isinstance(field, str) for field in self.fields):
             raise ConfigError(f"FilterConfig.fields must be a list of 'name' or 'name:type', got {self.fields!r}")
         canonical: list[str] = []
@@ -185,6 +243,7 @@ class UpdateConfig:
     compact_ratio: float = 0.25
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not 0.0 <= self.compact_ratio <= 1.0:
             raise ConfigError(f"UpdateConfig.compact_ratio must be in [0, 1], got {self.compact_ratio}")
 
@@ -207,6 +266,7 @@ class RayConfig:
     cpus_per_actor: int = 1
 
     def __post_init__(self) -> None:
+        check_types(self)
         if (self.actors is not None and self.actors <= 0) or self.cpus_per_actor <= 0:
             raise ConfigError(f"Ray actors and cpus_per_actor must be > 0, got {self.actors} and {self.cpus_per_actor}")
 
@@ -226,6 +286,7 @@ class FusionConfig:
     depth: int = 100
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.method not in FUSION_METHODS:
             raise ConfigError(f"unknown fusion method {self.method!r}; choose one of {', '.join(FUSION_METHODS)}")
         if self.rrf_k < 0:
@@ -238,12 +299,12 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class RerankConfig:
-    """Reranker settings (the keyword arguments of ``searchkit.rerank.CrossEncoderReranker``).
+    """Reranker settings (the keyword arguments of ``searchkit.models.cross_encoder.CrossEncoderReranker``).
 
     ``max_length``: tokens per pair (None: the model card's training length, else 512; never above the model's
     position embeddings). ``dtype``: ``auto`` (fp16 on CUDA, bf16 on a CPU with AMX or AVX512-BF16, else
     fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the pairs of one model call and ``batch_tokens`` its
-    padded tokens (batches are cut from length-sorted pairs; None: :func:`searchkit.models.auto_batch_tokens`).
+    padded tokens (batches are cut from length-sorted pairs; None: :func:`searchkit.models.device.auto_batch_tokens`).
     ``interpolation``: ``"auto"`` (the model card's
     weight, if any), None (reranker scores only) or a weight
     ``a`` in [0, 1] (``a * reranker + (1 - a) * first stage``, per-query min-max normalised). ``fusion``:
@@ -275,6 +336,7 @@ class RerankConfig:
         return self.depth or fitted_depth or DEFAULT_RERANK_DEPTH
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")
         if (
@@ -401,10 +463,10 @@ class TrainConfig:
     Mining: ``mine_mode`` first stage, its top ``mine_depth`` from rank ``skip_top`` + 1, at most
     ``negatives_per_query`` kept, plus ``random_negatives``. Smoke runs: ``limit_queries``, ``max_steps``;
     ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
-    Loss (``loss``, ``weighting``), dev evaluation and output: see :mod:`searchkit.train`.
+    Loss (``loss``, ``weighting``), dev evaluation and output: see :mod:`searchkit.training.cross_encoder`.
     ``init_from``: a fine-tuned reranker folder to continue from (its card's lineage is extended, and the dev guard
     compares with it); ``base_model`` then only names what the lineage started from. ``fit_fusion``: fit the
-    learned fusion of every stage on dev at the end (:mod:`searchkit.fusion`; needs an index).
+    learned fusion of every stage on dev at the end (:mod:`searchkit.ranking.fusion`; needs an index).
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.negatives_per_group, cfg.lr
@@ -448,7 +510,7 @@ class TrainConfig:
     dev_depth: int = 20
     dev_metric: str = "nDCG@10"
     patience: int = 2
-    interpolation_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    interpolation_grid: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # kept as a tuple
     fit_fusion: bool = True
     eval_batch_size: int = 64
     limit_queries: int | None = None
@@ -460,6 +522,8 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        check_types(self)
+
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"TrainConfig: {message}")
@@ -490,6 +554,7 @@ class TrainConfig:
         check(self.positive_weight >= 0 and self.negative_weight >= 0, "class weights must be >= 0")
         check(self.dev_queries >= 0, "dev_queries must be >= 0 (a count, or a fraction below 1)")
         check(all(0.0 <= a <= 1.0 for a in self.interpolation_grid), "interpolation_grid values must be in [0, 1]")
+        object.__setattr__(self, "interpolation_grid", tuple(float(a) for a in self.interpolation_grid))
 
 
 def load_train_recipe(path: str | Path) -> TrainConfig:
@@ -511,8 +576,6 @@ def load_train_recipe(path: str | Path) -> TrainConfig:
     if isinstance(raw.get("base_model"), str) and raw["base_model"].startswith("."):
         raw["base_model"] = str(base / raw["base_model"])
     try:
-        if "interpolation_grid" in raw:
-            raw["interpolation_grid"] = tuple(float(a) for a in raw["interpolation_grid"])
         return config_from_dict(TrainConfig, raw)
     except (ConfigError, TypeError, ValueError) as err:
         raise ConfigError(f"{path}: {err}") from None
@@ -543,6 +606,7 @@ class LearnedFusion:
     fitted: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_types(self)
         unknown = sorted(set(self.weights) - set(FUSION_FEATURES))
         if unknown:
             raise ConfigError(f"LearnedFusion: unknown features {unknown}; valid: {', '.join(FUSION_FEATURES)}")
@@ -623,6 +687,8 @@ class DenseTrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        check_types(self)
+
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"DenseTrainConfig: {message}")
@@ -706,6 +772,7 @@ class ServeConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"ServeConfig.port must be in 0..65535, got {self.port}")
         if self.batch_wait_ms < 0:

@@ -35,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
+import numpy as np
+
 from searchkit.types import ConfigError, DataError, Document, Hit, Qrels, Query, Run, sort_hits
 
 Source = str | Path
@@ -104,7 +106,6 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 
 def save_npy_atomic(path: Path, array: Any) -> None:
     """Save ``array`` as ``.npy`` (never pickled) via a synced temp file + ``os.replace``."""
-    import numpy as np
 
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
@@ -123,7 +124,6 @@ def gather_ragged(values: Any, offsets: Any, rows: Any) -> tuple[Any, Any]:
     >>> values.tolist(), offsets.tolist()
     ([2, 3, 4], [0, 2, 3])
     """
-    import numpy as np
 
     offsets = np.asarray(offsets, dtype=np.int64)
     rows = np.asarray(rows, dtype=np.int64)
@@ -195,7 +195,7 @@ def sha256_file(path: Source) -> str:
     return digest.hexdigest()
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> IO[bytes]:
     with path.open("rb") as handle:
         magic = handle.read(2)
     return cast(IO[bytes], gzip.open(path, "rb") if magic == _GZIP_MAGIC else path.open("rb"))
@@ -214,7 +214,7 @@ def iter_lines(path: Source) -> Iterator[tuple[int, str]]:
     if path.is_dir():
         raise DataError("is a folder, expected a file", path)
     try:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             for number, raw in enumerate(handle, start=1):
                 try:
                     line = raw.decode("utf-8")
@@ -267,7 +267,7 @@ def _tsv_records(path: Path, positional: dict[int, tuple[str, ...]], id_field: s
         yield number, dict(zip(fields, parts, strict=True))
 
 
-def _records(path: Path, positional: dict[int, tuple[str, ...]], id_field: str) -> _Records:
+def read_records(path: Path, positional: dict[int, tuple[str, ...]], id_field: str) -> _Records:
     return _tsv_records(path, positional, id_field) if _is_tsv(path) else _json_records(path)
 
 
@@ -369,7 +369,7 @@ def read_corpus(
     path = corpus_path(source)
     assert path is not None
     positional = {2: (id_field, text_field), 3: (id_field, title_field or "title", text_field)}
-    records = _records(path, positional, id_field)
+    records = read_records(path, positional, id_field)
     return _documents(path, records, id_field, title_field, text_field, metadata_fields)
 
 
@@ -442,7 +442,7 @@ def read_queries(
         if path.is_file() and split is not None:
             raise ConfigError(f"split={split!r} applies to BEIR folders only, and {path} is a file")
         where = _beir_file(path, "queries") if path.is_dir() else path
-        records = _records(where, {2: (id_field, text_field)}, id_field)
+        records = read_records(where, {2: (id_field, text_field)}, id_field)
     queries = [
         Query(_get_id(record, id_field, "query", where, n), _get_text(record, text_field, where, n))
         for n, record in records

@@ -1,7 +1,7 @@
 """Searcher: first stage (BM25, dense, hybrid fusion or cascade) then an optional reranker, behind one interface.
 
 Every retriever and the Searcher implement ``search_batch(queries, k) -> list[list[Hit]]``. The Searcher also takes
-``filter=`` (metadata conditions, :mod:`searchkit.filters`), applied inside each stage before its top k.
+``filter=`` (metadata conditions, :mod:`searchkit.retrieval.filters`), applied inside each stage before its top k.
 
 >>> from searchkit.index import Index
 >>> import tempfile, pathlib
@@ -12,22 +12,23 @@ Every retriever and the Searcher implement ``search_batch(queries, k) -> list[li
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from searchkit.config import DEFAULT_RERANK_DEPTH, SEARCH_MODES, FusionConfig, RerankConfig
 from searchkit.formats import document_text
-from searchkit.fusion import minmax
-from searchkit.ranking import DocIdTable, Ranking, sort_ranking, tie_keys
+from searchkit.index.bundle import IndexBundle
+from searchkit.models.cross_encoder import CrossEncoderReranker
+from searchkit.ranking.arrays import DocIdTable, Ranking, sort_ranking
+from searchkit.ranking.fusion import convex_rows, mix_scores, reranker_only, rrf_rows
+from searchkit.retrieval.filters import FilterSpec, parse_filter
 from searchkit.types import ConfigError, Hit, Retriever, check_k
-
-if TYPE_CHECKING:
-    from searchkit.filters import FilterSpec
-    from searchkit.index import Index
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +36,19 @@ logger = logging.getLogger(__name__)
 class Reranker(Protocol):
     """What the Searcher needs from a reranker: re-score each query's candidates given their texts.
 
-    ``stages`` (query i's ``{"bm25": hits, "dense": hits}`` where the mode ran them) is passed only to rerankers
-    that accept it (:class:`searchkit.rerank.CrossEncoderReranker`, for its learned fusion).
+    A reranker that takes ``doc_tokens`` gets the index's stored token ids instead of the texts when its tokenizer's
+    ``tokenizer_fingerprint`` is theirs. A reranker with a ``fusion`` (:class:`searchkit.config.LearnedFusion`, as
+    :class:`searchkit.models.cross_encoder.CrossEncoderReranker` reads from its card) has its scores mixed with the
+    first stage's by the Searcher (:func:`searchkit.ranking.fusion.mix_scores`).
     """
 
     def rerank_batch(
         self, queries: Sequence[str], candidates: Sequence[Sequence[Hit]], texts: Sequence[Sequence[str]]
     ) -> list[list[Hit]]: ...
+
+
+StageObserver = Callable[[str, float], None]
+"""Called with a stage name (``first_stage``, ``rerank``) and the seconds one call of it took."""
 
 
 class StageScore(NamedTuple):
@@ -59,78 +66,6 @@ class ExplainedHit(NamedTuple):
     stages: dict[str, StageScore]
 
 
-# ---------------------------------------------------------------------- fusion
-def rrf_rows(rankings: Sequence[Ranking], keys: np.ndarray, k: int = 60) -> Ranking:
-    """Reciprocal-rank fusion on arrays: ``score(row) = sum over rankings of 1 / (k + rank)``, ranks from 1.
-
-    Each row's contributions are added smallest first, so the fused score (and the tie order, by ``keys`` from
-    :func:`searchkit.types.tie_keys`) cannot depend on the order of the rankings.
-    """
-    parts = [r for r in rankings if len(r.rows)]
-    if not parts:
-        return Ranking.empty()
-    rows = np.concatenate([r.rows for r in parts])
-    contributions = np.concatenate([1.0 / (k + np.arange(1, len(r.rows) + 1, dtype=np.float64)) for r in parts])
-    order = np.lexsort((contributions, rows))
-    unique, inverse = np.unique(rows[order], return_inverse=True)
-    # bincount adds in input order: per row, smallest contribution first
-    return sort_ranking(unique, np.bincount(inverse, weights=contributions[order]), keys)
-
-
-def convex_rows(sparse: Ranking, dense: Ranking, keys: np.ndarray, alpha: float = 0.5) -> Ranking:
-    """``alpha * dense + (1 - alpha) * sparse`` on per-query min-max-normalized scores (a missing row counts 0)."""
-    rows = np.union1d(sparse.rows, dense.rows)
-    total = np.zeros(len(rows), dtype=np.float64)
-    for ranking, weight in ((sparse, 1.0 - alpha), (dense, alpha)):
-        if len(ranking.rows):
-            total[np.searchsorted(rows, ranking.rows)] += weight * minmax(ranking.scores)
-    return sort_ranking(rows, total, keys)
-
-
-def _as_rankings(lists: Sequence[Sequence[Hit]]) -> tuple[list[Ranking], np.ndarray, np.ndarray]:
-    """Hit lists as Rankings over a local id table: (rankings, ids, tie keys)."""
-    ids = list(dict.fromkeys(hit.doc_id for hits in lists for hit in hits))
-    row_of = {doc_id: row for row, doc_id in enumerate(ids)}
-    rankings = [
-        Ranking(
-            np.fromiter((row_of[hit.doc_id] for hit in hits), dtype=np.int64, count=len(hits)),
-            np.fromiter((hit.score for hit in hits), dtype=np.float64, count=len(hits)),
-        )
-        for hits in lists
-    ]
-    return rankings, np.array(ids, dtype=object), tie_keys(ids)
-
-
-def rrf_fuse(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[Hit]:
-    """:func:`rrf_rows` on Hit lists. Empty rankings contribute nothing.
-
-    >>> rrf_fuse([[Hit("a", 9.0), Hit("b", 1.0)], [Hit("b", 0.9)]], k=60)[0]
-    Hit(doc_id='b', score=0.03252247488101534)
-    """
-    converted, ids, keys = _as_rankings(rankings)
-    return rrf_rows(converted, keys, k).to_hits(ids)
-
-
-def min_max_normalize(hits: Sequence[Hit]) -> dict[str, float]:
-    """Scores mapped to [0, 1] per ranking (:func:`searchkit.fusion.minmax`); constant scores all map to 1.0.
-
-    >>> min_max_normalize([Hit("a", 3.0), Hit("b", 1.0)])
-    {'a': 1.0, 'b': 0.0}
-    """
-    normalized = minmax(np.array([hit.score for hit in hits], dtype=np.float64)).tolist()
-    return {hit.doc_id: value for hit, value in zip(hits, normalized, strict=True)}
-
-
-def convex_fuse(sparse: Sequence[Hit], dense: Sequence[Hit], alpha: float = 0.5) -> list[Hit]:
-    """:func:`convex_rows` on Hit lists.
-
-    >>> convex_fuse([Hit("a", 10.0), Hit("b", 5.0)], [Hit("b", 0.9), Hit("c", 0.1)], alpha=0.5)
-    [Hit(doc_id='b', score=0.5), Hit(doc_id='a', score=0.5), Hit(doc_id='c', score=0.0)]
-    """
-    (sparse_rows, dense_rows), ids, keys = _as_rankings([sparse, dense])
-    return convex_rows(sparse_rows, dense_rows, keys, alpha).to_hits(ids)
-
-
 # ---------------------------------------------------------------------- searcher
 class Searcher:
     """Retrieve with the index's components, fuse or cascade, then optionally rerank.
@@ -141,16 +76,19 @@ class Searcher:
     ``rerank``: a :class:`searchkit.config.RerankConfig` (the Searcher loads that cross-encoder) or a reranker
     object; it re-scores the first stage's top ``depth`` (the reranker's ``depth``: ``RerankConfig.depth``, else
     the depth its card's learned fusion was fitted at, else 100); documents below that depth keep their order,
-    scored below.
+    scored below. A reranker's scores are mixed with the first stage's by its card's fusion
+    (:func:`searchkit.ranking.fusion.mix_scores`). ``observe``: called with each stage's name (``first_stage``,
+    ``rerank``) and its seconds, for every call (the server's metrics).
     """
 
     def __init__(
         self,
-        index: Index,
+        index: IndexBundle,
         *,
         mode: str = "auto",
         fusion: FusionConfig = FusionConfig(),  # noqa: B008 - frozen dataclass, safe as a default
         rerank: RerankConfig | Reranker | None = None,
+        observe: StageObserver | None = None,
     ) -> None:
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
@@ -171,8 +109,6 @@ class Searcher:
             )
         reranker: Any = rerank
         if isinstance(rerank, RerankConfig):
-            from searchkit.rerank import CrossEncoderReranker
-
             reranker = CrossEncoderReranker.from_config(rerank)
         depth = getattr(reranker, "depth", None) if reranker is not None else None
         self.rerank_depth: int = int(depth) if depth is not None else DEFAULT_RERANK_DEPTH
@@ -182,7 +118,7 @@ class Searcher:
         self.mode = mode
         self.fusion = fusion
         self.reranker: Reranker | None = reranker
-        self._pass_stages = reranker is not None and "stages" in inspect.signature(reranker.rerank_batch).parameters
+        self.observe = observe
         self._stored_tokens: Any = None
         self._tokens_checked = False
 
@@ -200,8 +136,8 @@ class Searcher:
         """Best ``k`` hits for each query, best first.
 
         ``filter``: conditions on the documents' filterable metadata fields (``"year>=2020"``, a list of such
-        expressions, all of which must hold, or a :class:`searchkit.filters.Filter`): every stage keeps only the
-        documents that meet them before taking its top k, so none other is returned, and k hits come back when k
+        expressions, all of which must hold, or a :class:`searchkit.retrieval.filters.Filter`): every stage keeps only
+        the documents that meet them before taking its top k, so none other is returned, and k hits come back when k
         documents match (for BM25: match the filter and share a term with the query).
         """
         check_k(k)
@@ -228,7 +164,6 @@ class Searcher:
         >>> Searcher(index).filtered("y=2").search_batch(["solar"], 10)[0][0].doc_id
         'b'
         """
-        from searchkit.filters import parse_filter
 
         parsed = parse_filter(spec)
         self.index.allowed_rows(parsed)  # an unknown field or a bad value fails here, before any query runs
@@ -237,7 +172,7 @@ class Searcher:
     def stages(self, queries: Sequence[str], k: int) -> dict[str, list[list[Hit]]]:
         """Every first-stage ranking the mode runs (``bm25``, ``dense``, and the mode's own), top ``k`` or more.
 
-        What the reranker's learned fusion reads (:func:`searchkit.fusion.dev_features` fits on it).
+        What the reranker's learned fusion reads (:func:`searchkit.training.fusion.dev_features` fits on it).
         """
         check_k(k)
         return self._stages(list(queries), k)
@@ -280,6 +215,10 @@ class Searcher:
         ``allowed`` (a bool mask over rows, a filter) is handed to each retrieving stage, which applies it before its
         top k; cascade re-scores BM25's filtered candidates, and fusion only sees filtered lists.
         """
+        with self._timed("first_stage"):
+            return self._first_stage_rows(queries, k, allowed)
+
+    def _first_stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None) -> dict[str, list[Ranking]]:
         if self.mode in ("bm25", "dense"):
             return {self.mode: self.index.component(self.mode).search_rows(queries, k, allowed=allowed)}
         depth = max(k, self.fusion.depth)
@@ -299,6 +238,12 @@ class Searcher:
     def _rerank(
         self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
     ) -> list[list[Hit]]:
+        with self._timed("rerank"):
+            return self._reranked(queries, results, stages)
+
+    def _reranked(
+        self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
+    ) -> list[list[Hit]]:
         assert self.reranker is not None
         heads = [hits[: self.rerank_depth] for hits in results]
         kwargs: dict[str, Any] = {}
@@ -308,12 +253,33 @@ class Searcher:
             kwargs["doc_tokens"] = [stored.rows([self.index.row(hit.doc_id) for hit in head]) for head in heads]
         else:
             texts = [[document_text(d) for d in self.index.documents([hit.doc_id for hit in head])] for head in heads]
-        if self._pass_stages:
-            names = [name for name in ("bm25", "dense") if name in stages]
-            kwargs["stages"] = [{name: stages[name][i] for name in names} for i in range(len(heads))]
         reranked = self.reranker.rerank_batch(queries, heads, texts, **kwargs)  # type: ignore[arg-type]
+        fusion = getattr(self.reranker, "fusion", None)
+        if fusion is not None and not reranker_only(fusion):  # the card's mix of its scores with the first stage's
+            names = [name for name in ("bm25", "dense") if name in stages]
+            per_query: list[dict[str, list[Hit]]] = [
+                {name: stages[name][i] for name in names} for i in range(len(heads))
+            ]
+            logits = [
+                [own[hit.doc_id] for hit in head]
+                for head, own in zip(heads, ({h.doc_id: h.score for h in new} for new in reranked), strict=True)
+            ]
+            flat = np.array([score for row in logits for score in row], dtype=np.float64)
+            reranked = mix_scores(heads, flat, fusion, per_query)
         # Only documents the first stage actually returned are credited; the tail keeps first-stage order below.
         return [_below(new, hits[self.rerank_depth :]) for new, hits in zip(reranked, results, strict=True)]
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        """Report the seconds ``stage`` took to :attr:`observe` (the server's per-stage metrics), when set."""
+        if self.observe is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(stage, time.perf_counter() - start)
 
     def _reranker_tokens(self) -> Any:
         """The index's stored document tokens when the reranker can score them (it takes ``doc_tokens`` and its

@@ -27,7 +27,7 @@ def make_tiny_sentence_transformer(folder: str | Path, *, words: list[str], seed
     from sentence_transformers import SentenceTransformer
     from transformers import BertModel
 
-    from searchkit.rerank import tiny_bert_parts
+    from searchkit.models.tiny import tiny_bert_parts
 
     try:
         from sentence_transformers.sentence_transformer import modules as models
@@ -50,7 +50,7 @@ def make_tiny_sentence_transformer(folder: str | Path, *, words: list[str], seed
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run the `searchkit` command line in-process: (exit code, stdout, stderr)."""
-    from searchkit.cli import main
+    from searchkit.cli.main import main
 
     try:
         main(args)
@@ -128,7 +128,7 @@ def tiny_hybrid_index(tmp_path_factory: pytest.TempPathFactory, tiny_dense_confi
 @pytest.fixture(scope="session")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory, tiny_words: list[str]) -> Path:
     """Folder of a randomly initialised 2-layer BERT cross-encoder that knows the tiny corpus's words."""
-    from searchkit.rerank import make_tiny_cross_encoder
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     return make_tiny_cross_encoder(tmp_path_factory.mktemp("rerank") / "tiny-ce", words=tiny_words)
 
@@ -189,8 +189,7 @@ def serve_app() -> Any:
     import time
 
     import uvicorn
-
-    from searchkit.serve.load import free_port
+    from loadgen import free_port
 
     running: list[tuple[Any, threading.Thread]] = []
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchkit.batching import pad_rows, token_budget_batches
+from searchkit.text.batching import pad_rows, token_budget_batches
 from searchkit.types import ConfigError
 
 

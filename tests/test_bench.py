@@ -101,7 +101,7 @@ def test_quality_command_end_to_end_at_tiny_scale(
     rerun that trains nothing and reads the figures from the cards."""
     from safetensors.torch import load_file, save_file
 
-    from searchkit.models import read_model_card
+    from searchkit.models.cards import read_model_card
 
     model = tmp_path / "model-fp16"  # what the device kit carries: fp16 weights
     shutil.copytree(tiny_bi_encoder, model)

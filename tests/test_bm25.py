@@ -14,8 +14,8 @@ import rank_bm25
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from searchkit.bm25 import SETTINGS_FILE, BM25Retriever
 from searchkit.config import BM25_METHODS, BM25Config
+from searchkit.retrieval.bm25 import SETTINGS_FILE, BM25Retriever
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError, sort_hits
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -372,7 +372,7 @@ def test_verify_reports_damaged_arrays(tmp_path: Path) -> None:
 def test_logs_variant_and_parameters_and_stays_quiet(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="searchkit.bm25"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.bm25"):
         build(tiny_docs(), tmp_path, method="bm25l", k1=1.2, b=0.5, delta=0.7)
         BM25Retriever.load(tmp_path)
     messages = [record.getMessage() for record in caplog.records]

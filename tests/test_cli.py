@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from conftest import run_cli
 
-from searchkit.cli import main
+from searchkit.cli.main import main
 
 TINY = Path(__file__).parent / "data" / "tiny"
 
@@ -34,6 +35,16 @@ def test_help_is_instant_and_imports_nothing_heavy() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "index" in result.stdout and "search" in result.stdout and "train" in result.stdout
     assert "HEAVY []" in result.stdout
+
+
+def test_the_lazy_command_table_is_what_the_commands_say() -> None:
+    from searchkit.cli.main import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, entry in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert command.get_short_help_str(limit=1000) == entry.short_help
 
 
 def test_index_info_and_verify(index_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,7 +133,7 @@ def test_build_from_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def _tiny_recipe(folder: Path, index_dir: Path) -> Path:
     import re
 
-    from searchkit.rerank import make_tiny_cross_encoder
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     text = (TINY / "corpus.jsonl").read_text() + (TINY / "queries.jsonl").read_text()
     make_tiny_cross_encoder(folder / "base", words=sorted(set(re.findall(r"[a-z]+", text.lower()))))
@@ -145,7 +156,7 @@ def test_train_then_search_with_the_reranker(
 ) -> None:
     from searchkit.config import RerankConfig
     from searchkit.index import Index
-    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.models.cross_encoder import CrossEncoderReranker
     from searchkit.search import Searcher
 
     recipe = _tiny_recipe(tmp_path, index_dir)

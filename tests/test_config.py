@@ -117,8 +117,34 @@ def test_recipe_and_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="give an index"):
         TrainConfig(output="o", corpus="c")
     recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\ninterpolation_grid = ["half"]\n')
-    with pytest.raises(ConfigError, match=r"r.toml: could not convert"):
+    with pytest.raises(ConfigError, match=r"r.toml: TrainConfig.interpolation_grid must be a list of numbers"):
         load_train_recipe(recipe)
     recipe.write_text('output = "o"\nindex = "i"\ncorpus = "c"\nepochs = "two"\n')
     with pytest.raises(ConfigError, match=r"r.toml: "):
         load_train_recipe(recipe)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[bm25]\nk1 = "high"', "BM25Config.k1 must be a number, got 'high'"),
+        ("[bm25]\nstemmer = 3", "BM25Config.stemmer must be a string or unset, got 3"),
+        ("[dense]\nnormalize = 1", "DenseConfig.normalize must be true or false, got 1"),
+        ('[dense]\nmax_length = "256"', "DenseConfig.max_length must be an integer, got '256'"),
+        ("[tokens]\nmax_length = 1.5", "TokensConfig.max_length must be an integer, got 1.5"),
+        ('[filters]\nfields = "year"', "FilterConfig.fields must be a list of strings, got 'year'"),
+    ],
+)
+def test_recipe_types_are_checked_with_the_key_in_the_message(tmp_path: Path, table: str, message: str) -> None:
+    """One mechanism (pydantic's strict validators, :func:`check_types`) for every config, whoever builds it."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'corpus = "c"\noutput = "o"\n{table}\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_index_recipe(recipe)
+    assert str(caught.value) == f"{recipe}: {message}"
+
+
+def test_an_integer_is_a_number_and_a_number_is_not_a_flag() -> None:
+    assert BM25Config(k1=2).k1 == 2
+    with pytest.raises(ConfigError, match=r"FusionConfig\.rrf_k must be an integer, got True"):
+        FusionConfig(rrf_k=True)

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from searchkit.config import DenseConfig
-from searchkit.dense import DenseRetriever, apply_search_params, build_faiss_index, rebuild_index
-from searchkit.encoder import Encoder, get_encoder
-from searchkit.models import resolve_device, resolve_model
+from searchkit.models.device import resolve_device
+from searchkit.models.encoder import Encoder, get_encoder
+from searchkit.models.loading import resolve_model
+from searchkit.retrieval.dense import DenseRetriever
+from searchkit.retrieval.faiss_index import apply_search_params, build_faiss_index, rebuild_index
 from searchkit.types import ConfigError, DataError, Document, Hit, IndexFormatError
 
 faiss = pytest.importorskip("faiss")
@@ -135,7 +137,7 @@ def test_rebuild_index_without_reencoding(tmp_path: Path, monkeypatch: pytest.Mo
     def no_encoder(*args: object, **kwargs: object) -> None:
         raise AssertionError("rebuilding the index must not encode")
 
-    monkeypatch.setattr("searchkit.dense.get_encoder", no_encoder)
+    monkeypatch.setattr("searchkit.retrieval.dense.get_encoder", no_encoder)
     rebuild_index(tmp_path, "IVF16,Flat")
     config = DenseConfig(model="synthetic", faiss_factory="IVF16,Flat", nprobe=16)
     dense = DenseRetriever.load(tmp_path, config, ids)
@@ -173,7 +175,7 @@ def test_cuda_without_gpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     ids = [str(i) for i in range(10)]
     DenseRetriever.from_embeddings(unit_vectors(10, 8, 0), tmp_path, DenseConfig(), ids, model_info={"name": "s"})
     if not hasattr(faiss, "StandardGpuResources"):
-        with caplog.at_level(logging.WARNING, logger="searchkit.dense"):
+        with caplog.at_level(logging.WARNING, logger="searchkit.retrieval.dense"):
             dense = DenseRetriever.load(tmp_path, DenseConfig(device="cuda"), ids)
         assert dense.where == "cpu"
         assert "fell back to CPU" in caplog.text
@@ -260,7 +262,7 @@ def test_resume_after_interrupt(
     assert not (folder / "shards" / "shard-00001.npy").exists()
 
     calls.clear()
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
         resumed = DenseRetriever.build(iter(docs), folder, config, ids)
     assert calls == [3, 2]
     assert "resuming: 1 of 3 shards already encoded" in caplog.text

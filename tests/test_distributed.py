@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from searchkit.cli import cli, main
+from searchkit.cli.main import cli, main
 from searchkit.config import DenseConfig, RayConfig, TokensConfig
-from searchkit.distributed import plan_actors, require_ray
-from searchkit.evaluate import run_queries
+from searchkit.distributed.cluster import plan_actors, require_ray
+from searchkit.distributed.encoding import RayEncoding
+from searchkit.evaluate.runs import run_queries
 from searchkit.formats import read_queries
 from searchkit.index import Index
 from searchkit.search import Searcher
@@ -80,7 +81,7 @@ def test_ray_build_writes_the_single_process_embeddings(
 ) -> None:
     config = dataclasses.replace(tiny_encoder_config, shard_size=8)  # 30 documents: 4 shards over 2 actors
     alone = Index.build(synthetic_beir, tmp_path / "alone", dense=config)
-    spread = Index.build(synthetic_beir, tmp_path / "ray", dense=config, ray=RayConfig())
+    spread = Index.build(synthetic_beir, tmp_path / "ray", dense=config, encoding=RayEncoding(RayConfig()))
     assert _embeddings(spread).dtype == _embeddings(alone).dtype == np.float16
     assert np.array_equal(_embeddings(spread), _embeddings(alone))
     spread.verify()  # raises when a file or checksum is off
@@ -95,7 +96,7 @@ def test_ray_add_encodes_stored_tokens_like_the_single_process_add(
     base = Index.build(synthetic_beir, tmp_path / "base", tokens=tokens)
     config = dataclasses.replace(tiny_encoder_config, shard_size=8)
     alone = Index.build(synthetic_beir, tmp_path / "alone", tokens=tokens, dense=config)
-    added = base.add(dense=config, ray=RayConfig(actors=2))
+    added = base.add(dense=config, encoding=RayEncoding(RayConfig(actors=2)))
     assert np.array_equal(_embeddings(added), _embeddings(alone))
 
 
@@ -103,7 +104,7 @@ def test_ray_add_encodes_stored_tokens_like_the_single_process_add(
 def test_ray_run_is_the_single_process_run(
     local_ray: Any, tmp_path: Path, synthetic_beir: Path, tiny_encoder_config: DenseConfig
 ) -> None:
-    from searchkit.distributed import SearcherSpec, run_queries_on_ray
+    from searchkit.distributed.queries import SearcherSpec, run_queries_on_ray
 
     index = Index.build(synthetic_beir, tmp_path / "i", dense=tiny_encoder_config)
     queries = read_queries(synthetic_beir)
@@ -142,7 +143,7 @@ def scifact_builds(local_ray: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("scifact-ray")
     config = DenseConfig(device="cpu", dtype="fp32", shard_size=1024)  # 6 shards: the kill test needs several
     alone = Index.build(SCIFACT, folder / "alone", dense=config)
-    spread = Index.build(SCIFACT, folder / "ray", dense=config, ray=RayConfig())
+    spread = Index.build(SCIFACT, folder / "ray", dense=config, encoding=RayEncoding(RayConfig()))
     return {"alone": alone, "ray": spread}
 
 
@@ -179,7 +180,7 @@ def test_scifact_ray_build_survives_a_killed_worker(
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         config = DenseConfig(device="cpu", dtype="fp32", shard_size=1024)
-        rebuilt = Index.build(SCIFACT, tmp_path / "killed", dense=config, ray=RayConfig())
+        rebuilt = Index.build(SCIFACT, tmp_path / "killed", dense=config, encoding=RayEncoding(RayConfig()))
         assert np.array_equal(_embeddings(rebuilt), _embeddings(scifact_builds["alone"]))
     finally:
         ray.shutdown()

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from searchkit.evaluate import (
-    DEFAULT_METRICS,
-    Evaluation,
-    display_name,
-    evaluate,
-    format_table,
-    run_queries,
-    to_json,
-)
+from searchkit.evaluate.metrics import DEFAULT_METRICS, Evaluation, display_name, evaluate
+from searchkit.evaluate.runs import run_queries
+from searchkit.evaluate.tables import format_table, to_json
 from searchkit.types import ConfigError, DataError, Hit, Query
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from searchkit.config import DenseConfig
-from searchkit.dense import (
-    DenseRetriever,
+from searchkit.retrieval.dense import DenseRetriever
+from searchkit.retrieval.faiss_index import (
     FaissPlacement,
     apply_search_params,
     build_faiss_index,
@@ -169,7 +169,7 @@ def test_bad_factories_and_small_samples_are_one_line_config_errors(
 
 def test_a_thin_sample_warns_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
     x = clustered(2000, DIM, 6)
-    with caplog.at_level(logging.WARNING, logger="searchkit.dense"):
+    with caplog.at_level(logging.WARNING, logger="searchkit.retrieval.dense"):
         build_faiss_index(x, "IVF32,Flat", train_sample=500)
     assert "raise DenseConfig.train_sample to 1248" in caplog.text
 
@@ -270,7 +270,7 @@ def test_index_build_and_add_with_each_factory_reuse_the_embeddings(
     index = Index.open(target)
     config = dataclasses.replace(index.components["dense"], faiss_factory=factory, nprobe=8, train_sample=600)
     embeddings = (target / "dense" / "embeddings.npy").read_bytes()
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
         updated = index.add(dense=config, overwrite=True)
     assert "reused the stored embeddings" in caplog.text and "encoding" not in caplog.text
     assert (target / "dense" / "embeddings.npy").read_bytes() == embeddings
@@ -294,7 +294,7 @@ def test_cli_index_add_faiss_reuses_the_embeddings(
 ) -> None:
     from conftest import synthetic_documents
 
-    from searchkit.cli import main
+    from searchkit.cli.main import main
     from searchkit.index import Index
 
     corpus = tmp_path / "corpus.jsonl"
@@ -304,7 +304,7 @@ def test_cli_index_add_faiss_reuses_the_embeddings(
     target = tmp_path / "index"
     common = ["--dense", str(tiny_bi_encoder), "--device", "cpu"]
     main(["--no-progress", "index", "build", "--corpus", str(corpus), "-o", str(target), "--no-bm25", *common])
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
         main(["--no-progress", "index", "add", str(target), *common, "--faiss", "IVF8,PQ8", "--overwrite"])
     assert "reused the stored embeddings" in caplog.text
     assert Index.open(target, verify=True).components["dense"].faiss_factory == "IVF8,PQ8"
@@ -344,7 +344,7 @@ class _FakeClonerOptions:
 
 def test_place_index_shards_over_all_gpus_with_a_stand_in_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     """The multi-GPU branch of place_index on the CPU: faiss's GPU entry points replaced by recorders."""
-    import searchkit.dense as dense_module
+    import searchkit.retrieval.faiss_index as dense_module
 
     calls: list[tuple[str, Any]] = []
 
@@ -375,7 +375,7 @@ def test_place_index_shards_over_all_gpus_with_a_stand_in_faiss(monkeypatch: pyt
 def test_place_index_falls_back_to_the_cpu_when_the_type_cannot_move(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import searchkit.dense as dense_module
+    import searchkit.retrieval.faiss_index as dense_module
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("This index type is not implemented on GPU.")
@@ -386,7 +386,7 @@ def test_place_index_falls_back_to_the_cpu_when_the_type_cannot_move(
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2, raising=False)
     monkeypatch.setattr(dense_module, "_GPU_RESOURCES", {})
     index = faiss.IndexHNSWFlat(8, 16, faiss.METRIC_INNER_PRODUCT)
-    with caplog.at_level(logging.WARNING, logger="searchkit.dense"):
+    with caplog.at_level(logging.WARNING, logger="searchkit.retrieval.dense"):
         assert place_index(index, "auto") == (index, "cpu")
     assert "cannot run on cuda:0-1" in caplog.text and "fell back to CPU" in caplog.text
 

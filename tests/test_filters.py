@@ -1,4 +1,5 @@
-"""Metadata filters (searchkit.filters): the grammar, the column store against a pure-Python oracle, and filtered
+"""Metadata filters (searchkit.retrieval.filters): the grammar, the column store against a pure-Python oracle, and
+filtered
 searches in every mode: a filtered-out document is never returned, and k hits come back when k documents match."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from searchkit.config import FilterConfig
-from searchkit.filters import Condition, Filter, FilterColumns, parse_condition, parse_filter
 from searchkit.index import Index
+from searchkit.retrieval.filters import Condition, Filter, FilterColumns, parse_condition, parse_filter
 from searchkit.search import Searcher
 from searchkit.types import ConfigError, DataError, Document
 

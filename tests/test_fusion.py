@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 from searchkit.config import LearnedFusion, RerankConfig
-from searchkit.fusion import (
-    _with_weight,
-    fit_fusion,
-    fit_weights,
-    fuse,
-    interpolation_model,
-    minmax,
-    reranker_only,
-    stage_features,
-)
+from searchkit.ranking.fusion import fuse, interpolation_model, minmax, reranker_only, stage_features
+from searchkit.training.fusion import _with_weight, fit_fusion, fit_weights
 from searchkit.types import ConfigError, DataError, Hit
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -132,7 +124,8 @@ def trained_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     """A tiny cross-encoder with a card like `searchkit train` writes (training data: the tiny test split) and its
     dev queries, plus a BM25 index of the tiny corpus."""
     from searchkit.index import Index
-    from searchkit.rerank import make_tiny_cross_encoder, write_reranker_card
+    from searchkit.models.cards import write_reranker_card
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     root = tmp_path_factory.mktemp("fusion")
     folder = make_tiny_cross_encoder(root / "reranker", words=["cats", "mice", "solar", "wind", "electricity"])
@@ -148,7 +141,7 @@ def test_fit_fusion_on_a_trained_folder_writes_the_card_and_the_searcher_uses_it
 ) -> None:
     from searchkit.formats import read_qrels, read_queries
     from searchkit.index import Index
-    from searchkit.models import read_model_card
+    from searchkit.models.cards import read_model_card
     from searchkit.search import Searcher
 
     folder, index_dir = trained_folder
@@ -172,7 +165,7 @@ def test_fit_fusion_on_a_trained_folder_writes_the_card_and_the_searcher_uses_it
 
 
 def test_fit_fusion_needs_a_trained_folder(tmp_path: Path, trained_folder: tuple[Path, Path]) -> None:
-    from searchkit.rerank import make_tiny_cross_encoder
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     bare = make_tiny_cross_encoder(tmp_path / "bare")
     with pytest.raises(ConfigError, match=r"no searchkit\.json"):
@@ -209,7 +202,9 @@ def test_the_rerank_depth_defaults_to_the_depth_the_cards_fusion_was_fitted_at(
 ) -> None:
     from searchkit.config import config_to_dict
     from searchkit.index import Index
-    from searchkit.rerank import CrossEncoderReranker, make_tiny_cross_encoder, write_reranker_card
+    from searchkit.models.cards import write_reranker_card
+    from searchkit.models.cross_encoder import CrossEncoderReranker
+    from searchkit.models.tiny import make_tiny_cross_encoder
     from searchkit.search import Searcher
 
     folder = make_tiny_cross_encoder(tmp_path / "reranker", words=["cats", "solar"])

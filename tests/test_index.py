@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from searchkit.config import BM25Config
-from searchkit.index import FORMAT_VERSION, Index
+from searchkit.index import Index
+from searchkit.index.build import reusable_embeddings
+from searchkit.index.layout import FORMAT_VERSION
 from searchkit.types import ConfigError, DataError, Document, IndexFormatError
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -173,7 +175,7 @@ def test_verify_detects_missing_and_extra_files(tmp_path: Path) -> None:
 
 
 def test_offsets_are_memory_mapped(built: Index) -> None:
-    assert isinstance(built._store.offsets, np.memmap)
+    assert isinstance(built.store.offsets, np.memmap)
 
 
 def test_add_replaces_a_component_without_touching_the_doc_store(tmp_path: Path) -> None:
@@ -224,7 +226,7 @@ def test_changing_the_faiss_type_reuses_the_embeddings(tmp_path: Path, caplog: p
     target = tmp_path / "refaiss"
     index = Index.build(TINY, target, dense=DenseConfig(device="cpu", batch_size=4))
     before = (target / "dense" / "embeddings.npy").read_bytes()
-    with caplog.at_level("INFO", logger="searchkit.dense"):
+    with caplog.at_level("INFO", logger="searchkit.retrieval.dense"):
         updated = index.add(dense=DenseConfig(device="cpu", batch_size=4, faiss_factory="HNSW8"), overwrite=True)
     assert "reused the stored embeddings" in caplog.text
     assert "encoding" not in caplog.text
@@ -240,7 +242,7 @@ def test_a_build_with_tokens_encodes_dense_from_them(
     """Tokens are built before dense, which then encodes them (the embedded model's tokenizer is theirs)."""
     from searchkit.config import TokensConfig
 
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
         index = Index.build(TINY, tmp_path / "t", dense=tiny_dense_config, tokens=TokensConfig())
     assert "encoding the index's stored document tokens" in caplog.text
     assert list(index.manifest["components"]) == ["bm25", "tokens", "dense"]
@@ -262,8 +264,8 @@ def test_a_model_retrained_in_place_is_re_encoded(tmp_path: Path, tiny_words: li
     config = DenseConfig(model=str(folder), device="cpu", dtype="fp32")
     index = Index.build(TINY, tmp_path / "idx", dense=config)
     before = np.load(tmp_path / "idx" / "dense" / "embeddings.npy")
-    assert index._reusable_embeddings(DenseConfig(model=str(folder), device="cpu", dtype="fp32", faiss_factory="HNSW8"))
+    assert reusable_embeddings(index, DenseConfig(model=str(folder), device="cpu", dtype="fp32", faiss_factory="HNSW8"))
     make_tiny_sentence_transformer(folder, words=tiny_words, seed=1)  # retrained into the same folder
-    assert not index._reusable_embeddings(config)
+    assert not reusable_embeddings(index, config)
     updated = index.add(dense=config, overwrite=True)
     assert not np.array_equal(np.load(updated.path / "dense" / "embeddings.npy"), before)

@@ -12,20 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from searchkit import __version__
-from searchkit.models import (
-    CARD_VERSION,
-    MMAP_THRESHOLD,
-    MODEL_CARD,
-    TUNE_MALLOC_ENV,
-    auto_batch_tokens,
-    lineage,
-    read_model_card,
-    resolve_device,
-    resolve_model,
-    write_model_card,
-)
+from searchkit.models.cards import CARD_VERSION, MODEL_CARD, lineage, read_model_card, write_model_card
+from searchkit.models.device import MMAP_THRESHOLD, TUNE_MALLOC_ENV, auto_batch_tokens, resolve_device
+from searchkit.models.loading import resolve_model
 from searchkit.types import ConfigError, DataError
+from searchkit.version import __version__
 
 
 def test_card_round_trip_has_header_then_fields(tmp_path: Path) -> None:
@@ -129,7 +120,7 @@ def test_resolve_device_cpu_and_missing_cuda() -> None:
 
 ALLOCATOR_PROBE = """
 import ctypes, sys, time
-from searchkit.models import tune_cpu_allocator
+from searchkit.models.device import tune_cpu_allocator
 tuned = tune_cpu_allocator()
 # what the tuning is for: a freed 16 MiB block is reused, so writing a second one faults no new pages in
 libc = ctypes.CDLL("libc.so.6")

@@ -1,4 +1,4 @@
-"""searchkit.plan and `searchkit index plan`: the plan against real builds of the tiny fixtures, sampling and
+"""searchkit.index.plan and `searchkit index plan`: the plan against real builds of the tiny fixtures, sampling and
 extrapolation, FAISS sizes against real indexes, the free-disk refusal and --force, the CLI's table and JSON, and bad
 input as one line. The SciFact acceptance (disk and peak RAM within 25% of a measured build) is in the slow tier."""
 
@@ -18,7 +18,7 @@ from conftest import run_cli, synthetic_documents
 
 from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig
 from searchkit.index import Index
-from searchkit.plan import BuildPlan, check_free_disk, faiss_size, plan_build, suggest_factories
+from searchkit.index.plan import BuildPlan, check_free_disk, faiss_size, plan_build, suggest_factories
 from searchkit.types import ConfigError, DataError
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -127,7 +127,7 @@ def test_faiss_size_predicts_a_real_index(factory: str) -> None:
     import faiss
     import numpy as np
 
-    from searchkit.dense import build_faiss_index
+    from searchkit.retrieval.faiss_index import build_faiss_index
 
     dim, n = 16, 3000
     vectors = np.random.default_rng(1).standard_normal((n, dim)).astype(np.float32)
@@ -147,7 +147,7 @@ def test_faiss_size_extrapolates_the_list_count() -> None:
 # ---------------------------------------------------------------------- free disk: refusal and --force
 def fake_disk(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
     usage = shutil.disk_usage("/")
-    monkeypatch.setattr("searchkit.plan.shutil.disk_usage", lambda path: usage._replace(free=free))
+    monkeypatch.setattr("searchkit.index.plan.shutil.disk_usage", lambda path: usage._replace(free=free))
 
 
 def test_build_refuses_when_the_plan_exceeds_free_disk(
@@ -160,13 +160,13 @@ def test_build_refuses_when_the_plan_exceeds_free_disk(
     message = str(refused.value)
     assert "\n" not in message and "--force" in message and "1.95 KiB free" in message and "KiB of disk" in message
     assert not target.exists() and not (tmp_path / ".full.building").exists()
-    with caplog.at_level(logging.WARNING, logger="searchkit.plan"):
+    with caplog.at_level(logging.WARNING, logger="searchkit.index.plan"):
         assert Index.build(TINY, target, force=True).num_docs == 8
     assert "building anyway" in caplog.text
 
 
 def test_build_logs_its_plan(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="searchkit.plan"):
+    with caplog.at_level(logging.INFO, logger="searchkit.index.plan"):
         Index.build(TINY, tmp_path / "logged")
     assert "build plan: 8 docs (counted), disk" in caplog.text and "peak RAM" in caplog.text
 
@@ -179,9 +179,9 @@ def test_build_of_a_one_pass_iterator_is_not_planned(tmp_path: Path, monkeypatch
 def test_build_goes_on_when_the_corpus_cannot_be_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("searchkit.plan.QUICK_SAMPLE", 3)  # a sample shorter than the corpus: the rest is counted
-    monkeypatch.setattr("searchkit.plan._count_documents", lambda corpus, first_line: None)  # e.g. an irds id
-    with caplog.at_level(logging.INFO, logger="searchkit.plan"):
+    monkeypatch.setattr("searchkit.index.plan.QUICK_SAMPLE", 3)  # a sample shorter than the corpus: the rest is counted
+    monkeypatch.setattr("searchkit.index.plan.count_documents", lambda corpus, first_line: None)  # e.g. an irds id
+    with caplog.at_level(logging.INFO, logger="searchkit.index.plan"):
         assert Index.build(TINY, tmp_path / "uncounted").num_docs == 8
     assert "build plan: skipped" in caplog.text and "scale_to" in caplog.text
 

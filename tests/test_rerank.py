@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchkit.config import DEFAULT_RERANK_DEPTH, LearnedFusion, config_to_dict
-from searchkit.rerank import (
-    CrossEncoderReranker,
-    PairEncoder,
-    RerankConfig,
-    load_cross_encoder,
-    make_tiny_cross_encoder,
-    read_reranker_card,
-    write_reranker_card,
-)
+from searchkit.config import DEFAULT_RERANK_DEPTH, LearnedFusion, RerankConfig, config_to_dict
+from searchkit.models.cards import read_reranker_card, write_reranker_card
+from searchkit.models.cross_encoder import CrossEncoderReranker, PairEncoder, load_cross_encoder
+from searchkit.models.tiny import make_tiny_cross_encoder
+from searchkit.ranking.fusion import mix_scores
 from searchkit.types import ConfigError, DataError, Hit, sort_hits
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -113,7 +108,7 @@ def test_gpu_scores_match_cpu(model_dir: Path, reranker: CrossEncoderReranker) -
 # ---------------------------------------------------------------------- truncation, settings, refusals
 def test_truncated_pairs_are_counted_and_logged(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     reranker = CrossEncoderReranker(model_dir, max_length=48, device="cpu")
-    with caplog.at_level(logging.WARNING, logger="searchkit.rerank"):
+    with caplog.at_level(logging.WARNING, logger="searchkit.models.cross_encoder"):
         reranker.score(QUERIES, TEXTS)
     assert (reranker.truncated_pairs, reranker.scored_pairs) == (1, 5)
     assert "1 of 5 pairs longer than max_length=48" in caplog.text
@@ -188,13 +183,14 @@ def test_interpolation_from_the_model_card(model_dir: Path, tmp_path: Path) -> N
         doc: 0.25 * (s - low) / (high - low) + 0.75 * f
         for doc, s, f in zip(["d1", "d4", "007"], logits, [1.0, 0.25, 0.0], strict=True)
     }
-    got = {hit.doc_id: hit.score for hit in carded.rerank_batch([QUERIES[0]], candidates, texts)[0]}
+    got = {hit.doc_id: hit.score for hit in mix_scores(candidates, logits, carded.fusion)[0]}
     assert got == pytest.approx(expected, abs=1e-9)
-    plain = CrossEncoderReranker(folder, max_length=48, device="cpu", interpolation=None)
-    scores = {hit.doc_id: hit.score for hit in plain.rerank_batch([QUERIES[0]], candidates, texts)[0]}
+    # the reranker itself returns its logits: mixing them with the first stage is the Searcher's job
+    scores = {hit.doc_id: hit.score for hit in carded.rerank_batch([QUERIES[0]], candidates, texts)[0]}
     assert scores == pytest.approx(dict(zip(["d1", "d4", "007"], logits, strict=True)), abs=1e-6)
+    assert CrossEncoderReranker(folder, max_length=48, device="cpu", interpolation=None).fusion is None
     first_only = CrossEncoderReranker(folder, max_length=48, device="cpu", interpolation=0.0)
-    ranked = first_only.rerank_batch([QUERIES[0]], candidates, texts)[0]
+    ranked = mix_scores(candidates, logits, first_only.fusion)[0]
     assert [hit.doc_id for hit in ranked] == ["d1", "d4", "007"]  # a = 0: the first stage's order
 
 
@@ -213,7 +209,7 @@ def test_learned_fusion_in_the_card_wins_over_interpolation(model_dir: Path, tmp
         doc: 0.5 * r + 0.2 * f + 0.3 * b
         for doc, r, f, b in zip(["d1", "d4", "007"], norm, [1.0, 0.25, 0.0], [0.0, 0.0, 1.0], strict=True)
     }
-    got = {hit.doc_id: hit.score for hit in fused.rerank_batch([QUERIES[0]], candidates, texts, stages)[0]}
+    got = {hit.doc_id: hit.score for hit in mix_scores(candidates, logits, fused.fusion, stages)[0]}
     assert got == pytest.approx(expected, abs=1e-9)
     # fusion=None falls back to the card's interpolation; an explicit weight wins over both
     assert CrossEncoderReranker(folder, max_length=48, device="cpu", fusion=None).interpolation == 0.25

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from searchkit.config import DEFAULT_RERANK_DEPTH, DenseConfig, FusionConfig, RerankConfig
+from searchkit.config import DEFAULT_RERANK_DEPTH, DenseConfig, FusionConfig, LearnedFusion, RerankConfig
 from searchkit.index import Index
-from searchkit.search import Searcher, convex_fuse, min_max_normalize, rrf_fuse
+from searchkit.ranking.fusion import convex_fuse, min_max_normalize, mix_scores, rrf_fuse
+from searchkit.search import Searcher
 from searchkit.types import ConfigError, Hit, sort_hits
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -209,37 +210,33 @@ def test_rerank_depth_has_one_default(bm25_index: Index) -> None:
         Searcher(bm25_index, rerank=_ReverseReranker(depth=0))
 
 
-class _StageRecorder(_ReverseReranker):
-    """A stand-in that also takes the stage rankings (as the cross-encoder does, for its learned fusion)."""
+class _FusedReverse(_ReverseReranker):
+    """A stand-in whose card says: half its own scores, half BM25's; mixing them is the Searcher's job."""
 
-    def __init__(self, depth: int = 2) -> None:
-        super().__init__(depth)
-        self.stages: list[Any] = []
-
-    def rerank_batch(  # type: ignore[override]
-        self,
-        queries: Sequence[str],
-        candidates: Sequence[Sequence[Hit]],
-        texts: Sequence[Sequence[str]],
-        stages: Any = None,
-    ) -> list[list[Hit]]:
-        self.stages.append(stages)
-        return super().rerank_batch(queries, candidates, texts)
+    fusion = LearnedFusion({"reranker": 0.5, "bm25": 0.5})
 
 
-def test_rerankers_that_take_stages_get_bm25_and_dense_rankings(hybrid_index: Index) -> None:
-    recorder = _StageRecorder(depth=3)
-    searcher = Searcher(hybrid_index, fusion=FusionConfig(depth=8), rerank=recorder)
-    searcher.search_batch(["solar electricity", "mice"], k=3)
-    (given,) = recorder.stages
-    assert len(given) == 2 and set(given[0]) == {"bm25", "dense"}
-    assert given[1]["bm25"] == hybrid_index.bm25.search("mice", 8)  # type: ignore[union-attr]
-    stages = searcher.stages(["solar electricity", "mice"], 8)
-    assert set(stages) == {"bm25", "dense", "hybrid"} and stages["dense"][1] == given[1]["dense"]
+def test_the_searcher_mixes_a_rerankers_scores_with_every_stage_by_its_fusion(hybrid_index: Index) -> None:
+    reranker = _FusedReverse(depth=3)
+    searcher = Searcher(hybrid_index, fusion=FusionConfig(depth=8), rerank=reranker)
+    queries = ["solar electricity", "mice"]
+    got = searcher.search_batch(queries, k=3)
+    stages = searcher.stages(queries, 8)
+    assert set(stages) == {"bm25", "dense", "hybrid"}
+    assert stages["bm25"][1] == hybrid_index.bm25.search("mice", 8)  # type: ignore[union-attr]
+    heads = [hits[:3] for hits in stages["hybrid"]]
+    own = _ReverseReranker(depth=3).rerank_batch(queries, heads, [[""] * len(head) for head in heads])
+    logits = np.array(
+        [{h.doc_id: h.score for h in new}[hit.doc_id] for new, head in zip(own, heads, strict=True) for hit in head]
+    )
+    per_query = [{"bm25": stages["bm25"][i], "dense": stages["dense"][i]} for i in range(len(queries))]
+    assert got == mix_scores(heads, logits, reranker.fusion, per_query)
+    assert got != own  # the fusion moved something: BM25's scores count
 
 
 def test_searcher_builds_the_reranker_of_a_rerank_config(bm25_index: Index, tmp_path: Path) -> None:
-    from searchkit.rerank import CrossEncoderReranker, make_tiny_cross_encoder
+    from searchkit.models.cross_encoder import CrossEncoderReranker
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     folder = make_tiny_cross_encoder(tmp_path / "ce")
     searcher = Searcher(bm25_index, rerank=RerankConfig(str(folder), depth=3, device="cpu", dtype="fp32"))

@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
+from loadgen import LoadResult, bare_loop, drive, peak_rss_mb, start_server
 
 from searchkit.config import BM25Config, RerankConfig, ServeConfig
 from searchkit.index import Index
 from searchkit.search import Searcher
 from searchkit.serve.app import create_app
 from searchkit.serve.batcher import MicroBatcher, QueueFull
-from searchkit.serve.engine import EngineSpec, SearchEngine, TimedSearcher
-from searchkit.serve.load import LoadResult, bare_loop, drive, peak_rss_mb, start_server
+from searchkit.serve.engine import EngineSpec, SearchEngine
 from searchkit.types import ConfigError, Hit
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -337,7 +337,7 @@ def dataclass_replace(config: RerankConfig, **changes: Any) -> RerankConfig:
 
 
 # ---------------------------------------------------------------------- micro-batching
-class CountingSearcher(TimedSearcher):
+class CountingSearcher(Searcher):
     """A real Searcher that records the queries of each search_batch call."""
 
     calls: ClassVar[list[list[str]]] = []
@@ -581,7 +581,7 @@ def test_several_workers_serve_and_reload_together(bm25_index: Path, tmp_path: P
 def test_serve_without_the_extra_is_one_line_naming_the_install(
     bm25_index: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from searchkit.cli import main
+    from searchkit.cli.main import main
 
     monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
     with pytest.raises(SystemExit) as stop:
@@ -592,7 +592,7 @@ def test_serve_without_the_extra_is_one_line_naming_the_install(
 
 
 def test_serve_help_shows_the_served_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    from searchkit.cli import main
+    from searchkit.cli.main import main
 
     with contextlib.suppress(SystemExit):
         main(["serve", "--help"])

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from searchkit.config import BM25Config, RerankConfig
-from searchkit.rerank import make_tiny_cross_encoder
-from searchkit.suite import (
-    DEFAULT_METRICS,
-    load_suite,
-    restrict_to_split,
-    run_suite,
-    select_queries,
-    with_reranker,
-)
+from searchkit.evaluate.metrics import DEFAULT_METRICS
+from searchkit.experiments.suite import run_suite
+from searchkit.experiments.suite_file import load_suite, restrict_to_split, select_queries, with_reranker
+from searchkit.models.tiny import make_tiny_cross_encoder
 from searchkit.types import ConfigError, Query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +218,7 @@ expected = { "R@100" = 0.8 }
 
 
 def test_run_suite_reranker_condition(tmp_path: Path) -> None:
-    from searchkit.rerank import make_tiny_cross_encoder
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     make_tiny_cross_encoder(tmp_path / "tiny-ce", words=["cats", "mice", "solar"])
     rerank = """

@@ -1,4 +1,4 @@
-"""searchkit.synthetic: seeded Zipf–Mandelbrot corpora with a Heaps'-law vocabulary, streamed to BEIR folders."""
+"""synthetic: seeded Zipf–Mandelbrot corpora with a Heaps'-law vocabulary, streamed to BEIR folders."""
 
 from __future__ import annotations
 
@@ -9,11 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from searchkit.config import BM25Config
-from searchkit.formats import read_corpus, read_queries
-from searchkit.index import Index
-from searchkit.synthetic import (
+from synthetic import (
     CHUNK,
     HEAD_WORDS,
     CorpusSpec,
@@ -26,6 +22,10 @@ from searchkit.synthetic import (
     write_corpus,
     zipf_mandelbrot,
 )
+
+from searchkit.config import BM25Config
+from searchkit.formats import read_corpus, read_queries
+from searchkit.index import Index
 from searchkit.types import ConfigError, Document
 
 

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from searchkit.config import DenseConfig, TokensConfig, load_index_recipe
-from searchkit.dense import _encode_shards, usable_tokens
-from searchkit.encoder import get_encoder
 from searchkit.formats import document_text
 from searchkit.index import Index
-from searchkit.models import model_identity
-from searchkit.rerank import CrossEncoderReranker, PairEncoder
+from searchkit.models.cross_encoder import CrossEncoderReranker, PairEncoder
+from searchkit.models.encoder import get_encoder
+from searchkit.models.loading import model_identity
+from searchkit.models.tokenizers import load_tokenizer, tokenizer_fingerprint
+from searchkit.retrieval.dense import encode_shards, usable_tokens
+from searchkit.retrieval.tokens import DocumentTokens
 from searchkit.search import Searcher
-from searchkit.tokens import DocumentTokens, load_tokenizer, tokenizer_fingerprint
 from searchkit.types import ConfigError, Document, IndexFormatError, SearchkitError
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -91,14 +92,14 @@ def test_an_index_needs_a_retriever_besides_tokens(tmp_path: Path) -> None:
 )
 def test_rewritten_arrays_are_refused(ce_index: Index, tmp_path: Path, name: str, damage: object, where: str) -> None:
     """Arrays replaced by other valid .npy files with a re-signed manifest: the component's own checks find them."""
-    from searchkit.index import _write_manifest
+    from searchkit.index.manifest import write_manifest
 
     folder = tmp_path / "case"
     shutil.copytree(ce_index.path, folder)
     path = folder / "tokens" / name
     np.save(path, damage(np.load(path)), allow_pickle=False)  # type: ignore[operator]
     manifest = json.loads((folder / "manifest.json").read_text())
-    _write_manifest(folder, manifest)
+    write_manifest(folder, manifest)
     if where == "open":
         with pytest.raises(IndexFormatError, match="tokens"):
             Index.open(folder)
@@ -109,13 +110,13 @@ def test_rewritten_arrays_are_refused(ce_index: Index, tmp_path: Path, name: str
 
 
 def test_a_fingerprint_the_files_disagree_with_is_refused(ce_index: Index, tmp_path: Path) -> None:
-    from searchkit.index import _write_manifest
+    from searchkit.index.manifest import write_manifest
 
     folder = tmp_path / "case"
     shutil.copytree(ce_index.path, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["components"]["tokens"]["fingerprint"] = "0" * 64
-    _write_manifest(folder, manifest)
+    write_manifest(folder, manifest)
     with pytest.raises(IndexFormatError, match="fingerprint"):
         Index.open(folder)
 
@@ -131,7 +132,7 @@ def test_add_tokens_then_cut_them_shorter_without_the_corpus(
         index.add(tokens=TokensConfig(model=model, max_length=5))
     (index.path / "docs.jsonl").chmod(0o000)  # the cut reads the stored ids, never the documents
     try:
-        with caplog.at_level(logging.INFO, logger="searchkit.tokens"):
+        with caplog.at_level(logging.INFO, logger="searchkit.retrieval.tokens"):
             index = index.add(tokens=TokensConfig(model=model, max_length=5), overwrite=True)
     finally:
         (index.path / "docs.jsonl").chmod(0o644)
@@ -246,7 +247,7 @@ def test_dense_encoding_of_stored_tokens_equals_the_text_path(tmp_path: Path, ti
     identity = model_identity(config.model)
     docs = list(index.iter_documents())
     shards = [
-        _encode_shards(docs, tmp_path / f"s{i}", config, index.docids, identity, False, t)
+        encode_shards(docs, tmp_path / f"s{i}", config, index.docids, identity, False, t)
         for i, t in enumerate([None, stored])
     ]
     for text_shard, token_shard in zip(*shards, strict=True):
@@ -259,7 +260,7 @@ def test_index_add_dense_encodes_stored_tokens(
     config = DenseConfig(model=str(tiny_bi_encoder), max_length=10, device="cpu", dtype="fp32")
     plain = Index.build(TINY, tmp_path / "plain", dense=config)
     index = Index.build(TINY, tmp_path / "idx", tokens=TokensConfig(model=str(tiny_bi_encoder), max_length=16))
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
         index = index.add(dense=config)
     assert "encoding the index's stored document tokens" in caplog.text
     assert plain.dense is not None and index.dense is not None
@@ -267,7 +268,9 @@ def test_index_add_dense_encodes_stored_tokens(
         np.asarray(index.dense.embeddings, np.float32), np.asarray(plain.dense.embeddings, np.float32), atol=1e-3
     )
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="searchkit.dense"):  # a prefix is not in the stored tokens: texts
+    with caplog.at_level(
+        logging.INFO, logger="searchkit.retrieval.dense"
+    ):  # a prefix is not in the stored tokens: texts
         index.add(dense=DenseConfig(model=str(tiny_bi_encoder), doc_prefix="passage: ", device="cpu"), overwrite=True)
     assert "doc_prefix" in caplog.text
 
@@ -278,22 +281,22 @@ def test_documents_do_not_need_to_match_the_stream_when_tokens_are_used(tmp_path
     index = Index.build(TINY, tmp_path / "idx", tokens=TokensConfig(model=str(tiny_bi_encoder), max_length=16))
     stored = usable_tokens(index.tokens, config)
     empty: list[Document] = []
-    paths = _encode_shards(empty, tmp_path / "s", config, index.docids, model_identity(config.model), False, stored)
+    paths = encode_shards(empty, tmp_path / "s", config, index.docids, model_identity(config.model), False, stored)
     assert sum(len(np.load(path)) for path in paths) == index.num_docs
 
 
 def test_component_class_is_registered() -> None:
-    from searchkit.index import COMPONENTS
+    from searchkit.index.components import COMPONENTS
 
     assert list(COMPONENTS) == ["bm25", "tokens", "dense", "filters"]
-    assert COMPONENTS["tokens"].retriever_class() is DocumentTokens
+    assert COMPONENTS["tokens"].retriever_class is DocumentTokens
 
 
 # ---------------------------------------------------------------------- command line
 def test_cli_index_build_and_add_tokens(
     tmp_path: Path, tiny_cross_encoder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from searchkit.cli import main
+    from searchkit.cli.main import main
 
     def run(*args: str) -> int:
         try:

@@ -17,8 +17,10 @@ import pytest
 
 from searchkit.config import TrainConfig, load_train_recipe
 from searchkit.formats import read_qrels, read_run
-from searchkit.rerank import CrossEncoderReranker, PairEncoder, batch_tensors, make_tiny_cross_encoder
-from searchkit.train import TrainResult, train, weighted_cross_entropy
+from searchkit.models.cross_encoder import CrossEncoderReranker, PairEncoder, batch_tensors
+from searchkit.models.tiny import make_tiny_cross_encoder
+from searchkit.training.cross_encoder import TrainResult, train
+from searchkit.training.loss import weighted_cross_entropy
 from searchkit.types import ConfigError, DataError
 
 TINY = Path(__file__).parent / "data" / "tiny"
@@ -180,7 +182,7 @@ def test_output_folder_and_model_card(straight: TrainResult) -> None:
 
 
 def test_card_records_lineage_guard_and_fusion(straight: TrainResult, workspace: Path) -> None:
-    from searchkit.models import lineage, read_model_card
+    from searchkit.models.cards import lineage, read_model_card
 
     card = read_model_card(straight.output, "reranker")
     assert card["format"] == "searchkit-reranker" and card["format_version"] == 1
@@ -198,7 +200,7 @@ def test_card_records_lineage_guard_and_fusion(straight: TrainResult, workspace:
 
 
 def test_init_from_continues_a_fine_tuned_reranker(straight: TrainResult, workspace: Path) -> None:
-    from searchkit.models import read_model_card
+    from searchkit.models.cards import read_model_card
 
     child = train(_config(workspace, "child", init_from=str(straight.output), epochs=1, fit_fusion=False))
     parent_card = read_model_card(straight.output, "reranker")
@@ -227,8 +229,8 @@ def test_init_from_refuses_a_dev_split_that_holds_the_parents_training_queries(
     straight: TrainResult, workspace: Path
 ) -> None:
     from searchkit.formats import read_queries
-    from searchkit.models import read_model_card
-    from searchkit.train_data import split_dev
+    from searchkit.models.cards import read_model_card
+    from searchkit.training.data import split_dev
 
     recorded = read_model_card(straight.output, "reranker")["dev_split"]
     assert recorded["seed"] == 7 and len(recorded["dev"]) == 1

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from searchkit.config import TrainConfig
-from searchkit.train_data import check_parent_split, dev_split_record, mine_negatives, read_pairs, split_dev
+from searchkit.training.data import check_parent_split, dev_split_record, mine_negatives, read_pairs, split_dev
 from searchkit.types import ConfigError, DataError, Hit, Query
 
 PAIRS = Path(__file__).parent / "data" / "rerank"
@@ -93,7 +93,7 @@ def test_load_training_data_splits_writes_and_caches(tmp_path: Path, caplog: pyt
 
     from searchkit.config import TrainConfig
     from searchkit.formats import read_qrels
-    from searchkit.train_data import load_training_data
+    from searchkit.training.data import load_training_data
 
     cfg = TrainConfig(
         output=str(tmp_path / "out"),
@@ -124,7 +124,7 @@ def test_load_training_data_splits_writes_and_caches(tmp_path: Path, caplog: pyt
     assert (out / "data" / "dev_queries.txt").read_text().split() == dev_ids
     assert json.loads((out / "cache" / "mine.json").read_text())["k"] == 6
     # a second call reads the first stage from the cache and gives the same data
-    with caplog.at_level(logging.INFO, logger="searchkit.train_data"):
+    with caplog.at_level(logging.INFO, logger="searchkit.training.data"):
         again = load_training_data(cfg, out, show_progress=False)
     assert sum("read from" in record.getMessage() for record in caplog.records) == 2  # mine and dev
     assert again.sha256 == data.sha256 and [q.query_id for q in again.dev.queries] == dev_ids
@@ -145,7 +145,7 @@ def test_continual_fine_tuning_must_hold_out_the_parents_dev_queries(caplog: pyt
         check_parent_split(other, parent, "parent")
     # new judgments (other queries): the overlap cannot be known, so it warns
     newer = [*queries, Query("q20", "text")]
-    with caplog.at_level("WARNING", logger="searchkit.train_data"):
+    with caplog.at_level("WARNING", logger="searchkit.training.data"):
         check_parent_split(_split(43, newer), parent, "parent")
     assert "trained on other judgments" in caplog.text
 

@@ -16,8 +16,9 @@ import pytest
 
 from searchkit.config import DenseTrainConfig, TrainConfig, load_dense_train_recipe
 from searchkit.formats import read_qrels, read_run
-from searchkit.models import read_model_card
-from searchkit.train_dense import DenseTrainResult, DevRetrieval, retrieve_dense, train_dense
+from searchkit.models.cards import read_model_card
+from searchkit.training.bi_encoder import DenseTrainResult, train_dense
+from searchkit.training.bi_encoder_data import DevRetrieval, retrieve_dense
 from searchkit.types import ConfigError, Query
 
 
@@ -73,7 +74,7 @@ def _weights(folder: Path) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------- data
 def test_dev_split_is_the_rerankers(workspace: Path, straight: DenseTrainResult, synthetic_beir: Path) -> None:
-    from searchkit.train_data import load_training_data
+    from searchkit.training.data import load_training_data
 
     reranker = TrainConfig(
         output=str(workspace / "reranker-data"),
@@ -171,8 +172,8 @@ def test_output_reloads_and_encodes_identically(straight: DenseTrainResult, synt
     dev with the reloaded model reproduces the kept epoch's recorded dev scores (the saved weights are that epoch's)."""
     from sentence_transformers import SentenceTransformer
 
-    from searchkit.encoder import Encoder
     from searchkit.formats import document_text, read_corpus, read_queries
+    from searchkit.models.encoder import Encoder
 
     out = straight.output
     docs = list(read_corpus(synthetic_beir))
@@ -258,7 +259,7 @@ def test_dev_guard_keeps_the_start_when_nothing_beats_it(
     workspace: Path, tiny_bi_encoder: Path, synthetic_beir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An lr of 1e-30 cannot move fp32 weights: no epoch beats the start, so nothing is shipped."""
-    with caplog.at_level("WARNING", logger="searchkit.train_dense"):
+    with caplog.at_level("WARNING", logger="searchkit.training.bi_encoder"):
         result = train_dense(_config(workspace, tiny_bi_encoder, synthetic_beir, "guard", lr=1e-30))
     assert result.shipped is False and result.best_epoch == 0
     assert "DEV GUARD" in caplog.text
@@ -298,7 +299,7 @@ def test_cli_dispatches_dense_recipes_and_init_from(
 ) -> None:
     from click.testing import CliRunner
 
-    from searchkit.cli import cli
+    from searchkit.cli.main import cli
 
     recipe = workspace / "dense.toml"
     recipe.write_text(

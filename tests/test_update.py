@@ -1,5 +1,6 @@
-"""Living indexes (searchkit.update, searchkit.postings): every sequence of adds, replacements, deletions and
-compactions gives the results of a fresh build of the final documents (the oracle), BM25 to the bit; failures leave
+"""Living indexes (searchkit.index.update, searchkit.retrieval.postings): every sequence of adds, replacements,
+deletions and compactions gives the results of a fresh build of the final documents (the oracle), BM25 to the bit;
+failures leave
 the index as it was; the CLI's `index update` / `index compact`."""
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from conftest import TINY, WORDS, synthetic_documents
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from searchkit.bm25 import BM25Retriever
 from searchkit.config import BM25_METHODS, BM25Config, FilterConfig, TokensConfig, UpdateConfig
 from searchkit.formats import read_corpus
 from searchkit.index import Index
+from searchkit.retrieval.bm25 import BM25Retriever
 from searchkit.search import Searcher
 from searchkit.types import ConfigError, DataError, Document
 
@@ -73,7 +74,7 @@ def test_rewritten_bm25_scores_equal_a_fresh_build_to_the_bit(method: str, tmp_p
     assert rewritten.verify() == [] and rewritten.deleted_rows().tolist() == [1, 4]
     assert rewritten.stats["num_live"] == len(final) and rewritten.stats["num_docs"] == len(ids)
     # a fresh build's own scores are what the stored term frequencies give, to the bit
-    from searchkit.postings import bm25_scores
+    from searchkit.retrieval.postings import bm25_scores
 
     assert np.array_equal(bm25_scores(fresh.postings(), config)[0], np.asarray(fresh._data))
 
@@ -259,13 +260,13 @@ def test_adding_a_bm25_component_to_an_index_with_tombstones(hybrid: Index, tmp_
 
 
 def test_an_index_built_before_term_frequencies_were_stored(tmp_path: Path) -> None:
-    from searchkit.index import _write_manifest
+    from searchkit.index.manifest import write_manifest
 
     index = Index.build(TINY, tmp_path / "old")
     for name in ("tf.csc.index.npy", "doclen.index.npy"):
         (index.path / "bm25" / name).unlink()
     manifest = json.loads((index.path / "manifest.json").read_text())
-    _write_manifest(index.path, manifest)
+    write_manifest(index.path, manifest)
     old = Index.open(index.path, verify=True)
     updated = old.update(add=[Document("d9", "Cats and solar panels")], delete=["d1"])
     assert (updated.path / "bm25" / "tf.csc.index.npy").exists()
@@ -295,7 +296,7 @@ def test_an_update_from_a_corpus_file_reads_it_as_the_build_did(tmp_path: Path) 
 def _run(*args: str | Path) -> Any:
     from click.testing import CliRunner
 
-    from searchkit.cli import cli
+    from searchkit.cli.main import cli
 
     return CliRunner().invoke(cli, [str(arg) for arg in args])
 
@@ -348,7 +349,7 @@ def test_cli_update_compact_and_filters(tmp_path: Path) -> None:
 
 
 def test_cli_errors_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from searchkit.cli import main
+    from searchkit.cli.main import main
 
     target = tmp_path / "index"
     Index.build(TINY, target)

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from searchkit.fusion import fit_fusion
-from searchkit.rerank import read_reranker_card, write_reranker_card
+from searchkit.training.fusion import fit_fusion
+from searchkit.models.cards import read_reranker_card, write_reranker_card
 
 SHIPPED = Path("training/scifact-reranker-epoch3")
 

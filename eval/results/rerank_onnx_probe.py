@@ -1,12 +1,12 @@
 import time, torch, sys, numpy as np
 sys.path.insert(0, "/work/main")
-from searchkit.rerank import load_cross_encoder
+from searchkit.models.cross_encoder import load_cross_encoder
 torch.set_num_threads(2)
 lm = load_cross_encoder("training/scifact-reranker-e1", dtype=torch.float32)
 m = lm.model.eval()
 from searchkit.index import Index
 from searchkit.search import Searcher
-from searchkit.suite import select_queries
+from searchkit.experiments.suite import select_queries
 from searchkit.formats import document_text
 index = Index.open("indexes/scifact")
 qs = select_queries("/work/shared/datasets/scifact", "test")[:8]

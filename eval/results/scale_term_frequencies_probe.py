@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, "/work/main")
-from searchkit.bm25 import _Analyzer  # noqa: E402
+from searchkit.text.analyzers import Analyzer  # noqa: E402
 from searchkit.config import BM25Config  # noqa: E402
-from searchkit.postings import from_term_ids  # noqa: E402
+from searchkit.retrieval.postings import from_term_ids  # noqa: E402
 
 
 def term_frequencies(
@@ -57,7 +57,7 @@ def term_frequencies(
 
 def main() -> None:
     corpus = Path(sys.argv[1])
-    analyzer = _Analyzer.from_config(BM25Config())
+    analyzer = Analyzer.from_config(BM25Config())
     flat, offsets, word_ids, vocab = array("i"), array("q", [0]), {}, {}
     start = time.perf_counter()
     with (corpus / "corpus.jsonl").open(encoding="utf-8") as handle:

@@ -41,9 +41,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from searchkit import __version__
 from searchkit.config import ServeConfig, config_from_dict
-from searchkit.serve import TOKEN_ENV
 from searchkit.serve.batcher import QueueFull
 from searchkit.serve.engine import EngineSpec, SearchEngine
 from searchkit.serve.guard import ASGIApp, Guard, Receive, Scope, Send, send_json
@@ -59,14 +57,12 @@ from searchkit.serve.schemas import (
     SearchResponse,
 )
 from searchkit.serve.service import ReloadFailed, Service
+from searchkit.serve.settings import CONFIG_ENV, SPEC_ENV, SUPERVISOR_ENV, TOKEN_ENV
 from searchkit.types import ConfigError
+from searchkit.version import __version__
 
 logger = logging.getLogger(__name__)
 
-SPEC_ENV = "SEARCHKIT_SERVE_SPEC"
-CONFIG_ENV = "SEARCHKIT_SERVE_CONFIG"
-SUPERVISOR_ENV = "SEARCHKIT_SERVE_SUPERVISOR"
-"""Set for workers of a multi-process server: the pid that restarts them all on SIGHUP (uvicorn's supervisor)."""
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript"),

@@ -20,35 +20,33 @@ open: see ``Index.open``), and it is freed when the last of them is done.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from searchkit import __version__
 from searchkit.config import SEARCH_MODES, FusionConfig, RerankConfig, config_from_dict, config_to_dict
-from searchkit.index import MANIFEST, Index
-from searchkit.search import Searcher
+from searchkit.index import Index
+from searchkit.index.layout import MANIFEST
+from searchkit.models.cross_encoder import CrossEncoderReranker
+from searchkit.search import Searcher, StageObserver
 from searchkit.types import ConfigError, Hit, IndexFormatError
+from searchkit.version import __version__
 
 if TYPE_CHECKING:
-    from searchkit.ranking import Ranking
+    pass
 
 logger = logging.getLogger(__name__)
 
 OPEN_ATTEMPTS = 20
 WARM_UP_QUERY = "warm up"
-
-StageObserver = Callable[[str, float], None]
-"""Called with a stage name and the seconds one call of it took (the metrics' stage histogram)."""
 
 
 @dataclass(frozen=True)
@@ -98,33 +96,6 @@ class SearchItem(NamedTuple):
     fields: tuple[str, ...] = ()
 
 
-class TimedSearcher(Searcher):
-    """A Searcher that reports how long its first stage and its reranker take.
-
-    Searcher has no timing hooks; its two stages are these two methods, so they are wrapped (arguments passed
-    through as they are), not re-implemented.
-    """
-
-    observe: StageObserver | None = None  # set by the engine right after construction
-
-    def _stage_rows(self, *args: Any, **kwargs: Any) -> dict[str, list[Ranking]]:
-        with self._timed("first_stage"):
-            return super()._stage_rows(*args, **kwargs)
-
-    def _rerank(self, *args: Any, **kwargs: Any) -> list[list[Hit]]:
-        with self._timed("rerank"):
-            return super()._rerank(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.observe is not None:
-                self.observe(stage, time.perf_counter() - start)
-
-
 class Generation:
     """One opened index generation: the Index, the sha256 of its manifest (its fingerprint), and the Searchers
     built on it (one per mode and reranker, made on first use; a Searcher is safe to share between threads)."""
@@ -147,9 +118,7 @@ class Generation:
             return False
         return True
 
-    def searcher(
-        self, mode: str, reranker: Any, make: Callable[..., TimedSearcher], observe: StageObserver
-    ) -> Searcher:
+    def searcher(self, mode: str, reranker: Any, make: Callable[..., Searcher], observe: StageObserver) -> Searcher:
         """The Searcher for ``mode`` and ``reranker`` (None or a reranker object), made by ``make`` on first use."""
         key = (mode, None if reranker is None else id(reranker))
         found = self._searchers.get(key)
@@ -157,8 +126,7 @@ class Generation:
             with self._lock:
                 found = self._searchers.get(key)
                 if found is None:
-                    found = make(self.index, mode=mode, fusion=self.fusion, rerank=reranker)
-                    found.observe = observe
+                    found = make(self.index, mode=mode, fusion=self.fusion, rerank=reranker, observe=observe)
                     self._searchers[key] = found
         return found
 
@@ -167,14 +135,15 @@ class SearchEngine:
     """The index generation being served, its searchers, and the reranker (loaded once, shared by generations).
 
     ``observe`` receives each stage's duration (first_stage, rerank, documents) for the metrics; it may be set
-    later. ``searcher_class``: the Searcher subclass built (a :class:`TimedSearcher`; tests count calls with one).
+    later (every Searcher reports to it through its public ``observe`` hook). ``searcher_class``: the Searcher class
+    built (tests count calls with a subclass).
     """
 
     def __init__(
         self,
         spec: EngineSpec,
         observe: StageObserver | None = None,
-        searcher_class: type[TimedSearcher] = TimedSearcher,
+        searcher_class: type[Searcher] = Searcher,
     ) -> None:
         _check_mode(spec.mode)
         self.spec = spec
@@ -182,8 +151,6 @@ class SearchEngine:
         self.searcher_class = searcher_class
         self.reranker: Any = None
         if spec.rerank is not None:
-            from searchkit.rerank import CrossEncoderReranker
-
             self.reranker = CrossEncoderReranker.from_config(spec.rerank)
         self._variants: dict[int, Any] = {}
         self._reload_lock = threading.Lock()

@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from searchkit.serve import TOKEN_ENV
 from searchkit.serve.metrics import ServeMetrics
+from searchkit.serve.settings import TOKEN_ENV
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -25,6 +25,11 @@ from searchkit.faults import ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
+# The libFuzzer harness is a script that test_fuzz.py::test_atheris_readers runs in a child process (slow tier). It
+# imports atheris, which only the `fuzz` extra installs (a compiled libFuzzer build, kept out of `make test`), so
+# collection (--doctest-modules) must not import it.
+collect_ignore = ["atheris_readers.py"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent

@@ -254,7 +254,7 @@ def test_tombstones_edited_consistently_are_refused(updated: tuple[Path, Any], t
     """deleted.npy and the manifest changed together (checksums redone): verify still finds the disagreement with
     the BM25 component, so no edit of the tombstones alone can bring a deleted document back."""
     from searchkit.formats import save_npy_atomic
-    from searchkit.index import _write_manifest
+    from searchkit.index.manifest import write_manifest
 
     source, _ = updated
     folder = tmp_path / "edited"
@@ -262,7 +262,7 @@ def test_tombstones_edited_consistently_are_refused(updated: tuple[Path, Any], t
     save_npy_atomic(folder / "deleted.npy", np.array([1], dtype=np.int64))
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["num_docs"] += 1
-    _write_manifest(folder, manifest)
+    write_manifest(folder, manifest)
     with pytest.raises(SearchkitError, match=r"its deleted rows are not the index's deleted\.npy"):
         Index.open(folder, verify=True)
 
@@ -272,7 +272,7 @@ PAIRS = (["cats chasing mice", "solar electricity"], ["Cats chase mice around th
 
 
 def _reranker_answers(folder: Path) -> Any:
-    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.models.cross_encoder import CrossEncoderReranker
 
     reranker = CrossEncoderReranker(folder, batch_size=4, device="cpu", dtype="fp32")
     return reranker.score(*PAIRS).tolist(), reranker.interpolation, reranker.max_length
@@ -281,7 +281,7 @@ def _reranker_answers(folder: Path) -> Any:
 @pytest.fixture(scope="module")
 def trained_model(tiny_cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """A model folder as `searchkit train` leaves it: save_pretrained files, then the searchkit.json card."""
-    from searchkit.rerank import write_reranker_card
+    from searchkit.models.cards import write_reranker_card
 
     folder = tmp_path_factory.mktemp("model") / "reranker"
     shutil.copytree(tiny_cross_encoder, folder)

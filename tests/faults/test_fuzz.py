@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from searchkit.config import BM25Config, DenseConfig, TrainConfig, load_index_recipe, load_train_recipe
+from searchkit.experiments.suite_file import load_suite
 from searchkit.formats import read_corpus, read_qrels, read_queries, read_run
-from searchkit.suite import load_suite
-from searchkit.train_data import read_pairs
+from searchkit.training.data import read_pairs
 from searchkit.types import DataError, SearchkitError
 
 DEFAULT_EXAMPLES = 100

@@ -16,7 +16,7 @@ import pytest
 
 from searchkit.config import BM25Config, DenseConfig, load_index_recipe, load_train_recipe
 from searchkit.index import Index
-from searchkit.train import train
+from searchkit.training.cross_encoder import train
 from searchkit.types import ConfigError, IndexFormatError
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ def _train_recipe(workspace: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def train_workspace(tmp_path_factory: pytest.TempPathFactory, tiny_words: list[str], cli: CLI) -> Path:
     """A tiny base cross-encoder, a BM25 index of the tiny corpus and an uninterrupted reference run."""
-    from searchkit.rerank import make_tiny_cross_encoder
+    from searchkit.models.tiny import make_tiny_cross_encoder
 
     workspace = tmp_path_factory.mktemp("train")
     make_tiny_cross_encoder(workspace / "base", words=tiny_words)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from searchkit.config import BM25Config
-from searchkit.index import Index, _build_lock
+from searchkit.index import Index
+from searchkit.index.generations import build_lock
 from searchkit.search import Searcher
 from searchkit.types import Document
 
@@ -28,7 +29,7 @@ QUERIES = ["cats chasing mice", "solar electricity", "wind energy", "leading zer
 # ---------------------------------------------------------------------- threads
 @pytest.fixture(scope="module")
 def reranker(tiny_cross_encoder: Path) -> Any:
-    from searchkit.rerank import CrossEncoderReranker
+    from searchkit.models.cross_encoder import CrossEncoderReranker
 
     return CrossEncoderReranker(tiny_cross_encoder, max_length=48, batch_size=4, device="cpu", dtype="fp32")
 
@@ -194,7 +195,7 @@ def test_reader_never_errors_nor_mixes_generations_during_updates(tmp_path: Path
 # ---------------------------------------------------------------------- two builds, one target
 def test_a_second_build_fails_while_one_holds_the_target(tmp_path: Path, cli: CLI) -> None:
     target = tmp_path / "idx"
-    with _build_lock(target):
+    with build_lock(target):
         second = cli("index", "build", "--corpus", TINY, "-o", target)
     assert second.returncode == 1
     assert second.stderr.count("\n") == 1 and "another build or add of this index is running" in second.stderr
@@ -223,7 +224,8 @@ def test_open_retries_when_the_swap_lands_between_its_read_and_its_check(
     folder without a manifest: the open retries and gets the new generation."""
     import os
 
-    from searchkit.index import MANIFEST, _old_dir
+    from searchkit.index.generations import old_dir
+    from searchkit.index.layout import MANIFEST
 
     target = tmp_path / "live"
     Index.build(TINY, target, bm25=BM25Config(k1=1.2))
@@ -233,7 +235,7 @@ def test_open_retries_when_the_swap_lands_between_its_read_and_its_check(
 
     def read_during_swap(path: Path) -> bytes:
         if path == target / MANIFEST and not swaps:  # the whole swap happens while this read is in flight
-            os.replace(target, _old_dir(target))
+            os.replace(target, old_dir(target))
             os.replace(tmp_path / "next", target)
             swaps.append(path)
             raise FileNotFoundError(path)

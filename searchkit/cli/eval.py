@@ -1,0 +1,82 @@
+"""``searchkit score`` (metrics of a TREC run against qrels) and ``searchkit eval`` (a suite, ``--check`` against its
+expected scores)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from searchkit.cli.options import echo_json
+from searchkit.evaluate.metrics import DEFAULT_METRICS, evaluate
+from searchkit.evaluate.tables import evaluation_to_dict, format_table
+from searchkit.experiments.suite import run_suite
+from searchkit.experiments.suite_file import load_suite
+from searchkit.formats import read_qrels, read_queries, read_run
+
+
+@click.command("score", short_help="Score a TREC run against qrels.")
+@click.argument("qrels")
+@click.argument("run_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-m", "--metric", "metrics", multiple=True, help="ir-measures name (repeatable). Default: standard set.")
+@click.option("--split", default="test", show_default=True, help="Qrels split when QRELS is a BEIR folder.")
+@click.option("--queries", default=None, help="Full query set: unjudged queries count as 0 (see --unjudged).")
+@click.option("--unjudged", default="zero", show_default=True, type=click.Choice(["zero", "skip"]))
+@click.option("--per-query", is_flag=True, help="Also print each query's values.")
+@click.option("--json", "as_json", is_flag=True)
+def score_command(
+    qrels: str,
+    run_file: Path,
+    metrics: Sequence[str],
+    split: str,
+    queries: str | None,
+    unjudged: str,
+    per_query: bool,
+    as_json: bool,
+) -> None:
+    """Score a TREC RUN_FILE against QRELS.  Python: evaluate(read_run(run), read_qrels(qrels), metrics)"""
+
+    chosen = tuple(metrics) or DEFAULT_METRICS
+    query_ids = [query.query_id for query in read_queries(queries)] if queries else None
+    result = evaluate(read_run(run_file), read_qrels(qrels, split), chosen, query_ids=query_ids, unjudged=unjudged)
+    if as_json:
+        echo_json(evaluation_to_dict(result, per_query=per_query))
+        return
+    if per_query:
+        for query_id, values in result.per_query.items():
+            click.echo(query_id + "\t" + "\t".join(f"{name}={value:.4f}" for name, value in values.items()))
+    click.echo(format_table([(str(run_file), result.aggregate)], chosen))
+    for line in result.report.lines():
+        click.echo(line)
+
+
+@click.command("eval", short_help="Run an evaluation suite and compare with its expected scores.")
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Exit 1 when a metric leaves its expected tolerance.")
+@click.option("--only", multiple=True, help="Run only these conditions (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Results JSON path.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def eval_command(
+    ctx: click.Context, suite: Path, check: bool, only: Sequence[str], output: Path | None, as_json: bool
+) -> None:
+    """Run an evaluation SUITE (eval/*.toml) and compare with its expected scores.
+
+    Python: run_suite(load_suite(suite), check=True)
+    """
+
+    result = run_suite(
+        load_suite(suite),
+        check=check,
+        show_progress=ctx.obj["progress"],
+        only=list(only) or None,
+        output=output,
+    )
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.format())
+    if check and not result.passed:
+        sys.exit(1)

@@ -1,0 +1,56 @@
+"""``searchkit serve``: the HTTP API and search page over one index (the ``serve`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from searchkit.cli.options import SearcherSettings, searcher_options
+from searchkit.config import ServeConfig
+from searchkit.serve.engine import EngineSpec
+from searchkit.serve.runner import serve
+from searchkit.serve.settings import TOKEN_ENV
+
+
+@click.command("serve", short_help="Serve an index over HTTP, with a search page.")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@searcher_options
+@click.option("--host", default=ServeConfig.host, show_default=True, help="Interface to listen on (loopback).")
+@click.option("--port", default=ServeConfig.port, show_default=True, type=int)
+@click.option("--workers", default=ServeConfig.workers, show_default=True, type=int, help="Server processes.")
+@click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    default=None,
+    help=f"Bearer token required on every API route and always on admin routes (or set {TOKEN_ENV}).",
+)
+@click.option("--max-batch", default=ServeConfig.max_batch, show_default=True, help="Queries per batched call.")
+@click.option(
+    "--batch-wait-ms", default=ServeConfig.batch_wait_ms, show_default=True, help="Longest wait to fill a batch."
+)
+def serve_command(
+    directory: Path,
+    settings: SearcherSettings,
+    host: str,
+    port: int,
+    workers: int,
+    token: str | None,
+    max_batch: int,
+    batch_wait_ms: float,
+) -> None:
+    """Serve an index over HTTP: POST /search, /search/batch, /explain; GET /health, /metrics; a search page at /;
+    POST /admin/reload (or SIGHUP) re-opens the index after a rebuild. API docs at /docs.
+
+    Needs `pip install 'searchkit[serve]'`. Python: searchkit.serve.serve(EngineSpec(directory, ...), ServeConfig(...))
+    """
+
+    spec = EngineSpec(
+        str(directory),
+        mode=settings.mode,
+        fusion=settings.fusion_config(),
+        rerank=settings.rerank_config(),
+        device=settings.device,
+    )
+    config = ServeConfig(host=host, port=port, workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    serve(spec, config, token=token)

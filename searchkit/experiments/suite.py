@@ -1,0 +1,380 @@
+"""Running an expected-score suite (``eval/*.toml``, read by :mod:`searchkit.experiments.suite_file`).
+
+``searchkit eval SUITE --check`` builds (or reuses) each condition's index, runs the dataset's queries, scores
+them with :func:`searchkit.evaluate.metrics.evaluate`, compares every expected metric with its tolerance and writes
+the results (metrics, per-query values, index fingerprint, version, git commit, timings, TREC runs) to
+``eval/results/``. See :func:`searchkit.experiments.suite_file.load_suite` for the schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import fnmatch
+import logging
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from searchkit.config import (
+    BM25Config,
+    DenseConfig,
+    RerankConfig,
+    config_to_dict,
+)
+from searchkit.evaluate.metrics import (
+    Evaluation,
+    display_name,
+    evaluate,
+)
+from searchkit.evaluate.runs import run_queries
+from searchkit.evaluate.tables import format_score, format_table, render_table, to_json
+from searchkit.experiments.suite_file import Condition, Suite, local_path, restrict_to_split
+from searchkit.formats import read_qrels, read_queries, source_sha256, write_run
+from searchkit.index import Index
+from searchkit.models.cross_encoder import MODEL_FIELDS, CrossEncoderReranker
+from searchkit.search import Searcher
+from searchkit.types import ConfigError, IndexFormatError, Qrels, Query
+from searchkit.version import __version__
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One expected score against the one measured; ``ok`` is ``|delta| <= tolerance``."""
+
+    metric: str
+    expected: float | None
+    got: float
+    delta: float | None
+    ok: bool | None
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """What one condition of a suite measured, with its comparisons and provenance."""
+
+    name: str
+    dataset: str
+    mode: str
+    k: int
+    settings: dict[str, Any]
+    queries: dict[str, Any]
+    evaluation: Evaluation
+    comparisons: tuple[Comparison, ...]
+    index: dict[str, Any]
+    seconds: dict[str, float]
+    run_file: str | None
+    first_stage: dict[str, float] | None = None  # reranked conditions: the first stage alone, R@depth included
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok is not False for c in self.comparisons)
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """A suite run: one :class:`ConditionResult` per condition; ``passed`` when every expected score held."""
+
+    suite: str
+    suite_file: str
+    check: bool
+    conditions: tuple[ConditionResult, ...]
+    searchkit_version: str
+    git_commit: str | None
+    created: str
+    output: str | None
+
+    @property
+    def passed(self) -> bool:
+        return all(cond.passed for cond in self.conditions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (what the results file holds)."""
+        out = dataclasses.asdict(self)
+        out["passed"] = self.passed
+        for cond, data in zip(self.conditions, out["conditions"], strict=True):
+            data["passed"] = cond.passed
+        return out
+
+    def format(self) -> str:
+        """Human report: each condition's settings, a metric | expected | got | delta | ok table, warnings."""
+        parts = []
+        for cond in self.conditions:
+            settings = "; ".join(f"{key} {_short(value)}" for key, value in cond.settings.items() if value)
+            selected = cond.queries
+            parts.append(
+                f"{cond.name} [{cond.dataset}/{selected['split']}, mode {cond.mode}, k {cond.k}] {settings}\n"
+                f"  {cond.evaluation.num_queries} queries ({selected['rule']}, "
+                f"unjudged={selected['unjudged']}), search {cond.seconds['search']:.1f}s"
+            )
+            table = [["metric", "expected", "got", "delta", "ok"]]
+            for c in cond.comparisons:
+                ok = "" if c.ok is None else ("ok" if c.ok else "FAIL")
+                delta = "" if c.delta is None else f"{c.delta:+.4f}".replace("-0.0000", "+0.0000")
+                table.append([display_name(c.metric), format_score(c.expected), format_score(c.got), delta, ok])
+            parts.append(_indent(render_table(table)))
+            if cond.first_stage is not None:
+                values = ", ".join(f"{display_name(m)} {v:.4f}" for m, v in cond.first_stage.items())
+                parts.append(_indent(f"first stage alone (what the reranker was given): {values}"))
+            parts.extend(_indent(line) for line in cond.evaluation.report.lines())
+        metrics = list(dict.fromkeys(m for cond in self.conditions for m in cond.evaluation.aggregate))
+        summary = [(f"{cond.dataset}/{cond.name}", cond.evaluation) for cond in self.conditions]
+        parts.append(f"\nsummary ({self.suite})\n" + format_table(summary, metrics))
+        failed = [cond.name for cond in self.conditions if not cond.passed]
+        verdict = "passed" if not failed else f"FAILED ({', '.join(failed)})"
+        parts.append(f"suite {self.suite}: {verdict}" + (f"; results in {self.output}" if self.output else ""))
+        return "\n".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    check: bool = True,
+    show_progress: bool = False,
+    only: Sequence[str] | None = None,
+    output: str | Path | None = None,
+    write: bool = True,
+) -> SuiteResult:
+    """Run every condition of ``suite`` (or those whose name matches a pattern of ``only``) and compare.
+
+    Each index is built once and reused when it exists with the same source and component configs (a
+    component missing from it is added; a different config or source rebuilds it). Queries come from the
+    dataset's queries.jsonl through :func:`restrict_to_split`'s rule, scored against ``qrels/<split>.tsv``
+    with the condition's ``unjudged`` mode; qrels documents missing from the corpus are reported.
+    ``check`` logs each metric outside its tolerance (``passed`` is computed either way).
+    With ``write``, results go to ``output`` (default ``<suite dir>/results/<suite>-<UTC time>.json``) with a
+    TREC run per condition beside it (``<json stem>.<condition>.trec``).
+    """
+
+    chosen = [c for c in suite.conditions if only is None or any(fnmatch.fnmatchcase(c.name, p) for p in only)]
+    if not chosen:
+        raise ConfigError(
+            f"no condition of {suite.path} matches {list(only or [])}; "
+            f"conditions: {', '.join(c.name for c in suite.conditions)}"
+        )
+    now = _dt.datetime.now(_dt.UTC)
+    json_path = Path(output) if output is not None else _results_path(suite, now)
+
+    indexes: dict[Path, tuple[Any, dict[str, Any]]] = {}
+    data: dict[str, tuple[list[Query], Qrels]] = {}
+    results = []
+    for cond in chosen:
+        dataset = suite.datasets[cond.dataset]
+        if cond.index not in indexes:
+            group = [c for c in chosen if c.index == cond.index]
+            bm25 = next((c.bm25 for c in group if c.bm25 is not None), None)
+            dense = next((c.dense for c in group if c.dense is not None), None)
+            indexes[cond.index] = _prepare_index(cond.index, dataset.source, bm25, dense, show_progress)
+        index, index_info = indexes[cond.index]
+        if dataset.name not in data:
+            qrels = read_qrels(dataset.source, dataset.split)
+            data[dataset.name] = (list(read_queries(dataset.source)), qrels)
+        all_queries, qrels = data[dataset.name]
+        trec = None
+        if write:
+            trec = json_path.with_name(f"{json_path.stem}.{_safe_name(cond.name)}.trec")
+        try:
+            results.append(_run_condition(suite, cond, index, index_info, all_queries, qrels, trec, show_progress))
+        except BaseException:
+            _LOADED_RERANKERS.clear()
+            raise
+        for c in results[-1].comparisons:
+            if check and c.ok is False:
+                logger.warning("%s: %s = %.4f, expected %.4f ± %g", cond.name, c.metric, c.got, c.expected,
+                               cond.tolerance)  # fmt: skip
+    _LOADED_RERANKERS.clear()  # models and remembered logits live for one suite run
+    result = SuiteResult(suite.name, str(suite.path), check, tuple(results), __version__,
+                         _git_commit(suite.path.parent), now.isoformat(timespec="seconds"),
+                         str(json_path) if write else None)  # fmt: skip
+    if write:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(to_json(result.to_dict()) + "\n", encoding="utf-8")
+        logger.info("wrote %s", json_path)
+    return result
+
+
+def _run_condition(
+    suite: Suite,
+    cond: Condition,
+    index: Any,
+    index_info: dict[str, Any],
+    all_queries: list[Query],
+    qrels: Qrels,
+    trec: Path | None,
+    show_progress: bool,
+) -> ConditionResult:
+    """Search, evaluate and compare one condition; write its TREC run to ``trec`` when given."""
+
+    dataset = suite.datasets[cond.dataset]
+    queries = restrict_to_split(all_queries, qrels)
+    searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion, rerank=_reranker(cond.rerank))
+    reranker, depth = searcher.reranker, searcher.rerank_depth
+    started = time.perf_counter()
+    run = run_queries(searcher, queries, cond.k, show_progress=show_progress, exclude_self=dataset.exclude_self)
+    searched = time.perf_counter()
+    metrics = list(dict.fromkeys([*suite.metrics, *cond.expected]))
+    query_ids = [q.query_id for q in queries] + list(qrels)  # a judged query missing from the file scores 0
+    evaluation = evaluate(run, qrels, metrics, query_ids=query_ids, unjudged=cond.unjudged, corpus_ids=index.docids)
+    seconds = {"search": searched - started, "evaluate": time.perf_counter() - searched}
+    first_stage = None
+    if reranker is not None:
+        # An honest rerank report: how much the reranker was given (recall at its depth) beside what it made of it.
+        plain = Searcher(index, mode=cond.mode, fusion=cond.fusion)
+        first_run = run_queries(plain, queries, depth, exclude_self=dataset.exclude_self)
+        first_metrics = list(dict.fromkeys([f"R@{depth}", *metrics]))
+        first_stage = evaluate(first_run, qrels, first_metrics, query_ids=query_ids, unjudged=cond.unjudged).aggregate
+    if trec is not None:
+        write_run(run, trec, tag=_safe_name(cond.name))
+    settings = {
+        "bm25": config_to_dict(cond.bm25) if cond.bm25 else None,
+        "dense": config_to_dict(cond.dense) if cond.dense else None,
+        "fusion": config_to_dict(cond.fusion) if cond.mode in ("hybrid", "cascade") else None,
+        "rerank": config_to_dict(cond.rerank) if cond.rerank else None,
+        "tolerance": cond.tolerance,
+    }
+    selection = {
+        "split": dataset.split,
+        "in_file": len(all_queries),
+        "run": len(queries),
+        "rule": "judged only" if len(queries) < len(all_queries) else "all queries",
+        "unjudged": cond.unjudged,
+        "exclude_self": dataset.exclude_self,
+    }
+    comparisons = _compare(evaluation.aggregate, cond.expected, cond.tolerance)
+    return ConditionResult(cond.name, cond.dataset, cond.mode, cond.k, settings, selection, evaluation,
+                           comparisons, index_info, seconds, trec.name if trec else None, first_stage)  # fmt: skip
+
+
+# Settings that change how fast a component is built or used, not what is in it: a suite reuses an index whose
+# recorded config differs from the condition's only in these.
+RUNTIME_FIELDS = ("batch_size", "batch_tokens", "device", "shard_size")
+
+
+def _built_with(config: Any, wanted: Any) -> dict[str, Any] | None:
+    """A component config as a dict of what decides its contents; None when it is not of ``wanted``'s class."""
+    if type(config) is not type(wanted):
+        return None
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_FIELDS}
+    model = settings.get("model")
+    if isinstance(model, str) and Path(model).is_dir():  # a model folder, however its path was written
+        settings["model"] = local_path(Path(model))
+    return settings
+
+
+_LOADED_RERANKERS: dict[tuple[Any, ...], Any] = {}
+
+
+def _reranker(config: RerankConfig | None) -> Any:
+    """The condition's reranker; conditions that differ only in how scores are mixed (interpolation, fusion, depth)
+    share one loaded model and its remembered logits, so each (query, document) pair is scored once per suite run."""
+    if config is None:
+        return None
+
+    key = tuple(getattr(config, name) for name in MODEL_FIELDS)
+    if key not in _LOADED_RERANKERS:
+        _LOADED_RERANKERS.clear()  # one model in memory at a time
+        loaded = CrossEncoderReranker.from_config(config)
+        loaded.remember_scores()
+        _LOADED_RERANKERS[key] = loaded
+    return _LOADED_RERANKERS[key].variant(config)
+
+
+def _safe_name(name: str) -> str:
+    """``name`` usable in a file name and as a TREC run tag."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name) or "run"
+
+
+def _results_path(suite: Suite, now: _dt.datetime) -> Path:
+    """``<suite dir>/results/<suite>-<UTC time>.json``, never one that exists already."""
+    stem = suite.path.parent / "results" / f"{suite.name}-{now:%Y%m%d-%H%M%S}"
+    path, number = stem.with_name(stem.name + ".json"), 1
+    while path.exists():
+        number += 1
+        path = stem.with_name(f"{stem.name}-{number}.json")
+    return path
+
+
+def _compare(aggregate: Mapping[str, float], expected: Mapping[str, float], tolerance: float) -> tuple[Comparison, ...]:
+    rows = []
+    for metric, got in aggregate.items():
+        want = expected.get(metric)
+        if want is None:
+            rows.append(Comparison(metric, None, got, None, None))
+        else:
+            delta = got - want
+            rows.append(Comparison(metric, want, got, delta, abs(delta) <= tolerance + 1e-12))
+    return tuple(rows)
+
+
+def _prepare_index(
+    path: Path, source: Path, bm25: BM25Config | None, dense: DenseConfig | None, show_progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Open the index at ``path`` when it matches ``source`` and the configs; add or rebuild otherwise."""
+
+    wanted = {name: cfg for name, cfg in (("bm25", bm25), ("dense", dense)) if cfg is not None}
+    started = time.perf_counter()
+    action, why = "built", "no index yet"
+    if path.exists():
+        try:
+            index = Index.open(path)
+            components = index.manifest.get("components", {})
+            recorded = index.manifest.get("source", {}) or {}
+            stale = [
+                n
+                for n, cfg in wanted.items()
+                if n in components and _built_with(index.components[n], cfg) != _built_with(cfg, cfg)
+            ]
+            missing = [n for n in wanted if n not in components]
+            if recorded.get("path") != str(source) or recorded.get("sha256") != source_sha256(source):
+                why = f"it was built from another source ({recorded.get('path')})"
+            elif stale:
+                why = f"its {', '.join(stale)} config differs"
+            elif missing:
+                logger.info("adding %s to %s", ", ".join(missing), path)
+                index = index.add(
+                    bm25=bm25 if "bm25" in missing else None,
+                    dense=dense if "dense" in missing else None,
+                    show_progress=show_progress,
+                )
+                action = "extended"
+            else:
+                action = "reused"
+        except IndexFormatError as err:
+            why = f"it cannot be opened ({err})"
+    if action == "built":
+        logger.info("building %s from %s: %s", path, source, why)
+        index = Index.build(source, path, bm25=bm25, dense=dense, overwrite=True, show_progress=show_progress)
+    info = {
+        "path": str(path),
+        "action": action,
+        "fingerprint": index.fingerprint(),
+        "components": index.manifest.get("components", {}),
+        "source": index.manifest.get("source"),
+        "seconds": time.perf_counter() - started,
+    }
+    return index, info
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
