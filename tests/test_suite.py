@@ -142,10 +142,12 @@ def test_run_suite_check_passes(tmp_path: Path) -> None:
     assert "git_commit" in saved and "search" in saved["conditions"][0]["seconds"]
     run = read_run(out.with_name("tiny.bm25.trec"))
     assert [hit.doc_id for hit in run["q1"]] == ["d1", "d5"]
-    # the index is reused on the next run, rebuilt when its config changes
+    # the index is reused on the next run; when its config changes it is rebuilt only when asked (issue 19)
     assert run_suite(suite, check=True, write=False).conditions[0].index["action"] == "reused"
     changed = load_suite(write_suite(tmp_path, tiny_suite(tmp_path).read_text().replace("k1 = 1.5", "k1 = 1.2")))
-    assert run_suite(changed, check=False, write=False).conditions[0].index["action"] == "built"
+    with pytest.raises(ConfigError, match=r"bm25\.k1 is 1\.5 in the index, 1\.2 in the suite"):
+        run_suite(changed, check=False, write=False)
+    assert run_suite(changed, check=False, write=False, rebuild=True).conditions[0].index["action"] == "built"
 
 
 def test_run_suite_wrong_expected_fails(tmp_path: Path) -> None:

@@ -57,14 +57,27 @@ def score_command(
 @click.option("--check", is_flag=True, help="Exit 1 when a metric leaves its expected tolerance.")
 @click.option("--only", multiple=True, help="Run only these conditions (repeatable).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Results JSON path.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    default=None,
+    help="Rebuild an existing index whose source or settings differ from a condition's (default: the suite's "
+    "`rebuild` key, else refuse and say what differs). A folder that is not a searchkit index is never replaced.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def eval_command(
-    ctx: click.Context, suite: Path, check: bool, only: Sequence[str], output: Path | None, as_json: bool
+    ctx: click.Context,
+    suite: Path,
+    check: bool,
+    only: Sequence[str],
+    output: Path | None,
+    rebuild: bool | None,
+    as_json: bool,
 ) -> None:
     """Run an evaluation SUITE (eval/*.toml) and compare with its expected scores.
 
-    Python: run_suite(load_suite(suite), check=True)
+    Python: run_suite(load_suite(suite), check=True, rebuild=None)
     """
 
     result = run_suite(
@@ -73,6 +86,7 @@ def eval_command(
         show_progress=ctx.obj["progress"],
         only=list(only) or None,
         output=output,
+        rebuild=rebuild,
     )
     if as_json:
         echo_json(result.to_dict())

@@ -149,16 +149,18 @@ def run_suite(
     only: Sequence[str] | None = None,
     output: str | Path | None = None,
     write: bool = True,
+    rebuild: bool | None = None,
 ) -> SuiteResult:
     """Run every condition of ``suite`` (or those whose name matches a pattern of ``only``) and compare.
 
-    Each index is built once and reused when it exists with the same source and component configs (a
-    component missing from it is added; a different config or source rebuilds it). Queries come from the
-    dataset's queries.jsonl through :func:`restrict_to_split`'s rule, scored against ``qrels/<split>.tsv``
-    with the condition's ``unjudged`` mode; qrels documents missing from the corpus are reported.
-    ``check`` logs each metric outside its tolerance (``passed`` is computed either way).
-    With ``write``, results go to ``output`` (default ``<suite dir>/results/<suite>-<UTC time>.json``) with a
-    TREC run per condition beside it (``<json stem>.<condition>.trec``).
+    Each index is built once and reused when it exists with the same source and component configs (a component missing
+    from it is added). An existing index built from another source or with other settings is rebuilt only when
+    ``rebuild`` (None: the suite's own ``rebuild`` key) says so; otherwise the run stops with one line naming the
+    setting that differs. A folder that is not a searchkit index is never replaced. Queries come from the dataset's
+    queries.jsonl through :func:`restrict_to_split`'s rule, scored against ``qrels/<split>.tsv`` with the condition's
+    ``unjudged`` mode; qrels documents missing from the corpus are reported. ``check`` logs each metric outside its
+    tolerance (``passed`` is computed either way). With ``write``, results go to ``output`` (default ``<suite
+    dir>/results/<suite>-<UTC time>.json``) with a TREC run per condition beside it (``<json stem>.<condition>.trec``).
     """
 
     chosen = [c for c in suite.conditions if only is None or any(fnmatch.fnmatchcase(c.name, p) for p in only)]
@@ -179,7 +181,9 @@ def run_suite(
             group = [c for c in chosen if c.index == cond.index]
             bm25 = next((c.bm25 for c in group if c.bm25 is not None), None)
             dense = next((c.dense for c in group if c.dense is not None), None)
-            indexes[cond.index] = _prepare_index(cond.index, dataset.source, bm25, dense, show_progress)
+            indexes[cond.index] = _prepare_index(
+                cond.index, dataset.source, bm25, dense, show_progress, suite.rebuild if rebuild is None else rebuild
+            )
         index, index_info = indexes[cond.index]
         if dataset.name not in data:
             qrels = read_qrels(dataset.source, dataset.split)
@@ -322,28 +326,28 @@ def _compare(aggregate: Mapping[str, float], expected: Mapping[str, float], tole
 
 
 def _prepare_index(
-    path: Path, source: Path, bm25: BM25Config | None, dense: DenseConfig | None, show_progress: bool
+    path: Path,
+    source: Path,
+    bm25: BM25Config | None,
+    dense: DenseConfig | None,
+    show_progress: bool,
+    rebuild: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """Open the index at ``path`` when it matches ``source`` and the configs; add or rebuild otherwise."""
-
+    """Open the index at ``path`` when it matches ``source`` and the configs (adding a missing component); build it
+    when there is none; rebuild one that differs only with ``rebuild``, else ConfigError naming the difference."""
     wanted = {name: cfg for name, cfg in (("bm25", bm25), ("dense", dense)) if cfg is not None}
     started = time.perf_counter()
     action, why = "built", "no index yet"
     if path.exists():
         try:
             index = Index.open(path)
-            components = index.manifest.get("components", {})
-            recorded = index.manifest.get("source", {}) or {}
-            stale = [
-                n
-                for n, cfg in wanted.items()
-                if n in components and _built_with(index.components[n], cfg) != _built_with(cfg, cfg)
-            ]
-            missing = [n for n in wanted if n not in components]
-            if recorded.get("path") != str(source) or recorded.get("sha256") != source_sha256(source):
-                why = f"it was built from another source ({recorded.get('path')})"
-            elif stale:
-                why = f"its {', '.join(stale)} config differs"
+        except IndexFormatError as err:
+            why = f"it cannot be opened ({err})"
+        else:
+            differences = _differences(index, source, wanted)
+            missing = [n for n in wanted if n not in index.manifest.get("components", {})]
+            if differences:
+                why = "; ".join(differences)
             elif missing:
                 logger.info("adding %s to %s", ", ".join(missing), path)
                 index = index.add(
@@ -354,8 +358,11 @@ def _prepare_index(
                 action = "extended"
             else:
                 action = "reused"
-        except IndexFormatError as err:
-            why = f"it cannot be opened ({err})"
+        if action == "built" and not rebuild:
+            raise ConfigError(
+                f"{path}: the existing index does not match the suite ({why}); rerun with --rebuild (or "
+                "rebuild = true in the suite's [suite] table) to rebuild it, or give the condition another index"
+            )
     if action == "built":
         logger.info("building %s from %s: %s", path, source, why)
         index = Index.build(source, path, bm25=bm25, dense=dense, overwrite=True, show_progress=show_progress)
@@ -368,6 +375,26 @@ def _prepare_index(
         "seconds": time.perf_counter() - started,
     }
     return index, info
+
+
+def _differences(index: Any, source: Path, wanted: Mapping[str, Any]) -> list[str]:
+    """How ``index`` differs from what a suite wants of it: its source, then each setting of a component it has."""
+    recorded = index.manifest.get("source", {}) or {}
+    if recorded.get("path") != str(source):
+        return [f"it was built from {recorded.get('path')}, the suite reads {source}"]
+    if recorded.get("sha256") != source_sha256(source):
+        return [f"{source} changed since the index was built (its sha256 differs)"]
+    found: list[str] = []
+    for name, config in wanted.items():
+        if name not in index.manifest.get("components", {}):
+            continue
+        have, want = _built_with(index.components[name], config) or {}, _built_with(config, config) or {}
+        found.extend(
+            f"{name}.{key} is {have.get(key)!r} in the index, {want.get(key)!r} in the suite"
+            for key in sorted(set(have) | set(want))
+            if have.get(key) != want.get(key)
+        )
+    return found
 
 
 def _git_commit(folder: Path) -> str | None:

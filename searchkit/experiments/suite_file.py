@@ -36,7 +36,7 @@ SUITE_MODES = ("bm25", "dense", "hybrid", "cascade")
 _EXAMPLES = 5
 
 
-_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged"}
+_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild"}
 
 
 _DATASET_KEYS = {"source", "split", "index", "exclude_self", "unjudged"}
@@ -99,6 +99,8 @@ class Suite:
     datasets: dict[str, SuiteDataset]
     conditions: tuple[Condition, ...]
     description: str = ""
+    rebuild: bool = False
+    """Whether an existing index whose source or settings differ from a condition's is rebuilt (else refused)."""
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -166,6 +168,9 @@ def load_suite(path: str | Path) -> Suite:
     except ConfigError as err:
         raise fail("[suite] metrics", str(err)) from None
     tolerance = _number(head.get("tolerance", 0.002), lambda m: fail("[suite] tolerance", m))
+    rebuild = head.get("rebuild", False)
+    if not isinstance(rebuild, bool):
+        raise fail("[suite] rebuild", f"must be true or false, got {rebuild!r}")
     suite_unjudged = _choice(head.get("unjudged", "zero"), UNJUDGED_MODES, lambda m: fail("[suite] unjudged", m))
 
     datasets: dict[str, SuiteDataset] = {}
@@ -204,6 +209,7 @@ def load_suite(path: str | Path) -> Suite:
         datasets,
         tuple(conditions),
         str(head.get("description", "")),
+        rebuild,
     )
 
 

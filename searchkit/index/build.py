@@ -38,10 +38,12 @@ from searchkit.index.generations import (
     build_lock,
     building_dir,
     changing,
+    check_replaceable,
     link_tree,
     move_into_place,
     prepare_build_dir,
     recover,
+    write_target,
 )
 from searchkit.index.layout import BUILD_STATE, FORMAT, FORMAT_VERSION, MANIFEST
 from searchkit.index.manifest import write_manifest
@@ -62,6 +64,31 @@ def describe_source(corpus: str | Path | Iterable[Document]) -> dict[str, Any]:
         path = str(corpus) if is_irds(corpus) else str(Path(corpus).resolve())
         return {"path": path, "sha256": source_sha256(corpus)}
     return {"path": None, "sha256": None}
+
+
+def check_apart(corpus: str | Path | Iterable[Document], target: Path) -> None:
+    """ConfigError when the index folder would be, contain or lie inside the corpus (a rebuild replaces the folder
+    whole, so it must never hold the data it is built from).
+
+    >>> check_apart("tests/data/tiny", Path("tests/data/tiny/index"))
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: tests/data/tiny/index lies inside the corpus tests/data/tiny: write the index elsewhere
+    """
+    if not isinstance(corpus, str | Path) or is_irds(corpus):
+        return
+    source, out = Path(corpus).absolute(), target.absolute()
+    for candidate in {source, Path(os.path.realpath(source))}:
+        for where in {out, Path(os.path.realpath(out))}:
+            if where == candidate:
+                relation = "is"
+            elif candidate in where.parents:
+                relation = "lies inside"
+            elif where in candidate.parents:
+                relation = "contains"
+            else:
+                continue
+            raise ConfigError(f"{target} {relation} the corpus {corpus}: write the index elsewhere")
 
 
 def build_component(
@@ -109,18 +136,21 @@ def build_index(
     force: bool = False,
 ) -> Path:
     """Build an index over ``corpus`` at ``path`` (see :meth:`searchkit.index.Index.build`); returns the folder."""
-    target = Path(path)
+    target = write_target(path)
     configs = {"bm25": bm25, "tokens": tokens, "dense": dense, "filters": filters}
     if all(configs[name] is None for name in RETRIEVERS):
         raise ConfigError("nothing to build: enable BM25 and/or dense (e.g. drop --no-bm25 or add --dense)")
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+    check_apart(corpus, target)
+    check_replaceable(target)
     if encoding is not None and dense is None:
         logger.info("no dense component to encode: the encoding backend is not used")
     with build_lock(target):
         recover(target)
         if target.exists() and not overwrite:
             raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+        check_replaceable(target)  # again under the lock: what stands there now is what the swap replaces
         source = describe_source(corpus)
         fields: dict[str, Any] = {"id": id_field, "title": title_field, "text": text_field}
         kept = list(dict.fromkeys([*metadata_fields, *(filters.types if filters is not None else ())]))
@@ -200,8 +230,7 @@ def add_components(
     for name in configs:
         if name in index.manifest["components"] and not overwrite:
             raise ConfigError(f"{index.path} already has a {name} component; pass overwrite=True to replace it")
-    target = index.path
-    with changing(index, "add") as building:
+    with changing(index, "add") as (target, building):
         state = {"add": config_dicts(configs), "base": index.manifest.get("checksum") or index.fingerprint()}
         prepare_build_dir(building, state)
         try:

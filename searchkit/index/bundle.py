@@ -39,7 +39,7 @@ from searchkit.index.components import COMPONENTS, LEGACY_DEFAULTS
 from searchkit.index.docstore import DocStore
 from searchkit.index.generations import Swapping, old_dir, recover_or_wait
 from searchkit.index.layout import DELETED, DOCIDS, DOCSTORE, MANIFEST, OFFSETS
-from searchkit.index.manifest import check_manifest, load_deleted, manifest_changed, open_problems
+from searchkit.index.manifest import check_manifest, load_deleted, manifest_changed, open_problems, unlisted_files
 from searchkit.retrieval.bm25 import BM25Retriever
 from searchkit.retrieval.dense import DenseRetriever
 from searchkit.retrieval.filters import FilterColumns, FilterSpec, parse_filter
@@ -371,10 +371,7 @@ class IndexBundle:
                 problems.append(f"checksum mismatch in {relpath}")
             elif relpath in sizes and file.stat().st_size != sizes[relpath]:
                 problems.append(f"size mismatch in {relpath}")
-        for file in self.path.rglob("*"):
-            relpath = file.relative_to(self.path).as_posix()
-            if file.is_file() and file.name != MANIFEST and relpath not in expected and not relpath.startswith("."):
-                problems.append(f"unexpected file {relpath}")
+        problems.extend(f"unexpected file {relpath}" for relpath in unlisted_files(self.path, self.manifest))
         problems.extend(self._structure_problems())
         if len(self.store) != self.num_rows:
             problems.append(f"{OFFSETS} describes {len(self.store)} documents, {DOCIDS} has {self.num_rows}")

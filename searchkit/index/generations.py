@@ -20,16 +20,13 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 from searchkit.faults import checkpoint
 from searchkit.formats import write_json_atomic
-from searchkit.index.layout import MANIFEST
+from searchkit.index.layout import FORMAT, MANIFEST
 from searchkit.index.manifest import Generation, read_manifest
 from searchkit.types import ConfigError
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +85,78 @@ def build_lock(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def write_target(path: str | Path) -> Path:
+    """The folder a build, add or update of ``path`` writes: ``path`` itself, or the folder a symlink at ``path``
+    points to, so the link keeps pointing at the new generation (a link is never replaced by a folder, nor left
+    behind as ``.<name>.old``). ConfigError for a link that loops or points nowhere.
+
+    >>> write_target("indexes/scifact").as_posix()
+    'indexes/scifact'
+    """
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve(strict=True)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist; point it at an index folder, or give "
+            "the folder itself"
+        ) from None
+    except (RuntimeError, OSError):
+        raise ConfigError(f"{path}: a symlink loop; give the index folder itself") from None
+
+
+def check_replaceable(target: Path) -> None:
+    """ConfigError unless an existing ``target`` may be replaced by a build: a searchkit index (its manifest reads
+    as one) or an empty folder. Nothing else is ever deleted: not a file, not a folder of other files.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> check_replaceable(folder)                    # empty: may be replaced
+    >>> _ = (folder / "keep.txt").write_text("important")
+    >>> check_replaceable(folder)
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: ... is not a searchkit index (no manifest.json) and not empty: ...
+    """
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(
+            f"{target} is a file, not an index folder: overwrite replaces only searchkit indexes and empty folders; "
+            "choose another output"
+        )
+    if not any(target.iterdir()):
+        return
+    manifest = read_manifest(target)
+    if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+        return
+    found = "no manifest.json" if not (target / MANIFEST).exists() else "its manifest.json is not a searchkit one"
+    raise ConfigError(
+        f"{target} is not a searchkit index ({found}) and not empty: overwrite replaces only searchkit indexes and "
+        "empty folders, and leaves this one alone; choose another output, or empty it yourself"
+    )
+
+
+class Change(NamedTuple):
+    """Where a new generation goes (``target``: the index folder, symlinks resolved) and where it is assembled."""
+
+    target: Path
+    building: Path
+
+
 @contextlib.contextmanager
-def changing(index: Generation, what: str) -> Iterator[Path]:
-    """Hold the lock of ``index``'s folder for an add or update (a killed swap undone first) and yield the folder to
-    assemble the new generation in; ConfigError when the folder no longer holds the generation ``index`` opened."""
-    with build_lock(index.path):
-        recover(index.path)
-        if read_manifest(index.path) != index.manifest:
+def changing(index: Generation, what: str) -> Iterator[Change]:
+    """Hold the lock of ``index``'s folder for an add or update (a killed swap undone first) and yield where the new
+    generation is assembled and swapped in; ConfigError when the folder no longer holds the generation ``index``
+    opened."""
+    target = write_target(index.path)
+    with build_lock(target):
+        recover(target)
+        if read_manifest(target) != index.manifest:
             raise ConfigError(f"{index.path} changed since it was opened; open it again and repeat the {what}")
-        yield building_dir(index.path)
+        yield Change(target, building_dir(target))
 
 
 def recover(target: Path) -> None:

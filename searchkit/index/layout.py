@@ -27,8 +27,10 @@ No pickle anywhere: JSON, ``.npy`` with ``allow_pickle=False``, FAISS's own form
 """
 
 FORMAT = "searchkit-index"
-FORMAT_VERSION = 1
-"""The index format this searchkit writes; a manifest with a newer one is refused on open."""
+FORMAT_VERSION = 2
+"""The index format this searchkit writes; a manifest with a newer one is refused on open. 2: the manifest's
+``checksum`` and ``sizes`` are required (format 1 indexes open as before; those with ``sizes`` must keep their
+checksum too), the dense component records its query-side settings in ``model.json``."""
 MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
 DOCSTORE = "docs.jsonl"

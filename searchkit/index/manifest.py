@@ -131,7 +131,22 @@ def open_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     for required in (DOCIDS, DOCSTORE, OFFSETS):
         if required not in manifest["files"]:
             problems.append(f"the manifest lists no {required}")
+    problems.extend(f"{relpath} is not listed in the manifest" for relpath in unlisted_files(folder, manifest))
     return problems
+
+
+def unlisted_files(folder: Path, manifest: Mapping[str, Any]) -> list[str]:
+    """Files in the index folder (hidden ones aside) that the manifest does not list: a component must never read a
+    file nobody vouched for, so open refuses them and verify reports them."""
+    listed = manifest.get("files", {})
+    return [
+        relpath
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and path.name != MANIFEST
+        and (relpath := path.relative_to(folder).as_posix()) not in listed
+        and not any(part.startswith(".") for part in Path(relpath).parts)
+    ]
 
 
 def check_manifest(manifest: Any, path: Path) -> None:
@@ -151,6 +166,16 @@ def check_manifest(manifest: Any, path: Path) -> None:
 
     def bad(key: str, wanted: str) -> IndexFormatError:
         return IndexFormatError(f"{path}: '{key}' is missing or not {wanted}; rebuild the index")
+
+    # The checksum cannot be switched off: every manifest written since it existed has it (format 2, and format 1
+    # from the same change that added ``sizes``), so only a format-1 manifest with neither is an older index.
+    if version >= 2 or "sizes" in manifest or "checksum" in manifest:
+        for key in ("checksum", "sizes"):
+            if key not in manifest:
+                raise IndexFormatError(
+                    f"{path}: the manifest has no '{key}' (format {version} always writes one): it was edited or "
+                    "damaged; rebuild the index"
+                )
 
     num_docs = manifest.get("num_docs")
     if not isinstance(num_docs, int) or isinstance(num_docs, bool) or num_docs < 1:

@@ -165,8 +165,7 @@ def update_index(
         return None
     plan = plan_rows(index, added, deletions, compact, config)
     operation = "index.compact" if compact and not added and not deletions else "index.update"
-    target = index.path
-    with changing(index, "update") as building:
+    with changing(index, "update") as (target, building):
         shutil.rmtree(building, ignore_errors=True)  # an update is redone from the start, never resumed
         building.mkdir(parents=True)
         try:

@@ -6,7 +6,8 @@ Files this component writes in the folder it is given (the index owns the manife
     index.faiss      faiss.write_index of the CPU form of ``DenseConfig.faiss_factory`` (inner product)
     faiss.json       how index.faiss was built: factory, metric, ntotal, dim, train_sample, seed, train_rows,
                      faiss_version, parts, mmap (whether faiss memory-maps the type: then loads map it)
-    model.json       the encoder's identity (name, where it resolved, sha256 of its weight files) and dim
+    model.json       the encoder's identity (name, where it resolved, sha256 of its weight files), dim, and the
+                     query-side settings (query_prefix, normalize, max_length) the manifest must agree with
     shards/          only during a build: shard-00000.npy ... (fp16) + state.json, for resuming
 
 Encoding keeps tokenization apart from the model call (texts -> token ids -> batches sorted by length -> the
@@ -52,6 +53,7 @@ from searchkit.retrieval.faiss_index import (
     place_index,
     read_faiss_index,
     rebuild_index,
+    reconstruction_problem,
     search_selected,
     write_faiss_atomic,
 )
@@ -244,6 +246,14 @@ def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> Documen
 # The DenseConfig fields that decide document embeddings; the others (FAISS type, search parameters, batch size,
 # device, query prefix) can change without re-encoding the corpus.
 EMBEDDING_FIELDS = ("model", "max_length", "normalize", "doc_prefix", "dtype")
+QUERY_FIELDS = ("query_prefix", "normalize", "max_length")
+"""The DenseConfig settings queries are encoded with: recorded in model.json at build and checked against the
+manifest's config on every open, so an edited manifest cannot change how queries are encoded."""
+
+
+def model_record(identity: dict[str, Any], config: DenseConfig, dim: int) -> dict[str, Any]:
+    """``model.json``: the encoder's identity, the embeddings' dimension and the query-side settings."""
+    return {**identity, "dim": dim, "query": {name: getattr(config, name) for name in QUERY_FIELDS}}
 
 
 def same_embeddings(old: DenseConfig, new: DenseConfig) -> bool:
@@ -321,7 +331,7 @@ class DenseRetriever:
         dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
         _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
-        write_json_atomic(folder / "model.json", {**identity, "dim": dim})
+        write_json_atomic(folder / "model.json", model_record(identity, config, dim))
         shutil.rmtree(folder / "shards", ignore_errors=True)
         return cls.load(folder, config, docids)
 
@@ -340,7 +350,7 @@ class DenseRetriever:
         save_npy_atomic(folder / "embeddings.npy", np.asarray(embeddings, dtype=np.float16))
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         info = model_info if model_info is not None else model_identity(config.model)
-        write_json_atomic(folder / "model.json", {**info, "dim": int(embeddings.shape[1])})
+        write_json_atomic(folder / "model.json", model_record(info, config, int(embeddings.shape[1])))
         return cls.load(folder, config, docids)
 
     @classmethod
@@ -353,8 +363,10 @@ class DenseRetriever:
         """
         source, folder = Path(source), Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for name in ("embeddings.npy", "model.json"):
-            shutil.copyfile(source / name, folder / name)
+        shutil.copyfile(source / "embeddings.npy", folder / "embeddings.npy")
+        recorded = json.loads((source / "model.json").read_text(encoding="utf-8"))
+        identity = {key: value for key, value in recorded.items() if key not in ("dim", "query")}
+        write_json_atomic(folder / "model.json", model_record(identity, config, int(recorded["dim"])))
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         logger.info("dense: reused the stored embeddings of %s for FAISS %s", source, config.faiss_factory)
         return cls.load(folder, config, docids)
@@ -463,6 +475,14 @@ class DenseRetriever:
             problems.append(f"index.faiss has dimension {self.index.d}, embeddings have {self.dim}")
         if self.model_info.get("dim") != self.dim:
             problems.append(f"model.json says dimension {self.model_info.get('dim')}, embeddings have {self.dim}")
+        recorded = self.model_info.get("query")
+        if isinstance(recorded, dict):  # written since index format 2: the manifest's query settings must be these
+            problems.extend(
+                f"model.json records {name} {recorded.get(name)!r} for queries, the manifest's config says "
+                f"{getattr(self.config, name)!r} (edited?)"
+                for name in QUERY_FIELDS
+                if recorded.get(name) != getattr(self.config, name)
+            )
         if self.faiss_info.get("factory") != self.config.faiss_factory:
             problems.append(
                 f"index.faiss was built as {self.faiss_info.get('factory')!r}, config says "
@@ -480,6 +500,10 @@ class DenseRetriever:
             if not np.isfinite(self.embeddings[start : start + ADD_CHUNK]).all():
                 problems.append(f"embeddings.npy has non-finite values in rows {start}..")
                 break
+        if not problems:  # cascade scores from embeddings.npy, search from index.faiss: they must be the same rows
+            problem = reconstruction_problem(self.folder / "index.faiss", self.embeddings)
+            if problem:
+                problems.append(problem)
         return problems
 
     # -- queries

@@ -96,9 +96,9 @@ def _manifest_edits(manifest: dict[str, Any]) -> dict[str, Callable[[dict[str, A
     return edits
 
 
-# Edits that leave what every file means unchanged, as an index written before the key existed: opening such an
-# index and getting the right answers is correct (they cannot be told from an older index).
-HARMLESS_EDITS = {"checksum: missing"}
+# Edits that leave what every file means unchanged: none since the checksum became required (issue 19): a manifest
+# without it is refused like any other edit (only a format-1 manifest with neither checksum nor sizes is older).
+HARMLESS_EDITS: set[str] = set()
 
 
 def _classify(
@@ -191,6 +191,7 @@ def test_an_index_without_sizes_or_checksum_still_opens(pristine: tuple[Path, np
     shutil.copytree(source, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["sizes"], manifest["checksum"]
+    manifest["format_version"] = 1  # what such indexes were
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     assert _answers(Index.open(folder, verify=True), vectors) == expected
     (folder / "docs.jsonl").write_bytes((folder / "docs.jsonl").read_bytes().replace(b"Cats", b"Bats", 1))
