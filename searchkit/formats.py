@@ -13,6 +13,19 @@ qrels and ``docids.txt`` are whitespace- or line-separated and such an id would 
 Everything else is kept verbatim, never escaped or rewritten: ``../x``, ``a/b``, quotes, non-ASCII, 10 KB ids.
 Ids are never used as file names, and the doc store holds them JSON-encoded, so they cannot reach outside a file.
 
+Readers never guess. A first line is a header only when the whole line is one: a TSV corpus or queries file's
+first row is skipped when every column is a known name for its place (``_id``/``id``/``docid``/``qid``...,
+``title``/``headline``, ``text``/``body``/``contents``/``query``...: ``docid<TAB>text``) and names the columns
+when it holds the ``id_field`` and ``text_field`` and only other column names (``_id<TAB>text<TAB>year``); any
+other first row is data, so a document whose id is ``id`` is kept. A qrels file's first line is a header only when
+it is exactly one (``query-id corpus-id score``, ``qid Q0 docid rel``, ...); a first line such as
+``1 13 relevant`` is an error (the grade is not an integer), never a skipped header. An id given twice is an error
+naming the file and both lines: a document in a corpus, a query in a queries file, a document in one query's hits
+of a run, a pair judged twice with two grades in qrels (the same judgment repeated is kept once). A JSON number
+longer than Python's int-string limit (4,300 digits), a non-finite number as a text or title, a lone surrogate
+(``"\\ud800"``, half a UTF-16 pair that UTF-8 cannot store) in any field, and a path that is a symlink loop are
+each one line naming the file (and the line and field where there is one), never a traceback.
+
 >>> docs = list(read_corpus("tests/data/tiny"))
 >>> len(docs), docs[6].doc_id
 (8, '007')
@@ -22,16 +35,18 @@ Ids are never used as file names, and the doc store holds them JSON-encoded, so 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
 import math
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -44,8 +59,23 @@ _Records = Iterator[tuple[int, dict[str, Any]]]  # (line number, fields) of each
 IRDS_PREFIX = "irds:"
 _EXPECTED = "expected a BEIR folder, a .jsonl/.tsv file or irds:<id>"
 _GZIP_MAGIC = b"\x1f\x8b"
-_ID_HEADERS = {"_id", "id", "docid", "doc_id", "doc-id", "corpus-id", "qid", "query_id", "query-id"}
-_HEADER_WORD = re.compile(r"[A-Za-z][A-Za-z_\- ]*")
+# Header names by column, compared case-insensitively: a first row is a header only when every column is one.
+_DOC_ID_HEADERS = frozenset({"_id", "id", "docid", "doc_id", "doc-id", "docno", "corpus-id", "corpus_id", "pid", "did"})
+_QUERY_ID_HEADERS = frozenset({"qid", "query_id", "query-id", "queryid", "topic", "topic_id", "topic-id"})
+_TSV_HEADERS = (  # (first column, middle column of three, last column) of a TSV corpus or queries file
+    _DOC_ID_HEADERS | _QUERY_ID_HEADERS,
+    frozenset({"title", "headline"}),
+    frozenset({"text", "body", "contents", "content", "passage", "document", "abstract", "query", "question"}),
+)
+_QRELS_DOC_HEADERS = _DOC_ID_HEADERS | {"doc", "document", "document-id", "document_id"}
+_GRADE_HEADERS = frozenset({"score", "relevance", "rel", "label", "grade", "judgment", "judgement"})
+_QRELS_HEADERS = {  # columns of a qrels header line: 3 (BEIR) or 4 (TREC)
+    3: (_QUERY_ID_HEADERS | {"query"}, _QRELS_DOC_HEADERS, _GRADE_HEADERS),
+    4: (_QUERY_ID_HEADERS | {"query"}, frozenset({"q0", "iteration", "iter"}), _QRELS_DOC_HEADERS, _GRADE_HEADERS),
+}
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # an extra column of a header that names its columns
+_MAX_DIGITS = sys.int_info.default_max_str_digits  # Python's int-string limit (4,300 digits)
+_GRADE = re.compile(r"[-+]?\d+")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?inf(inity)?", re.IGNORECASE)
 _QRELS_COLUMNS = {3: "3 (query-id, corpus-id, score)", 4: "4 (TREC: query-id, iteration, doc-id, relevance)"}
 
@@ -60,15 +90,48 @@ def is_irds(source: Source) -> bool:
 
 
 def _existing(source: Source, expected: str = _EXPECTED) -> Path:
-    if not Path(source).exists():
-        raise DataError(f"no such file or directory; {expected}", source)
-    return Path(source)
+    """``source`` as a Path that exists, else a DataError naming it: missing, a symlink loop, a dangling link."""
+    path = Path(source)
+    try:
+        path.stat()
+    except ValueError:  # an embedded NUL byte
+        raise DataError(f"not a valid path; {expected}", repr(str(source))[1:-1]) from None
+    except OSError as err:
+        raise DataError(f"{_path_problem(path, err)}; {expected}", source) from None
+    return path
+
+
+def _path_problem(path: Path, err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "symlink loop (its links lead back to themselves, never to a file)"
+    if path.is_symlink():
+        return f"a symlink to {os.readlink(path)!r}, which does not exist"
+    if err.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such file or directory"
+    return f"cannot be read ({err.strerror})"
+
+
+def resolved(source: Source) -> Path:
+    """``source`` as an absolute path with its symlinks resolved; a DataError naming it when it cannot be.
+
+    >>> resolved("tests/data/tiny").is_absolute()
+    True
+    """
+    path = _existing(source)
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: Python < 3.13's symlink loop, in a race
+        raise DataError(
+            "symlink loop" if isinstance(err, RuntimeError) else f"cannot resolve ({err})", source
+        ) from None
 
 
 def _beir_file(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
         if (folder / name).is_file():
             return folder / name
+        if (folder / name).is_symlink():
+            _existing(folder / name)  # a loop or a dangling link: say so rather than "no corpus.jsonl"
     found = ", ".join(sorted(child.name for child in folder.iterdir())) or "nothing"
     raise DataError(f"not a BEIR folder: no {stem}.jsonl (found: {found}); {_EXPECTED}", folder)
 
@@ -214,7 +277,11 @@ def iter_lines(path: Source) -> Iterator[tuple[int, str]]:
     if path.is_dir():
         raise DataError("is a folder, expected a file", path)
     try:
-        with open_binary(path) as handle:
+        handle = open_binary(path)
+    except OSError as err:
+        raise DataError(_path_problem(path, err), path) from None
+    try:
+        with handle:
             for number, raw in enumerate(handle, start=1):
                 try:
                     line = raw.decode("utf-8")
@@ -238,26 +305,82 @@ def _is_tsv(path: Path) -> bool:
     return first is None or not first[1].lstrip().startswith("{")
 
 
+class _LongNumber(ValueError):
+    """A JSON number longer than Python's int-string limit (raised inside ``json.loads``, caught by the reader)."""
+
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _digits(literal: str) -> int:
+    return sum(char.isdigit() for char in literal)
+
+
+def _json_int(literal: str) -> int:
+    if len(literal) > _MAX_DIGITS and _digits(literal) > _MAX_DIGITS:
+        raise _LongNumber(literal)
+    return int(literal)
+
+
+def _json_float(literal: str) -> float:
+    if len(literal) > _MAX_DIGITS and _digits(literal) > _MAX_DIGITS:
+        raise _LongNumber(literal)
+    return float(literal)
+
+
 def _json_records(path: Path) -> _Records:
     for number, line in iter_lines(path):
         try:
-            record = json.loads(line)
+            record = json.loads(line, parse_int=_json_int, parse_float=_json_float)
         except json.JSONDecodeError as err:
             raise DataError(f"invalid JSON: {err.msg} at column {err.colno}", path, number) from None
+        except _LongNumber as err:
+            digits, column = _digits(err.literal), line.find(err.literal) + 1
+            message = f"a number with {digits} digits at column {column}: {err.literal[:20]}...; "
+            raise DataError(message + f"numbers past {_MAX_DIGITS} digits must be JSON strings", path, number) from None
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object, found {line[:60]!r}", path, number)
         yield number, record
 
 
-def _tsv_records(path: Path, positional: dict[int, tuple[str, ...]], id_field: str) -> _Records:
-    """Rows as dicts, named by a first line that contains ``id_field``, else by position (``positional``
-    maps a column count to names); a first line starting with a usual id name (``id``, ``qid``) is skipped."""
+def _tsv_header(
+    parts: list[str], positional: dict[int, tuple[str, ...]], id_field: str, text_field: str
+) -> list[str] | None:
+    """What a first TSV row is: column names (``[id_field, ..., text_field, other names]``), ``[]`` for a header
+    of known names read by position (``docid<TAB>text``), or None when it is data (see "Readers never guess")."""
+    fields = {name for names in positional.values() for name in names}
+    if (
+        id_field in parts
+        and text_field in parts
+        and len(set(parts)) == len(parts)
+        and all(part in fields or _COLUMN_NAME.fullmatch(part) for part in parts)
+    ):
+        return parts
+    names = positional.get(len(parts))
+    if names is None:
+        return None
+    first, middle, last = _TSV_HEADERS
+    known = [first, *[middle] * (len(parts) - 2), last]
+    if all(part == name or part.lower() in words for part, name, words in zip(parts, names, known, strict=True)):
+        return []
+    return None
+
+
+def _tsv_records(
+    path: Path, positional: dict[int, tuple[str, ...]], id_field: str, text_field: str | None = None
+) -> _Records:
+    """Rows as dicts, by position (``positional`` maps a column count to names) or named by a first row that is a
+    header naming ``id_field`` and ``text_field`` (default: the last positional name); a first row of known header
+    names is skipped. Any other first row is data: see "Readers never guess" above."""
+    text_field = text_field or next(iter(positional.values()))[-1]
     names: list[str] | None = None
     for number, line in iter_lines(path):
         parts = [part.strip() for part in line.split("\t")]
         if names is None:
-            names = parts if id_field in parts else []
-            if names or parts[0].lower() in _ID_HEADERS:
+            header = _tsv_header(parts, positional, id_field, text_field)
+            names = header or []
+            if header is not None:
                 continue
         fields = names or positional.get(len(parts), ())
         if len(fields) != len(parts):
@@ -267,8 +390,11 @@ def _tsv_records(path: Path, positional: dict[int, tuple[str, ...]], id_field: s
         yield number, dict(zip(fields, parts, strict=True))
 
 
-def read_records(path: Path, positional: dict[int, tuple[str, ...]], id_field: str) -> _Records:
-    return _tsv_records(path, positional, id_field) if _is_tsv(path) else _json_records(path)
+def read_records(
+    path: Path, positional: dict[int, tuple[str, ...]], id_field: str, text_field: str | None = None
+) -> _Records:
+    """``(line, fields)`` of each record of a JSONL or TSV file (TSV: see :func:`_tsv_records`)."""
+    return _tsv_records(path, positional, id_field, text_field) if _is_tsv(path) else _json_records(path)
 
 
 def _missing(record: dict[str, Any], what: str, path: Source, line: int) -> DataError:
@@ -301,6 +427,35 @@ def id_problem(identifier: str) -> str:
         return "contains whitespace; ids must be single tokens (TREC runs and qrels are whitespace-separated)"
     if any(unicodedata.category(char) == "Cc" for char in identifier):
         return "contains a control character; ids must be printable"
+    return surrogate_problem(identifier)
+
+
+def surrogate_problem(text: str) -> str:
+    """'' unless ``text`` holds a lone surrogate (half a UTF-16 pair, e.g. from a JSON ``"\\ud800"`` escape), which
+    UTF-8 cannot store; then where it is.
+
+    >>> surrogate_problem("ok \u00e9"), surrogate_problem("a\\ud800")
+    ('', "holds a lone surrogate '\\\\ud800' at character 2 (half a UTF-16 pair; UTF-8 cannot store it)")
+    """
+    if text.isascii():
+        return ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        where = f"{text[err.start]!r} at character {err.start + 1}"
+        return f"holds a lone surrogate {where} (half a UTF-16 pair; UTF-8 cannot store it)"
+    return ""
+
+
+def _nested_surrogate(value: Any) -> str:
+    """:func:`surrogate_problem` of the first string (key or value) in a JSON value that has one."""
+    if isinstance(value, str):
+        return surrogate_problem(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        problem = (surrogate_problem(key) if isinstance(key, str) else "") or _nested_surrogate(inner)
+        if problem:
+            return problem
     return ""
 
 
@@ -310,8 +465,14 @@ def _get_text(record: dict[str, Any], name: str, path: Source, line: int, requir
             return ""
         raise _missing(record, f"text field {name!r}", path, line)
     value = "" if record[name] is None else record[name]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"field {name!r} must be a string or a finite number, found {value!r}", path, line)
     if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value)
+        text = str(value)
+        problem = surrogate_problem(text)
+        if problem:
+            raise DataError(f"field {name!r} {problem}", path, line)
+        return text
     raise DataError(f"field {name!r} must be a string, found {str(value)[:60]!r}", path, line)
 
 
@@ -350,10 +511,11 @@ def read_corpus(
     """Stream the documents of a BEIR folder, a JSONL/TSV file (gzip'd or not) or an ``irds:`` id.
 
     JSONL lines are objects with ``id_field``, ``text_field`` and optionally ``title_field`` (None: no title).
-    TSV rows are ``id<TAB>text`` or ``id<TAB>title<TAB>text``, or named by a first line that contains
-    ``id_field``. ir-datasets documents give ``doc_id`` and their ``text_field``/``title_field`` attributes.
-    The source is checked at once, the documents read as the iterator is consumed; a corpus without
-    documents raises a DataError when it ends.
+    TSV rows are ``id<TAB>text`` or ``id<TAB>title<TAB>text``, or named by a first line that names ``id_field``
+    and ``text_field`` (see "Readers never guess" for what a header is). ir-datasets documents give ``doc_id`` and
+    their ``text_field``/``title_field`` attributes. The source is checked at once, the documents read as the
+    iterator is consumed; a corpus without documents raises a DataError when it ends, and so does an id given
+    twice, naming both lines, as soon as the second is read (the rest of the file is scanned to count the others).
 
     A document's ``metadata`` is BEIR's ``metadata`` object (when it is a non-empty JSON object) plus the
     ``metadata_fields`` columns the record has (JSONL keys, TSV header columns, ir-datasets attributes); None when
@@ -364,32 +526,83 @@ def read_corpus(
     Document(doc_id='d1', text='Cats chase mice. Dogs chase cats around the garden.', title='Cats and dogs')
     """
     if is_irds(source):
-        records = _irds_records(str(source), "docs", text_field, "body")
-        return _documents(source, records, "doc_id", title_field, text_field, metadata_fields)
+        name = str(source)
+
+        def records_of() -> _Records:
+            return _irds_records(name, "docs", text_field, "body")
+
+        return _documents(source, records_of(), records_of, "doc_id", title_field, text_field, metadata_fields)
     path = corpus_path(source)
     assert path is not None
     positional = {2: (id_field, text_field), 3: (id_field, title_field or "title", text_field)}
-    records = read_records(path, positional, id_field)
-    return _documents(path, records, id_field, title_field, text_field, metadata_fields)
+
+    def file_records() -> _Records:
+        return read_records(path, positional, id_field)
+
+    return _documents(path, file_records(), file_records, id_field, title_field, text_field, metadata_fields)
 
 
 def _documents(
     where: Source,
     records: _Records,
+    records_of: Callable[[], _Records],
     id_field: str,
     title_field: str | None,
     text_field: str,
     metadata_fields: Sequence[str] = (),
 ) -> Iterator[Document]:
-    count = 0
+    """Documents from ``records``; ``records_of`` reads them again from the start (for a duplicate's first line)."""
+    seen: set[str] = set()
     for number, record in records:
         doc_id = _get_id(record, id_field, "document", where, number)
+        if doc_id in seen:
+            raise _duplicate_document(where, records_of, records, id_field, seen, doc_id, number)
+        seen.add(doc_id)
         text = _get_text(record, text_field, where, number)
         title = _get_text(record, title_field, where, number, required=False) if title_field else ""
-        count += 1
-        yield Document(doc_id, text, title, _metadata(record, metadata_fields))
-    if not count:
+        yield Document(doc_id, text, title, _metadata(record, metadata_fields, where, number))
+    if not seen:
         raise DataError(f"no documents found in {where}", where)
+
+
+def _duplicate_document(
+    where: Source,
+    records_of: Callable[[], _Records],
+    rest: _Records,
+    id_field: str,
+    seen: set[str],
+    doc_id: str,
+    number: int,
+) -> DataError:
+    """The error for ``doc_id`` given again on line ``number``: both lines, and how many ids are given twice in
+    all (the rest of the records scanned for ids only, up to the first record that is not valid)."""
+    duplicates = [doc_id]
+    try:
+        for line, record in rest:
+            again = _get_id(record, id_field, "document", where, line)
+            if again in seen:
+                duplicates.append(again)
+            seen.add(again)
+    except DataError:
+        pass  # reported once the duplicates are fixed
+    first = next(line for line, record in records_of() if _get_id(record, id_field, "", where, line) == doc_id)
+    unit = "records" if is_irds(where) else "lines"
+    message = f"duplicate document id {doc_id[:80]!r}: {unit} {first} and {number}"
+    return DataError(f"{message}; {duplicate_summary(duplicates, 'document')}", where, number)
+
+
+def duplicate_summary(duplicates: Sequence[str], what: str) -> str:
+    """The end of a duplicate-id error: how many ids were given again (when more than one) and what to do.
+
+    >>> duplicate_summary(["x", "y", "x"], "document")
+    '3 duplicate document ids (2 distinct), e.g. x, y; make every document id unique'
+    """
+    advice = f"make every {what} id unique"
+    if len(duplicates) < 2:
+        return advice
+    unique = list(dict.fromkeys(duplicates))
+    shown = ", ".join(unique[:5]) + (" ..." if len(unique) > 5 else "")
+    return f"{len(duplicates)} duplicate {what} ids ({len(unique)} distinct), e.g. {shown}; {advice}"
 
 
 def read_ids(source: Source) -> list[str]:
@@ -414,11 +627,18 @@ def read_ids(source: Source) -> list[str]:
     return ids
 
 
-def _metadata(record: dict[str, Any], fields: Sequence[str]) -> dict[str, Any] | None:
+def _metadata(record: dict[str, Any], fields: Sequence[str], path: Source, line: int) -> dict[str, Any] | None:
     """BEIR's ``metadata`` object (when a JSON object) plus the chosen extra columns; None when both are empty."""
     beir = record.get("metadata")
     merged = {**beir} if isinstance(beir, dict) else {}
-    merged.update((name, record[name]) for name in fields if name in record)
+    if merged and _nested_surrogate(merged):
+        raise DataError(f"field 'metadata' {_nested_surrogate(merged)}", path, line)
+    for name in fields:
+        if name in record:
+            problem = _nested_surrogate(record[name])
+            if problem:
+                raise DataError(f"field {name!r} {problem}", path, line)
+            merged[name] = record[name]
     return merged or None
 
 
@@ -429,7 +649,7 @@ def read_queries(
 
     With ``split``, a BEIR folder's queries are limited to those judged in ``qrels/<split>.tsv`` (its
     ``queries.jsonl`` holds every split's queries). An ``irds:`` id already names its split, so ``split`` is
-    ignored there; for a single file it is a ConfigError.
+    ignored there; for a single file it is a ConfigError. A query id given twice is a DataError naming both lines.
 
     >>> [q.query_id for q in read_queries("tests/data/tiny", split="test")]
     ['q1', 'q2', 'q3', 'q4']
@@ -443,10 +663,16 @@ def read_queries(
             raise ConfigError(f"split={split!r} applies to BEIR folders only, and {path} is a file")
         where = _beir_file(path, "queries") if path.is_dir() else path
         records = read_records(where, {2: (id_field, text_field)}, id_field)
-    queries = [
-        Query(_get_id(record, id_field, "query", where, n), _get_text(record, text_field, where, n))
-        for n, record in records
-    ]
+    queries: list[Query] = []
+    lines: dict[str, int] = {}
+    for number, record in records:
+        query_id = _get_id(record, id_field, "query", where, number)
+        if query_id in lines:
+            unit = "records" if is_irds(where) else "lines"
+            message = f"duplicate query id {query_id[:80]!r}: {unit} {lines[query_id]} and {number}"
+            raise DataError(f"{message}; make every query id unique", where, number)
+        lines[query_id] = number
+        queries.append(Query(query_id, _get_text(record, text_field, where, number)))
     if split is not None and not is_irds(source):
         judged = read_qrels(source, split)
         queries = [query for query in queries if query.query_id in judged]
@@ -460,7 +686,9 @@ def read_qrels(source: Source, split: str = "test") -> Qrels:
 
     A BEIR folder's ``qrels/<split>.tsv``, a file of ``query-id corpus-id score`` rows (BEIR, header optional)
     or of ``query-id iteration doc-id relevance`` rows (TREC), tab- or space-separated, or an ``irds:`` id
-    (``split`` is used only for a BEIR folder). The same pair judged twice with different grades is an error.
+    (``split`` is used only for a BEIR folder). A first line is a header only when it is exactly one (see "Readers
+    never guess"). The same pair judged twice with different grades is an error naming both lines; the same
+    judgment repeated is kept once.
 
     >>> read_qrels("tests/data/tiny")["q4"]
     {'007': 1}
@@ -484,29 +712,51 @@ def read_qrels(source: Source, split: str = "test") -> Qrels:
     return _parse_qrels(path)
 
 
-def _parse_qrels(path: Path) -> Qrels:
-    qrels: Qrels = {}
+def is_qrels_header(parts: Sequence[str]) -> bool:
+    """Whether the columns of a qrels file's first line are exactly a known header (case-insensitive).
+
+    >>> is_qrels_header(["query-id", "corpus-id", "score"]), is_qrels_header(["qid", "Q0", "docid", "rel"])
+    (True, True)
+    >>> is_qrels_header(["1", "13", "relevant"])
+    False
+    """
+    known = _QRELS_HEADERS.get(len(parts))
+    return known is not None and all(part.lower() in words for part, words in zip(parts, known, strict=True))
+
+
+def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """``(line, query id, doc id, grade)`` of each judgment of a qrels file; a first line that is exactly a known
+    header is skipped, any other line must be a judgment."""
     columns, first = 0, True
     for number, line in iter_lines(path):
         parts = [part.strip() for part in (line.split("\t") if "\t" in line else line.split())]
-        if first and _HEADER_WORD.fullmatch(parts[-1]):
+        if first and is_qrels_header(parts):
             first = False
-            continue  # a header such as "query-id corpus-id score"
-        first = False
+            continue
         if len(parts) not in (3, 4) or (columns and len(parts) != columns):
             both = f"{_QRELS_COLUMNS[3]} or {_QRELS_COLUMNS[4]}"
             expected = f"{_QRELS_COLUMNS[columns]} like the lines before" if columns else both
             raise DataError(f"expected {expected} columns, found {len(parts)}", path, number)
         columns = len(parts)
-        query_id, doc_id = parts[0], parts[-2]
-        try:
-            grade = int(parts[-1])
-        except ValueError:
-            raise DataError(f"relevance must be an integer, found {parts[-1]!r}", path, number) from None
+        grade = parts[-1]
+        if not _GRADE.fullmatch(grade):
+            hint = "; nor is the line a known header such as 'query-id corpus-id score'" if first else ""
+            raise DataError(f"relevance must be an integer, found {grade[:80]!r}{hint}", path, number)
+        if len(grade) > _MAX_DIGITS:
+            message = f"relevance is a number with {_digits(grade)} digits: {grade[:20]}...; grades are small integers"
+            raise DataError(message, path, number)
+        first = False
+        yield number, parts[0], parts[-2], int(grade)
+
+
+def _parse_qrels(path: Path) -> Qrels:
+    qrels: Qrels = {}
+    for number, query_id, doc_id, grade in _qrels_rows(path):
         judged = qrels.setdefault(query_id, {})
         if judged.get(doc_id, grade) != grade:
-            message = f"document {doc_id!r} judged twice for query {query_id!r}: {judged[doc_id]} and {grade}"
-            raise DataError(message, path, number)
+            before = next(n for n, q, d, _ in _qrels_rows(path) if (q, d) == (query_id, doc_id))
+            message = f"document {doc_id[:80]!r} judged twice for query {query_id[:80]!r}: "
+            raise DataError(f"{message}{judged[doc_id]} on line {before} and {grade} on line {number}", path, number)
         judged[doc_id] = grade
     if not qrels:
         raise DataError(f"no judgments found in {path}", path)
@@ -515,7 +765,8 @@ def _parse_qrels(path: Path) -> Qrels:
 
 def read_run(path: Source) -> Run:
     """Read a TREC run file (``query-id Q0 doc-id rank score tag``); hits are ordered by :func:`sort_hits`
-    (score, then doc_id, both descending, as trec_eval does), whatever the rank column says.
+    (score, then doc_id, both descending, as trec_eval does), whatever the rank column says. A document twice in
+    one query's hits is an error naming both lines.
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.trec"
@@ -533,10 +784,12 @@ def read_run(path: Source) -> Run:
         query_id, _, doc_id, _, score_text, _ = parts
         score = float(score_text) if _NUMBER.fullmatch(score_text) else math.nan
         if math.isnan(score):
-            raise DataError(f"score must be a number, found {score_text!r}", path, number)
+            raise DataError(f"score must be a number, found {score_text[:80]!r}", path, number)
         hits = scores.setdefault(query_id, {})
         if doc_id in hits:
-            raise DataError(f"document {doc_id!r} appears twice for query {query_id!r}", path, number)
+            before = next(n for n, text in iter_lines(path) if text.split()[:3:2] == [query_id, doc_id])
+            message = f"document {doc_id[:80]!r} appears twice for query {query_id[:80]!r}: lines {before} and {number}"
+            raise DataError(message, path, number)
         hits[doc_id] = score
     return {query_id: sort_hits(Hit(d, s) for d, s in hits.items()) for query_id, hits in scores.items()}
 

@@ -227,7 +227,7 @@ def test_deletions_alone_link_every_unchanged_file(hybrid: Index) -> None:
     [
         ({"delete": ["nope"]}, DataError, "not documents of"),
         ({"delete": [f"s{i}" for i in range(20)]}, DataError, "every document"),
-        ({"add": [Document("a", "x"), Document("a", "y")]}, DataError, "duplicate document ids"),
+        ({"add": [Document("a", "x"), Document("a", "y")]}, DataError, "duplicate document id"),
         ({"add": [Document("a b", "x")]}, DataError, "whitespace"),
         ({"add": ["not a document"]}, DataError, "expected a searchkit Document"),
         ({"add": [Document("a", "x", metadata={"year": "soon"})]}, DataError, "not a number"),

@@ -30,7 +30,7 @@ import numpy as np
 
 from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig
 from searchkit.faults import checkpoint
-from searchkit.formats import is_irds, read_corpus, source_sha256
+from searchkit.formats import is_irds, read_corpus, resolved, source_sha256
 from searchkit.index.bundle import IndexBundle
 from searchkit.index.components import COMPONENTS, RETRIEVERS, component_entry, config_dicts
 from searchkit.index.docstore import DocStore, write_docstore
@@ -59,9 +59,12 @@ logger = logging.getLogger(__name__)
 
 
 def describe_source(corpus: str | Path | Iterable[Document]) -> dict[str, Any]:
-    """The manifest's ``source``: the corpus path (resolved) or ir-datasets id and its sha256; nulls for Documents."""
+    """The manifest's ``source``: the corpus path (resolved) or ir-datasets id and its sha256; nulls for Documents.
+
+    A path that does not lead to a file (missing, a symlink loop, a dangling link) is a one-line DataError naming it.
+    """
     if isinstance(corpus, str | Path):
-        path = str(corpus) if is_irds(corpus) else str(Path(corpus).resolve())
+        path = str(corpus) if is_irds(corpus) else str(resolved(corpus))
         return {"path": path, "sha256": source_sha256(corpus)}
     return {"path": None, "sha256": None}
 

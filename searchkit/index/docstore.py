@@ -3,7 +3,8 @@
 ``docs.jsonl`` holds one JSON object a row (``{"_id", "title", "text"}`` and ``"metadata"`` when the document has
 some), ``docs.offsets.npy`` the int64 byte offset of every row (memory-mapped) and ``docids.txt`` the row ids.
 :func:`unique_documents` is the gate every document passes on its way in (a searchkit Document, a valid id, no id
-twice), :func:`write_docstore` streams them into a new generation.
+twice: an error naming both positions), :func:`write_docstore` streams them into a new generation. A corpus read
+from a file has been through the same checks in its reader, which names the file and lines instead.
 
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp())
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchkit.formats import id_problem
+from searchkit.formats import duplicate_summary, id_problem, surrogate_problem
 from searchkit.index.layout import DOCIDS, DOCSTORE, OFFSETS
 from searchkit.types import DataError, Document, IndexFormatError
 
@@ -100,6 +101,10 @@ class DocStore:
 def doc_line(doc: Document) -> bytes:
     """A document's line in the doc store (its metadata only when it has some, so older stores read the same)."""
     record: dict[str, Any] = {"_id": str(doc.doc_id), "title": doc.title or "", "text": doc.text or ""}
+    for field, value in (("id", record["_id"]), ("title", record["title"]), ("text", record["text"])):
+        problem = surrogate_problem(value) if isinstance(value, str) else ""
+        if problem:
+            raise DataError(f"document {_shown(record['_id'])}: its {field} {problem}")
     if doc.metadata:
         if not isinstance(doc.metadata, dict):
             raise DataError(
@@ -125,33 +130,46 @@ def decode_doc(raw: bytes, path: Path, row: int) -> Document:
         ) from None
 
 
-def unique_documents(docs: Iterable[Document]) -> Iterator[Document]:
-    """``docs`` checked one by one (searchkit Documents with valid ids, ids as strings), ids given twice left out.
+def _shown(doc_id: str) -> str:
+    return repr(doc_id[:80])  # escaped: an id may hold what a terminal cannot print
 
-    Duplicate ids are collected over the whole input and reported together at its end (first few), so the user fixes
-    them in one pass instead of one error per run.
+
+def unique_documents(docs: Iterable[Document]) -> Iterator[Document]:
+    """``docs`` checked one by one (searchkit Documents with valid ids, ids as strings).
+
+    An id given twice is a DataError naming both positions (1-based), raised at the second: nothing after it is
+    yielded, but the rest of the input is scanned so that the error also counts the other duplicates (first few
+    shown) and the user fixes them in one pass instead of one error per run.
     """
-    seen: set[str] = set()
-    duplicates: list[str] = []
-    for number, doc in enumerate(docs, start=1):
+    first: dict[str, int] = {}
+    items = iter(docs)
+    for number, doc in enumerate(items, start=1):
         if not isinstance(doc, Document):
             raise DataError(f"expected a searchkit Document, got {type(doc).__name__} (document {number})")
         doc_id = str(doc.doc_id)
         problem = id_problem(doc_id)
         if problem:
-            raise DataError(f"document id {doc_id[:80]!r} (row {number}) {problem}")
-        if doc_id in seen:
-            duplicates.append(doc_id)
-            continue
-        seen.add(doc_id)
+            raise DataError(f"document id {_shown(doc_id)} (row {number}) {problem}")
+        if doc_id in first:
+            raise _duplicate(doc_id, first, number, items)
+        first[doc_id] = number
         yield doc if doc_id is doc.doc_id else doc._replace(doc_id=doc_id)
-    if duplicates:
-        unique = list(dict.fromkeys(duplicates))
-        shown = ", ".join(unique[:5]) + (" ..." if len(unique) > 5 else "")
-        raise DataError(
-            f"{len(duplicates)} duplicate document ids ({len(unique)} distinct), e.g. {shown}; "
-            "make every document id unique"
-        )
+
+
+def _duplicate(doc_id: str, first: dict[str, int], number: int, rest: Iterator[Document]) -> DataError:
+    """The error for ``doc_id`` given again as document ``number``; ``rest`` (what follows it) scanned for others."""
+    duplicates = [doc_id]
+    try:
+        for doc in rest:
+            if isinstance(doc, Document) and not id_problem(str(doc.doc_id)):
+                again = str(doc.doc_id)
+                if again in first:
+                    duplicates.append(again)
+                first.setdefault(again, 0)
+    except DataError:
+        pass  # a reader's error further on: reported once the duplicates are fixed
+    message = f"duplicate document id {_shown(doc_id)}: documents {first[doc_id]} and {number}"
+    return DataError(f"{message}; {duplicate_summary(duplicates, 'document')}")
 
 
 def write_docstore(docs: Iterable[Document], folder: Path, show_progress: bool) -> list[str]:
