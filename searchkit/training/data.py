@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from searchkit.config import TrainConfig, config_to_dict
-from searchkit.formats import document_text, iter_lines, read_qrels, read_queries, read_run, write_run
+from searchkit.formats import document_text, iter_lines, parse_json_line, read_qrels, read_queries, read_run, write_run
 from searchkit.index import Index
 from searchkit.search import Searcher
 from searchkit.types import ConfigError, DataError, Hit, Qrels, Query
@@ -90,10 +90,7 @@ def read_pairs(path: str | Path, doc: str = "id") -> list[LabelledPair]:
 
 
 def _json_pair(line: str, path: str | Path, number: int) -> LabelledPair:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg}", path, number) from None
+    record = parse_json_line(line, path, number)
     if not isinstance(record, dict) or not isinstance(record.get("query"), str) or "label" not in record:
         raise DataError("expected an object with 'query' (a string), 'doc_id' or 'text', and 'label'", path, number)
     if ("doc_id" in record) == ("text" in record):
