@@ -41,9 +41,10 @@ as :attr:`CrossEncoderReranker.fusion` and the Searcher applies to its logits
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,7 +55,7 @@ from searchkit.config import LearnedFusion, RerankConfig, config_from_dict
 from searchkit.formats import sha256_file
 from searchkit.models.cards import MODEL_CARD, read_reranker_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
-from searchkit.models.loading import resolve_model
+from searchkit.models.loading import check_loaded_weights, check_model_source, load_error, resolve_model
 from searchkit.models.tokenizers import tokenizer_fingerprint
 from searchkit.ranking.fusion import interpolation_model, mix_scores
 from searchkit.text.batching import pad_rows, token_budget_batches
@@ -87,25 +88,31 @@ class LoadedModel(NamedTuple):
     identity: dict[str, Any]
 
 
-def load_cross_encoder(model: str | Path, *, dtype: Any = None, fresh_head: bool = False, seed: int = 0) -> LoadedModel:
+def load_cross_encoder(
+    model: str | Path, *, dtype: Any = None, fresh_head: bool = False, seed: int = 0, what: str | None = None
+) -> LoadedModel:
     """Load a one-output sequence classifier (a reranker) and its tokenizer.
 
-    ``fresh_head=False`` (scoring, ``init_from``): anything but a one-output classifier is a ConfigError (checked
-    from the config before any weight is read: a base encoder would get two random outputs). ``fresh_head=True``
-    (training's base model): a model without a one-output classification head gets a fresh one, seeded by
-    ``seed``; the embedded all-MiniLM-L6-v2 names resolve to their folder. ``identity``: name, resolved path,
-    ``fresh_head`` (whether a head was added) and the sha256 of local weight files.
+    The folder is checked first (:func:`searchkit.models.loading.check_model_source`: it exists, runs no code of its
+    own, holds safetensors weights). ``fresh_head=False`` (scoring, ``init_from``): anything but a one-output
+    classifier is a ConfigError (checked from the config before any weight is read: a base encoder would get two
+    random outputs), and so is a checkpoint that lacks any of its weights (a missing classifier head would be
+    random: :func:`searchkit.models.loading.check_loaded_weights`). ``fresh_head=True`` (training's base model): a
+    model without a one-output classification head (or whose head is not in its weights) gets a fresh one, seeded
+    by ``seed``; the embedded all-MiniLM-L6-v2 names resolve to their folder. ``identity``: name, resolved path,
+    ``fresh_head`` (whether a head was added) and the sha256 of local weight files. ``what`` names the model in
+    errors (default "base model" with ``fresh_head``, else "reranker"; training passes "init_from").
     """
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     name = str(model)
-    resolved = resolve_model(name) if fresh_head else name
-    what = "base model" if fresh_head else "reranker"
+    what = what or ("base model" if fresh_head else "reranker")
+    resolved = check_model_source(name, what, source=resolve_model(name) if fresh_head else name)
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        config = AutoConfig.from_pretrained(resolved, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load {what} {name!r}: {err}") from None
+        raise load_error(what, name, err) from None
     has_head = config.num_labels == 1 and any("SequenceClassification" in a for a in config.architectures or [])
     if not fresh_head and config.num_labels != 1:
         architectures = ", ".join(getattr(config, "architectures", None) or ["unknown"])
@@ -114,19 +121,43 @@ def load_cross_encoder(model: str | Path, *, dtype: Any = None, fresh_head: bool
             f"architectures: {architectures}); a cross-encoder reranker needs a sequence classifier with ONE "
             "output. Fine-tune one with `searchkit train` (which adds a one-output head to a base model)."
         )
-    kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": False, "output_loading_info": True}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     if fresh_head:
         kwargs.update(num_labels=1, ignore_mismatched_sizes=True)
         torch.manual_seed(seed)
     try:
-        hf_model = AutoModelForSequenceClassification.from_pretrained(resolved, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load {what} {name!r}: {err}") from None
-    fresh = fresh_head and not has_head
+        with quiet_transformers():  # its load report of missing keys: refused or logged below, in one line
+            hf_model, info = AutoModelForSequenceClassification.from_pretrained(resolved, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise load_error(what, name, err) from None
+    missing = set(info.get("missing_keys") or ())
+    if not fresh_head:
+        check_loaded_weights(name, what, missing)
+    fresh = fresh_head and (not has_head or bool(missing))
     if fresh:
-        logger.info("base model %s: a fresh one-output head (seed %d) is put on top of it", name, seed)
+        logger.info(
+            "base model %s: a fresh one-output head (seed %d) is put on top of it (%d tensors not in its weights)",
+            name,
+            seed,
+            len(missing),
+        )
     return LoadedModel(hf_model, tokenizer, model_weights(name, resolved, fresh))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off for the block (its multi-line load report), its verbosity restored after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def model_weights(name: str, resolved: str, fresh_head: bool = False) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from searchkit.config import DenseConfig
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
-from searchkit.models.loading import model_identity, resolve_model
+from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
 from searchkit.models.tokenizers import tokenizer_fingerprint
 from searchkit.text.batching import pad_rows, token_budget_batches
 from searchkit.types import ConfigError
@@ -34,6 +34,8 @@ class Encoder:
 
     ``tokenize`` and ``embed_tokens`` are separate steps so token ids can be computed once and stored.
     Output equals ``SentenceTransformer.encode`` in fp32 (same modules: transformer, pooling, normalize).
+    The model folder is checked before it is loaded (:func:`searchkit.models.loading.check_model_source`: it exists,
+    runs no code of its own, its modules hold safetensors weights).
     ``batch_size`` caps the rows of a batch, ``batch_tokens`` its padded tokens; ``dtype``: auto, fp32, fp16, bf16.
     """
 
@@ -56,7 +58,13 @@ class Encoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.normalize = normalize
-        self.model = SentenceTransformer(self.resolved, device=self.device)
+        check_model_source(model, "dense model", source=self.resolved, layout="sentence-transformers")
+        try:
+            self.model = SentenceTransformer(
+                self.resolved, device=self.device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+            )
+        except (OSError, ValueError, RuntimeError) as err:
+            raise load_error("dense model", model, err) from None
         self.model.max_seq_length = max_length
         torch_dtype = resolve_dtype(dtype, self.device, "dense encoder")
         self.dtype = str(torch_dtype).removeprefix("torch.")

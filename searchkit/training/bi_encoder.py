@@ -51,7 +51,7 @@ from searchkit.evaluate.metrics import canonical_metric
 from searchkit.formats import document_text
 from searchkit.models.cards import MODEL_CARD, lineage, read_model_card, write_model_card
 from searchkit.models.device import cpu_bf16_support, resolve_device
-from searchkit.models.loading import model_identity, resolve_model
+from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
 from searchkit.training.bi_encoder_data import (
     DEV_METRICS,
     DenseTrainingData,
@@ -179,6 +179,10 @@ class _DenseTrainer:
     def run(self) -> DenseTrainResult:
         cfg = self.cfg
         started = time.perf_counter()
+        start_name = cfg.init_from or cfg.base_model
+        start_what = "base model" if cfg.init_from is None else "init_from"
+        # the starting model's folder first, before the training data (its rules: searchkit.models.loading)
+        check_model_source(start_name, start_what, source=resolve_model(start_name), layout="sentence-transformers")
         checkpoint = self._prepare_output()
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device, "training")
@@ -188,11 +192,10 @@ class _DenseTrainer:
         self.precision = "bf16" if bf16 else "fp32"
         index = open_training_index(cfg, self.show_progress)
         data = load_dense_training_data(cfg, index, self.out, self.show_progress)
-        start_name = cfg.init_from or cfg.base_model
         ancestry = self._lineage()
         if cfg.init_from is not None and data.dev_queries:
             check_parent_split(data.split, read_model_card(Path(cfg.init_from), "dense"), cfg.init_from)
-        model = _load_model(start_name, device, cfg.max_length)
+        model = _load_model(start_name, device, cfg.max_length, start_what)
 
         dev: DevRetrieval | None = None
         if data.dev_queries:
@@ -535,15 +538,19 @@ def _loss(model: Any, cfg: DenseTrainConfig) -> Any:
     return losses.MultipleNegativesRankingLoss(model, scale=cfg.scale)
 
 
-def _load_model(name: str, device: str, max_length: int) -> Any:
-    """A SentenceTransformer with fp32 master weights (bf16 comes from autocast), ``max_length`` tokens."""
+def _load_model(name: str, device: str, max_length: int, what: str = "dense model") -> Any:
+    """A SentenceTransformer with fp32 master weights (bf16 comes from autocast), ``max_length`` tokens; its folder
+    checked first (:func:`searchkit.models.loading.check_model_source`)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
+    source = check_model_source(name, what, source=resolve_model(name), layout="sentence-transformers")
     try:
-        model = SentenceTransformer(resolve_model(name), device=device)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot load dense model {name!r}: {err}") from None
+        model = SentenceTransformer(
+            source, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise load_error(what, name, err) from None
     model.to(torch.float32)
     model.max_seq_length = max_length
     return model

@@ -68,6 +68,7 @@ from searchkit.models.cross_encoder import (
     load_cross_encoder,
 )
 from searchkit.models.device import resolve_device
+from searchkit.models.loading import check_model_source, resolve_model
 from searchkit.ranking.fusion import STAGE_FEATURES, interpolation_model, stage_features
 from searchkit.search import Searcher
 from searchkit.training.checkpoints import checkpoint_epoch, find_checkpoint, load_checkpoint, save_checkpoint
@@ -118,6 +119,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         started = time.perf_counter()
+        self._check_start()
         checkpoint = self._prepare_output()
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device, "training")
@@ -203,6 +205,15 @@ class _Trainer:
         return self._finish(state, base_identity, started, interrupted)
 
     # ------------------------------------------------------------------ the starting model
+    def _check_start(self) -> None:
+        """The starting model's folder, checked before the training data is loaded (minutes, when negatives are
+        mined): it exists, runs no code of its own, holds safetensors weights. Its weights are checked on load."""
+        cfg = self.cfg
+        if cfg.init_from is None:
+            check_model_source(cfg.base_model, "base model", source=resolve_model(cfg.base_model))
+        else:
+            check_model_source(cfg.init_from, "init_from")
+
     def _load_start(self) -> tuple[Any, Any, dict[str, Any]]:
         """``(model, tokenizer, identity)`` of the starting point: ``init_from`` (a fine-tuned reranker, its card
         read for the lineage) or ``base_model`` with a fresh one-output head. fp32 master weights whatever the
@@ -217,7 +228,7 @@ class _Trainer:
         self.parent_card = read_reranker_card(folder)
         if not self.parent_card:
             logger.warning("init_from %s has no searchkit.json: its lineage starts at itself", folder)
-        loaded = load_cross_encoder(folder, dtype=torch.float32)
+        loaded = load_cross_encoder(folder, dtype=torch.float32, what="init_from")
         logger.info("continuing from the fine-tuned reranker %s", folder)
         return loaded
 
