@@ -2,9 +2,10 @@
 
 :func:`start_server` runs ``searchkit serve`` in a child process on a free loopback port; :func:`drive` keeps
 ``clients`` concurrent requests in flight for a fixed time (or request count) from an asyncio loop (one keep-alive
-connection a client), optionally reloading the index meanwhile; :func:`bare_loop` is the baseline: one thread
-calling ``Searcher.search`` (and reading the same fields) in a loop, what an application would do without the
-server. ``bench/serve.py`` is the command-line shell over them.
+connection a client), optionally reloading the index meanwhile; :func:`drive_mixed` runs several groups of such
+clients at once (BM25 and hybrid, say) beside slow clients that trickle their headers or bodies (:data:`SLOW_KINDS`);
+:func:`bare_loop` is the baseline: one thread calling ``Searcher.search`` (and reading the same fields) in a loop,
+what an application would do without the server. ``bench/serve.py`` is the command-line shell over them.
 
 >>> result = LoadResult(ok=[0.010, 0.020], errors={}, dropped=0, sent=2, seconds=0.5)
 >>> result.summary()["throughput_per_s"], result.summary()["p50_ms"]
@@ -26,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,65 @@ class _Connection:
         self.reader = self.writer = None
 
 
+@dataclass
+class _Tally:
+    """What one group of clients saw so far."""
+
+    ok: list[float] = field(default_factory=list)
+    errors: Counter[int] = field(default_factory=Counter)
+    dropped: int = 0
+
+    def result(self, seconds: float, reloads: Mapping[str, int] | None = None) -> LoadResult:
+        sent = len(self.ok) + sum(self.errors.values()) + self.dropped
+        return LoadResult(self.ok, dict(self.errors), self.dropped, sent, seconds, dict(reloads or {}))
+
+
+async def _client(
+    host: str,
+    port: int,
+    headers: bytes,
+    route: str,
+    payloads: Sequence[bytes],
+    numbers: Iterator[int],
+    deadline: float,
+    max_requests: int | None,
+    timeout: float,
+    tally: _Tally,
+) -> None:
+    """One client on one keep-alive connection: post the next payload as soon as the previous one is answered."""
+    connection = _Connection(host, port, headers)
+    try:
+        while time.perf_counter() < deadline:
+            number = next(numbers)
+            if max_requests is not None and number >= max_requests:
+                return
+            sent = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    status = await connection.post(route, payloads[number % len(payloads)])
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+                tally.dropped += 1
+                continue
+            if status == 200:
+                tally.ok.append(time.perf_counter() - sent)
+            else:
+                tally.errors[status] += 1
+    finally:
+        connection.close()
+
+
+def _request_headers(token: str | None) -> bytes:
+    headers = b"Content-Type: application/json\r\n"
+    if token:
+        headers += f"Authorization: Bearer {token}\r\n".encode("ascii")
+    return headers
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 80
+
+
 async def drive(
     url: str,
     bodies: Sequence[Mapping[str, Any]],
@@ -230,41 +290,15 @@ async def drive(
     (needs ``token``)."""
     if not bodies:
         raise ConfigError("drive needs at least one request body")
-    parsed = urllib.parse.urlsplit(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
-    headers = b"Content-Type: application/json\r\n"
-    if token:
-        headers += f"Authorization: Bearer {token}\r\n".encode("ascii")
+    host, port = _host_port(url)
+    headers = _request_headers(token)
     payloads = [json.dumps(body).encode("utf-8") for body in bodies]  # encoded once: the client should cost little
-    ok: list[float] = []
-    errors: Counter[int] = Counter()
+    tally = _Tally()
     reloaded: Counter[str] = Counter()
-    dropped = 0
     numbers = itertools.count()
     start = time.perf_counter()
     deadline = start + duration
-
-    async def one_client() -> None:
-        nonlocal dropped
-        connection = _Connection(host, port, headers)
-        try:
-            while time.perf_counter() < deadline:
-                number = next(numbers)
-                if max_requests is not None and number >= max_requests:
-                    return
-                sent = time.perf_counter()
-                try:
-                    async with asyncio.timeout(timeout):
-                        status = await connection.post(route, payloads[number % len(payloads)])
-                except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
-                    dropped += 1
-                    continue
-                if status == 200:
-                    ok.append(time.perf_counter() - sent)
-                else:
-                    errors[status] += 1
-        finally:
-            connection.close()
+    args = (host, port, headers, route, payloads, numbers, deadline, max_requests, timeout, tally)
 
     async def reloader() -> None:
         for i in range(reloads):
@@ -279,10 +313,119 @@ async def drive(
             finally:
                 connection.close()
 
-    await asyncio.gather(*(one_client() for _ in range(clients)), reloader())
-    seconds = time.perf_counter() - start
-    sent = len(ok) + sum(errors.values()) + dropped
-    return LoadResult(ok, dict(errors), dropped, sent, seconds, dict(reloaded))
+    await asyncio.gather(*(_client(*args) for _ in range(clients)), reloader())
+    return tally.result(time.perf_counter() - start, reloaded)
+
+
+# ---------------------------------------------------------------------- mixed load and slow clients
+@dataclass
+class SlowResult:
+    """What slow clients of one ``kind`` saw: how each connection ended (the status the server answered, ``closed``
+    without an answer, ``reset``, or ``open``: still held when the run ended) and how long each was held."""
+
+    kind: str
+    ended: dict[str, int]
+    held: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        held = sorted(self.held)
+        return {
+            "connections": len(held),
+            "ended": dict(sorted(self.ended.items())),
+            "median_held_s": round(held[len(held) // 2], 2) if held else None,
+            "longest_held_s": round(held[-1], 2) if held else None,
+        }
+
+
+SLOW_KINDS = ("headers", "body")
+"""``headers``: a request whose headers arrive a byte at a time; ``body``: whole headers, then a byte of the body
+at a time (a Content-Length it never reaches)."""
+
+
+def slow_request(kind: str, token: str | None = None) -> tuple[bytes, bytes]:
+    """(what a slow client of ``kind`` sends at once, what it then sends a byte at a time)."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    if kind == "headers":
+        return b"", f"POST /search HTTP/1.1\r\nHost: bench\r\n{auth}X-Slow: {'a' * 4000}\r\n\r\n".encode()
+    if kind == "body":
+        head = f"POST /search HTTP/1.1\r\nHost: bench\r\n{auth}Content-Type: application/json\r\n"
+        return f"{head}Content-Length: 4000\r\n\r\n".encode(), b'{"query": "' + b"a" * 3989
+    raise ConfigError(f"unknown slow client kind {kind!r}; choose one of {', '.join(SLOW_KINDS)}")
+
+
+async def _slow_connection(host: str, port: int, kind: str, token: str | None, every: float, deadline: float) -> Any:
+    """One slow connection until the server answers or closes it, or ``deadline``: (how it ended, seconds held)."""
+    first, trickled = slow_request(kind, token)
+    start = time.perf_counter()
+    ended = "open"
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return "refused", 0.0
+    answer = asyncio.ensure_future(reader.read(65536))
+    try:
+        writer.write(first)
+        for byte in trickled:
+            if answer.done() or time.perf_counter() >= deadline:
+                break
+            writer.write(bytes([byte]))
+            await asyncio.wait({answer}, timeout=every)
+        else:
+            await asyncio.wait({answer}, timeout=max(0.0, deadline - time.perf_counter()))
+        if answer.done():
+            data = answer.result()
+            ended = data.split(b" ", 2)[1].decode("ascii", "replace") if data.startswith(b"HTTP/1.1 ") else "closed"
+    except OSError:
+        ended = "reset"
+    finally:
+        if not answer.done():
+            answer.cancel()
+        writer.close()
+    return ended, time.perf_counter() - start
+
+
+async def drive_mixed(
+    url: str,
+    groups: Mapping[str, tuple[Sequence[Mapping[str, Any]], int]],
+    *,
+    duration: float = 60.0,
+    token: str | None = None,
+    slow_clients: Mapping[str, int] | None = None,
+    slow_every: float = 0.5,
+    timeout: float = 120.0,
+) -> tuple[dict[str, LoadResult], dict[str, SlowResult]]:
+    """Several groups of clients at once, as :func:`drive` runs one: ``groups`` maps a name to (bodies, clients),
+    each group posting its own bodies round robin to /search; meanwhile ``slow_clients`` (kind -> count, kinds in
+    :data:`SLOW_KINDS`) each send a request a byte every ``slow_every`` seconds, and connect again as soon as the
+    server closes them. Returns each group's LoadResult and each kind's SlowResult."""
+    host, port = _host_port(url)
+    headers = _request_headers(token)
+    start = time.perf_counter()
+    deadline = start + duration
+    tallies = {name: _Tally() for name in groups}
+    slow: dict[str, SlowResult] = {kind: SlowResult(kind, {}, []) for kind in slow_clients or {}}
+    finished: dict[str, float] = {}
+
+    async def group(name: str, bodies: Sequence[Mapping[str, Any]], count: int) -> None:
+        payloads = [json.dumps(body).encode("utf-8") for body in bodies]
+        args = (host, port, headers, "/search", payloads, itertools.count(), deadline, None, timeout, tallies[name])
+        await asyncio.gather(*(_client(*args) for _ in range(count)))
+        finished[name] = time.perf_counter()  # a group's throughput is over its own time, stragglers included
+
+    for name, (bodies, _) in groups.items():
+        if not bodies:
+            raise ConfigError(f"client group {name!r} needs at least one request body")
+
+    async def slow_client(kind: str) -> None:
+        result = slow[kind]
+        while time.perf_counter() < deadline:
+            ended, held = await _slow_connection(host, port, kind, token, slow_every, deadline)
+            result.ended[ended] = result.ended.get(ended, 0) + 1
+            result.held.append(held)
+
+    slowed = [slow_client(kind) for kind, count in (slow_clients or {}).items() for _ in range(count)]
+    await asyncio.gather(*(group(name, bodies, count) for name, (bodies, count) in groups.items()), *slowed)
+    return {name: tally.result(finished[name] - start) for name, tally in tallies.items()}, slow
 
 
 def bare_loop(

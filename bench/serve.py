@@ -8,27 +8,45 @@ split's queries round robin to ``/search``; ``--reload-during N`` also POSTs ``/
 Reported: throughput, p50/p95/p99, errors (non-200 answers), dropped (no answer), the server's peak RSS, and the
 server's throughput as a share of the bare loop's. The CPU and its load average are written beside the numbers.
 
+With ``--mixed bm25=50 hybrid=150``, one server answers groups of clients of several modes at once instead,
+meanwhile ``--slow-clients`` connections (half trickling their headers, half their bodies, a byte every
+``--slow-every`` seconds, connecting again when closed) try to hold connections open. Three phases: one BM25
+client on the idle server, the BM25 clients alone, then every group with the slow clients. Reported per group:
+throughput, p50/p95/p99, errors, dropped; per slow kind: connections, how they ended, how long the server held
+them; and BM25's p99 under the mixed load over its p99 alone (the issue's target: at most 5x).
+
     python bench/serve.py --index indexes/scifact --reload-during 5 \\
         --json eval/results/serve_cpu.json --markdown eval/results/serve_cpu.md     # 60 s a side, 2 modes
     python bench/serve.py --index indexes/scifact --duration 5                     # rehearsal
+    python bench/serve.py --index indexes/medline --data eval/data/medline --mixed bm25=50 hybrid=150 \\
+        --slow-clients 20 --duration 45 --torch-threads 1 \\
+        --json eval/results/serve_cpu.json --markdown eval/results/serve_cpu.md     # mixed, slow clients
+
+The markdown file gets a dated section appended; the JSON file keeps what it held and gets the mixed run under
+``--json-key`` (``"mixed"``; a per-mode run replaces the rest).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
+import shlex
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchtools import cpu_description, markdown_table, run_main, versions, write_json
-from loadgen import bare_loop, drive, peak_rss_mb, start_server
+from loadgen import SLOW_KINDS, bare_loop, drive, drive_mixed, peak_rss_mb, start_server
 
 from searchkit.experiments.suite_file import select_queries
 from searchkit.index import Index
 from searchkit.search import Searcher
+from searchkit.types import ConfigError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -52,7 +70,19 @@ def main() -> None:
         default=None,
         help="torch threads on both sides (default: torch's own; 1 avoids OpenMP thrashing on a shared CPU)",
     )
+    parser.add_argument(
+        "--mixed",
+        nargs="+",
+        default=None,
+        metavar="MODE=CLIENTS",
+        help="one server, groups of clients of several modes at once, e.g. bm25=50 hybrid=150",
+    )
+    parser.add_argument("--slow-clients", type=int, default=0, help="with --mixed: slow connections meanwhile")
+    parser.add_argument("--slow-every", type=float, default=0.5, help="seconds between a slow client's bytes")
+    parser.add_argument("--idle-duration", type=float, default=10.0, help="with --mixed: seconds of 1 BM25 client")
+    parser.add_argument("--note", default="", help="a line written under the markdown section's heading")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--json-key", default="mixed", help="with --mixed: the key of the JSON file it is written to")
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args()
 
@@ -63,6 +93,9 @@ def main() -> None:
 
         torch.set_num_threads(args.torch_threads)
         server_env = {"OMP_NUM_THREADS": str(args.torch_threads), "MKL_NUM_THREADS": str(args.torch_threads)}
+    if args.mixed:
+        mixed(args, queries, server_env)
+        return
     machine_before = cpu_description()
     index = Index.open(args.index)
     token = secrets.token_urlsafe(16)
@@ -122,8 +155,7 @@ def main() -> None:
     print(table)
     print(load_note)
     if args.markdown:
-        command = "python bench/serve.py " + " ".join(sys.argv[1:])
-        Path(args.markdown).write_text(f"`{command}`\n\n{table}\n\n{load_note}\n", encoding="utf-8")
+        append_section(args.markdown, f"{table}\n\n{load_note}", args.note)
     write_json(
         args.json,
         {
@@ -139,6 +171,138 @@ def main() -> None:
             "results": results,
         },
     )
+
+
+def mixed(args: argparse.Namespace, queries: list[str], server_env: dict[str, str]) -> None:
+    """The --mixed run: BM25 on an idle server, BM25's clients alone, then every group with the slow clients."""
+    groups: dict[str, int] = {}
+    for spec in args.mixed:
+        mode, _, count = spec.partition("=")
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"--mixed takes MODE=CLIENTS, e.g. bm25=50; got {spec!r}")
+        groups[mode] = int(count)
+    if "bm25" not in groups:
+        raise ConfigError("--mixed needs a bm25 group (its p99 alone and mixed is the point)")
+    bodies = {
+        mode: [{"query": q, "k": args.k, "mode": mode, "fields": args.fields} for q in queries] for mode in groups
+    }
+    half = args.slow_clients // 2
+    slow = {SLOW_KINDS[0]: args.slow_clients - half, SLOW_KINDS[1]: half} if args.slow_clients else {}
+    token = secrets.token_urlsafe(16)
+    machine_before = cpu_description()
+    server_args = ["--mode", "hybrid" if "hybrid" in groups else "bm25", *args.server_args.split()]
+    phases: dict[str, Any] = {}
+    with start_server(args.index, server_args, token=token, env=server_env) as server:
+        for mode in groups:  # warm-up: models loaded, tables built, every lane started
+            asyncio.run(drive(server.url, bodies[mode][:8], clients=4, duration=2.0, token=token))
+        idle = asyncio.run(drive(server.url, bodies["bm25"], clients=1, duration=args.idle_duration, token=token))
+        phases["bm25_idle"] = {"clients": 1, **idle.summary()}
+        print(f"bm25, 1 client, idle server: {phases['bm25_idle']}", flush=True)
+        alone = asyncio.run(
+            drive(server.url, bodies["bm25"], clients=groups["bm25"], duration=args.duration, token=token)
+        )
+        phases["bm25_alone"] = {"clients": groups["bm25"], **alone.summary()}
+        print(f"bm25, {groups['bm25']} clients alone: {phases['bm25_alone']}", flush=True)
+        loads, slowed = asyncio.run(
+            drive_mixed(
+                server.url,
+                {mode: (bodies[mode], count) for mode, count in groups.items()},
+                duration=args.duration,
+                token=token,
+                slow_clients=slow,
+                slow_every=args.slow_every,
+            )
+        )
+        phases["mixed"] = {mode: {"clients": groups[mode], **load.summary()} for mode, load in loads.items()}
+        phases["slow_clients"] = {kind: {"clients": slow[kind], **result.summary()} for kind, result in slowed.items()}
+        phases["server_peak_rss_mb"] = peak_rss_mb(server.pid)
+        print(f"mixed: {phases['mixed']}\nslow clients: {phases['slow_clients']}", flush=True)
+    loaded, unloaded, idle_p99 = (
+        phases["mixed"]["bm25"].get("p99_ms"),
+        phases["bm25_alone"].get("p99_ms"),
+        phases["bm25_idle"].get("p99_ms"),
+    )
+    ratio = round(loaded / unloaded, 2) if loaded and unloaded else None
+    phases["bm25_p99_mixed_over_alone"] = ratio
+    phases["bm25_p99_mixed_over_idle"] = round(loaded / idle_p99, 2) if loaded and idle_p99 else None
+
+    machine = cpu_description()
+    total = sum(groups.values())
+    rows = [
+        ("bm25: 1 client, idle server", line(phases["bm25_idle"])),
+        (f"bm25: {groups['bm25']} clients alone", failures(phases["bm25_alone"])),
+    ]
+    for mode, result in phases["mixed"].items():
+        rows.append((f"mixed ({total} clients): {mode}, {result['clients']} clients", failures(result)))
+    for kind, result in phases["slow_clients"].items():
+        ended = ", ".join(f"{how} {count}" for how, count in result["ended"].items())
+        rows.append(
+            (
+                f"slow clients trickling {kind} ({result['clients']}, a byte every {args.slow_every:g} s)",
+                f"{result['connections']} connections: {ended}; held {result['median_held_s']} s median, "
+                f"{result['longest_held_s']} s longest",
+            )
+        )
+    verdict = "within" if ratio is not None and ratio <= 5 else "over"
+    rows.append(
+        (
+            "bm25 p99, mixed / alone (target <= 5x)",
+            f"{ratio}x ({loaded} ms / {unloaded} ms): {verdict} the target; "
+            f"{phases['bm25_p99_mixed_over_idle']}x the idle server's {idle_p99} ms",
+        )
+    )
+    threads = "" if args.torch_threads is None else f", {args.torch_threads} torch thread(s)"
+    title = (
+        f"searchkit serve, mixed load, {Path(args.index).name}, k={args.k}, fields {args.fields}, "
+        f"{args.duration:.0f} s a phase{threads}"
+    )
+    table = markdown_table(title, rows)
+    load_note = (
+        f"CPU: {machine['cpu']}, {machine['cores']} cores, shared with other jobs (and with the load generator, in "
+        f"the same machine); load average {machine_before['load_average_1min']:.2f} before, "
+        f"{machine['load_average_1min']:.2f} after; server peak RSS {phases['server_peak_rss_mb']} MB"
+    )
+    print(table)
+    print(load_note)
+    if args.markdown:
+        append_section(args.markdown, f"{table}\n\n{load_note}", args.note)
+    if args.json:
+        existing: dict[str, Any] = {}
+        if Path(args.json).exists():
+            existing = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        existing[args.json_key] = {
+            "command": shlex.join(["python", *sys.argv]),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine,
+            "load_average_before": machine_before["load_average_1min"],
+            "versions": versions("fastapi", "uvicorn", "httptools", "bm25s", "torch", "faiss-cpu"),
+            "index": args.index,
+            "groups": groups,
+            "slow_clients": slow,
+            "slow_every_s": args.slow_every,
+            "duration_s": args.duration,
+            "k": args.k,
+            "fields": args.fields,
+            "torch_threads": args.torch_threads,
+            "note": args.note,
+            "results": phases,
+        }
+        Path(args.json).write_text(json.dumps(existing, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def append_section(path: str, text: str, note: str = "") -> None:
+    """Append a dated section with the command, ``note`` and ``text`` to the markdown file ``path`` (what it held
+    stays)."""
+    command = shlex.join(["python", "bench/serve.py", *sys.argv[1:]])
+    target = Path(path)
+    before = target.read_text(encoding="utf-8") if target.exists() else ""
+    noted = f"{note}\n\n" if note else ""
+    section = f"## {time.strftime('%Y-%m-%d %H:%M')}\n\n`{command}`\n\n{noted}{text}\n"
+    target.write_text(f"{before.rstrip()}\n\n{section}" if before.strip() else section, encoding="utf-8")
+
+
+def failures(result: dict[str, Any]) -> str:
+    return f"{line(result)}, errors {result['errors']}, dropped {result['dropped']}"
 
 
 def line(result: dict[str, object]) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
+import math
 import re
 import tomllib
 import types
@@ -751,10 +752,17 @@ class ServeConfig:
     one request (over them: 400, or 413 for the body). Concurrent ``/search`` requests with the same settings are
     grouped into one ``Searcher.search_batch`` call of at most ``max_batch`` queries; the first query of a group
     waits at most ``batch_wait_ms`` for others; ``max_queue`` queries may wait (more: 503); ``threads`` worker
-    threads run the searches (one keeps the encoder and reranker from competing for the same cores).
+    threads run the neural searches (one keeps the encoder and reranker from competing for the same cores), and
+    ``bm25_threads`` threads of their own the BM25 searches without a reranker, so that a neural batch never holds
+    them up.
 
-    >>> ServeConfig().host, ServeConfig(port=0).port
-    ('127.0.0.1', 0)
+    A client gets ``read_timeout_s`` seconds to send a request's headers (from its connection, or from the first
+    byte of its next request on a kept-alive one) and as long again for its body: past either, it is answered 408
+    and its connection closed, so a client trickling bytes cannot hold a connection. The request line and headers
+    may take ``max_header_bytes`` (more: 431, closed).
+
+    >>> ServeConfig().host, ServeConfig(port=0).port, ServeConfig().max_header_bytes, ServeConfig().read_timeout_s
+    ('127.0.0.1', 0, 16384, 10.0)
     """
 
     host: str = "127.0.0.1"
@@ -770,6 +778,9 @@ class ServeConfig:
     max_batch: int = 32
     max_queue: int = 1024
     threads: int = 1
+    bm25_threads: int = 1
+    max_header_bytes: int = 16 * 1024
+    read_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -777,7 +788,10 @@ class ServeConfig:
             raise ConfigError(f"ServeConfig.port must be in 0..65535, got {self.port}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"ServeConfig.batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if not 0 < self.read_timeout_s < math.inf:
+            raise ConfigError(f"ServeConfig.read_timeout_s must be a finite number > 0, got {self.read_timeout_s}")
         counts = ("workers", "worker_ready_seconds", "k", "max_k", "max_rerank_depth", "max_batch_queries")
-        for name in (*counts, "max_body_bytes", "max_batch", "max_queue", "threads"):
+        limits = ("max_body_bytes", "max_header_bytes", "max_batch", "max_queue", "threads", "bm25_threads")
+        for name in (*counts, *limits):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")

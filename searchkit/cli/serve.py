@@ -29,6 +29,18 @@ from searchkit.serve.settings import TOKEN_ENV
 @click.option(
     "--batch-wait-ms", default=ServeConfig.batch_wait_ms, show_default=True, help="Longest wait to fill a batch."
 )
+@click.option(
+    "--read-timeout",
+    default=ServeConfig.read_timeout_s,
+    show_default=True,
+    help="Seconds a client has to send a request's headers, and as long for its body (later: 408, closed).",
+)
+@click.option(
+    "--max-header-bytes",
+    default=ServeConfig.max_header_bytes,
+    show_default=True,
+    help="Largest request line and headers (more: 431, closed).",
+)
 def serve_command(
     directory: Path,
     settings: SearcherSettings,
@@ -38,6 +50,8 @@ def serve_command(
     token: str | None,
     max_batch: int,
     batch_wait_ms: float,
+    read_timeout: float,
+    max_header_bytes: int,
 ) -> None:
     """Serve an index over HTTP: POST /search, /search/batch, /explain; GET /health, /metrics; a search page at /;
     POST /admin/reload (or SIGHUP) re-opens the index after a rebuild. API docs at /docs.
@@ -52,5 +66,13 @@ def serve_command(
         rerank=settings.rerank_config(),
         device=settings.device,
     )
-    config = ServeConfig(host=host, port=port, workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    config = ServeConfig(
+        host=host,
+        port=port,
+        workers=workers,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        read_timeout_s=read_timeout,
+        max_header_bytes=max_header_bytes,
+    )
     serve(spec, config, token=token)

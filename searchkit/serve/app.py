@@ -2,8 +2,10 @@
 
 Routes (documented at ``/docs``): ``POST /search``, ``POST /search/batch``, ``POST /explain``, ``GET /health``,
 ``GET /metrics``, ``POST /admin/reload`` and the page at ``/``. Bad input is answered with a 4xx and a one-line
-``detail``, never a traceback: malformed bodies 422 (bad JSON 400), unknown modes, empty queries and values over
-the limits 400, oversized bodies 413, a missing or wrong token 401. No route takes a path from the client: reload
+``detail``, never a traceback: malformed bodies 422 (bad JSON 400; a value of the wrong type, such as ``"k": true``,
+is malformed), unknown modes, empty queries and values over the limits 400, a missing or wrong token 401, a body
+that is not JSON 415, a body over the limit 413 and one too slow 408 (:mod:`searchkit.serve.guard`); headers over
+the limit 431 and too slow 408 (:mod:`searchkit.serve.protocol`). No route takes a path from the client: reload
 re-opens the folder the server was started on, and the page's files are read once from the package.
 
 The three search routes are answered by :class:`JsonRoutes` in front of FastAPI's own per-request machinery
@@ -71,7 +73,7 @@ STATIC = {
 DOCS = {"/docs", "/openapi.json", "/docs/oauth2-redirect"}
 # The page runs only its own script and style, and talks only to this server.
 PAGE_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'"
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 408, 413, 415, 422, 503)}
 
 JsonHandler = Callable[[Any], Awaitable[dict[str, Any]]]
 
@@ -195,8 +197,15 @@ def create_app(
 
     def front(stack: ASGIApp) -> ASGIApp:
         inner = JsonRoutes(stack, posted) if lean else stack
-        public, limit = set(STATIC) | DOCS, config.max_body_bytes
-        return Guard(inner, metrics=metrics, routes=routes, public=public, token=token, max_body_bytes=limit)
+        return Guard(
+            inner,
+            metrics=metrics,
+            routes=routes,
+            public=set(STATIC) | DOCS,
+            token=token,
+            max_body_bytes=config.max_body_bytes,
+            read_timeout_s=config.read_timeout_s,
+        )
 
     app.front = front
     return app

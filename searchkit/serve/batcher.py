@@ -8,6 +8,10 @@ load the groups grow while the workers are busy (dynamic batching) and an idle s
 to a request. The work runs in
 ``threads`` worker threads, off the event loop, which stays free to accept and answer other requests.
 
+:class:`Lanes` puts several batchers side by side, each with threads of its own, and sends a key to the one its
+``lane`` names: a BM25 query that takes a millisecond is then never queued behind a neural batch that takes a
+second (with one queue it waits for every batch ahead of it, whatever it costs).
+
 >>> import asyncio
 >>> async def demo() -> list[str]:
 ...     batcher = MicroBatcher(lambda key, items: [f"{key}:{item}" for item in items], max_batch=8, max_wait=0.01)
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -53,6 +57,7 @@ class MicroBatcher(Generic[K, T, R]):
 
     ``run`` returns one result per item, in order; an exception it raises is every caller's. ``on_dispatch(key,
     waits)`` is called on the event loop as a group leaves, with each item's time in the queue (for metrics).
+    ``name`` prefixes the worker threads' names.
     """
 
     def __init__(
@@ -64,13 +69,14 @@ class MicroBatcher(Generic[K, T, R]):
         max_queue: int = 1024,
         threads: int = 1,
         on_dispatch: Callable[[K, list[float]], None] | None = None,
+        name: str = "searchkit-serve",
     ) -> None:
         self._run = run
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queue = max_queue
         self._on_dispatch = on_dispatch
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="searchkit-serve")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._threads = threads
         self._groups: dict[K, _Group[T, R]] = {}
         self._pending = 0
@@ -195,3 +201,40 @@ class MicroBatcher(Generic[K, T, R]):
         finally:
             self._freed = time.monotonic()
             self._slots.release()
+
+
+class Lanes(Generic[K, T, R]):
+    """Batchers side by side (``batchers``: lane name -> MicroBatcher, each with its own worker threads and queue);
+    a key's items go to the lane ``lane(key)`` names.
+
+    >>> async def demo() -> list[str]:
+    ...     run = lambda key, items: [f"{key}:{item}" for item in items]
+    ...     lanes = Lanes({"fast": MicroBatcher(run), "slow": MicroBatcher(run)}, lambda key: key)
+    ...     try:
+    ...         return await asyncio.gather(lanes.submit("slow", "a"), lanes.submit("fast", "b"))
+    ...     finally:
+    ...         await lanes.close()
+    >>> asyncio.run(demo())
+    ['slow:a', 'fast:b']
+    """
+
+    def __init__(self, batchers: Mapping[str, MicroBatcher[K, T, R]], lane: Callable[[K], str]) -> None:
+        self.batchers = dict(batchers)
+        self.lane = lane
+
+    @property
+    def pending(self) -> int:
+        """Items queued in every lane and not yet handed to a worker."""
+        return sum(batcher.pending for batcher in self.batchers.values())
+
+    async def submit(self, key: K, item: T) -> R:
+        """:meth:`MicroBatcher.submit` in ``key``'s lane."""
+        return await self.batchers[self.lane(key)].submit(key, item)
+
+    async def call(self, key: K, fn: Callable[..., V], *args: Any) -> V:
+        """:meth:`MicroBatcher.call` on the worker threads of ``key``'s lane."""
+        return await self.batchers[self.lane(key)].call(fn, *args)
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.close()

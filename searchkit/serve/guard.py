@@ -1,14 +1,26 @@
-"""The server's front door, as plain ASGI in front of FastAPI: the bearer token, the body-size limit, request metrics.
+"""The server's front door, as plain ASGI in front of FastAPI: the bearer token, the body's type, size and deadline,
+request metrics.
 
 Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a stream per request. Every
 request is counted and timed by route (unknown paths share the route ``other``, so a scanner cannot grow the
-metrics). With a token set, every route needs ``Authorization: Bearer TOKEN`` except the page's static files and
-the API docs, which hold no data; ``/admin/`` routes need it always (no token set: they are refused). A body over
-``max_body_bytes`` is refused with 413 before the app reads it, whether or not the client sent its length.
+metrics). With a token set, every route needs ``Authorization: Bearer TOKEN`` (the scheme in any case, as RFC 7235
+has it) except the page's static files and the API docs, which hold no data; ``/admin/`` routes need it always (no
+token set: they are refused). A POST that carries a body must say ``Content-Type: application/json`` (else 415): a
+web page on another site can send ``text/plain`` or a form to 127.0.0.1 without asking (a CORS "simple request"),
+but not JSON. A body over ``max_body_bytes`` is refused with 413 before the app reads it, whether or not the client
+sent its length, and one not received within ``read_timeout_s`` with 408 (the headers' size and deadline are
+:mod:`searchkit.serve.protocol`'s, as the app sees a request only once they are complete). Every refusal closes the
+connection, so that what the client still sends is never read.
+
+>>> bearer_token(b"bearer  s3cret"), bearer_token(b"Basic czNjcmV0"), bearer_token(b"s3cret")
+(b's3cret', None, None)
+>>> is_json(b"application/json; charset=utf-8"), is_json(b"Application/JSON"), is_json(b"text/plain")
+(True, True, False)
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -36,8 +48,32 @@ async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str,
     await send({"type": "http.response.body", "body": body})
 
 
+CLOSE = {"connection": "close"}
+
+
+class Refused(Exception):
+    """A request the guard answers itself: ``status`` and a one-line ``detail``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header's value (the scheme in any case); None for another
+    scheme or none."""
+    scheme, _, token = authorization.partition(b" ")
+    return token.strip(b" ") if scheme.lower() == b"bearer" else None
+
+
+def is_json(content_type: bytes) -> bool:
+    """Whether a Content-Type header's value names JSON (``application/json``, any parameters, any case)."""
+    return content_type.partition(b";")[0].strip().lower() == b"application/json"
+
+
 class Guard:
-    """Wrap ``app``: check the token and the body size, count and time every request in ``metrics``."""
+    """Wrap ``app``: check the token and the body's type, size and deadline; count and time every request in
+    ``metrics``."""
 
     def __init__(
         self,
@@ -48,13 +84,15 @@ class Guard:
         public: set[str],
         token: str | None,
         max_body_bytes: int,
+        read_timeout_s: float,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
         self.public = public
-        self.expected = None if not token else f"Bearer {token}".encode()
+        self.token = None if not token else token.encode()
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,54 +109,74 @@ class Guard:
             await send(message)
 
         try:
-            refusal = self._refusal(scope, path)
-            if refusal is not None:
-                code, detail = refusal
-                extra = {"www-authenticate": "Bearer"} if code == 401 else {}
-                await send_json(counted, code, {"detail": detail}, extra)
-                return
-            body = await self._body(scope, receive)
-            if body is None:
-                await send_json(counted, 413, {"detail": f"request body over {self.max_body_bytes} bytes"})
+            headers = dict(scope["headers"])
+            try:
+                self._check(scope["method"], path, headers)
+                body = await self._body(headers, receive)
+            except Refused as refused:
+                extra = {"www-authenticate": "Bearer", **CLOSE} if refused.status == 401 else CLOSE
+                await send_json(counted, refused.status, {"detail": refused.detail}, extra)
                 return
             await self.app(scope, _replay(body, receive), counted)
         finally:
             route = path if path in self.routes else "other"
             self.metrics.request(route, status, time.perf_counter() - start)
 
-    def _refusal(self, scope: Scope, path: str) -> tuple[int, str] | None:
-        admin = path.startswith(ADMIN_PREFIX)
-        if self.expected is None:
-            if admin:
-                return 403, f"admin routes need a token: start the server with --token or {TOKEN_ENV}"
-            return None
-        if path in self.public and not admin:
-            return None
-        given = dict(scope["headers"]).get(b"authorization")
-        if given is None:
-            return 401, "missing token: send the header 'Authorization: Bearer TOKEN'"
-        if not hmac.compare_digest(given, self.expected):
-            return 401, "wrong token"
-        return None
+    def _check(self, method: str, path: str, headers: Mapping[bytes, bytes]) -> None:
+        """Refused when the request is refused before its body is read: the token, then the body's type."""
+        self._check_token(path, headers)
+        if method == "POST" and _has_body(headers):
+            content_type = headers.get(b"content-type")
+            if content_type is None or not is_json(content_type):
+                got = "none" if content_type is None else repr(content_type.decode("latin-1"))
+                raise Refused(415, f"send the body as JSON, with 'Content-Type: application/json' (got {got})")
 
-    async def _body(self, scope: Scope, receive: Receive) -> list[Message] | None:
-        """The request's body messages, read ahead (None when it is over the limit)."""
-        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return []
-        length = dict(scope["headers"]).get(b"content-length")
+    def _check_token(self, path: str, headers: Mapping[bytes, bytes]) -> None:
+        admin = path.startswith(ADMIN_PREFIX)
+        if self.token is None:
+            if admin:
+                raise Refused(403, f"admin routes need a token: start the server with --token or {TOKEN_ENV}")
+            return
+        if path in self.public and not admin:
+            return
+        given = headers.get(b"authorization")
+        if given is None:
+            raise Refused(401, "missing token: send the header 'Authorization: Bearer TOKEN'")
+        token = bearer_token(given)
+        if token is None:
+            raise Refused(401, "not a bearer token: send the header 'Authorization: Bearer TOKEN'")
+        if not hmac.compare_digest(token, self.token):
+            raise Refused(401, "wrong token")
+
+    async def _body(self, headers: Mapping[bytes, bytes], receive: Receive) -> list[Message]:
+        """The request's body messages, read ahead whatever the method (so that a GET's body too must arrive in
+        time); Refused when it is over the limit (413) or late (408)."""
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return None
+            raise self._too_big()
         messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages  # the client went away: the app sees it
-            size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                return None
-            if not message.get("more_body", False):
-                return messages
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                while True:
+                    message = await receive()
+                    messages.append(message)
+                    if message["type"] != "http.request":
+                        return messages  # the client went away: the app sees it
+                    size += len(message.get("body", b""))
+                    if size > self.max_body_bytes:
+                        raise self._too_big()
+                    if not message.get("more_body", False):
+                        return messages
+        except TimeoutError:
+            raise Refused(408, f"the request body did not arrive within {self.read_timeout_s:g} s") from None
+
+    def _too_big(self) -> Refused:
+        return Refused(413, f"request body over {self.max_body_bytes} bytes")
+
+
+def _has_body(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a request carries a body (HTTP/1.1: one without a length or chunked encoding has none)."""
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -1,7 +1,9 @@
 """Running the server: uvicorn with :func:`searchkit.serve.app.app_from_env` as its app factory.
 
 The settings travel in environment variables (:mod:`searchkit.serve.settings`), so each of ``config.workers``
-processes builds the same app; uvicorn is imported when the server starts.
+processes builds the same app; uvicorn is imported when the server starts. Its HTTP/1.1 connections are
+:class:`searchkit.serve.protocol.GuardedHttpProtocol`'s (headers' size limit and deadline), and WebSockets are off
+(no route uses them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from searchkit.config import ServeConfig, config_to_dict
 from searchkit.serve.engine import EngineSpec
 from searchkit.serve.settings import CONFIG_ENV, SPEC_ENV, SUPERVISOR_ENV, TOKEN_ENV, require_extra
+
+PROTOCOL = "searchkit.serve.protocol:GuardedHttpProtocol"
 
 
 def serve(spec: EngineSpec, config: ServeConfig = ServeConfig(), *, token: str | None = None) -> None:  # noqa: B008
@@ -45,5 +49,7 @@ def serve(spec: EngineSpec, config: ServeConfig = ServeConfig(), *, token: str |
         workers=config.workers,
         access_log=False,  # one log line a request costs more than a BM25 query; /metrics counts them
         server_header=False,
+        http=PROTOCOL,
+        ws="none",
         **extra,
     )

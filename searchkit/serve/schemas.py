@@ -2,10 +2,18 @@
 
 Limits that depend on the server's :class:`searchkit.config.ServeConfig` (``max_k``, ``max_rerank_depth``,
 ``max_batch_queries``) are checked by the routes, which answer 400 with one line; these models reject what is
-malformed whatever the settings (422), including unknown keys, so a typo is never silently ignored.
+malformed whatever the settings (422), including unknown keys, so a typo is never silently ignored. The types are
+strict: ``"k": true``, ``"k": "3"`` and ``"k": 2.0`` are not the integer a client meant to send, nor ``"rerank":
+"false"`` a boolean, so each is refused (422, naming the field) rather than converted.
 
 >>> SearchRequest(query="cats").k
 10
+>>> from pydantic import ValidationError
+>>> try:
+...     SearchRequest.model_validate_json('{"query": "cats", "k": true}')
+... except ValidationError as err:
+...     print(err.errors()[0]["loc"], err.errors()[0]["msg"])
+('k',) Input should be a valid integer
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ Field_ = Literal["title", "text"]
 
 
 class SearchOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     k: int = Field(ServeConfig.k, ge=1, description="Hits per query (at most the server's max_k).")
     mode: str | None = Field(

@@ -1,6 +1,10 @@
 """What each route does, whatever carried the request: limits, the generation a request is answered from, batching,
 the answer's JSON shape, reloads. :mod:`searchkit.serve.app` only wires these to HTTP.
 
+Searches are batched in two lanes with worker threads of their own (:func:`lane_of`): BM25 without a reranker,
+and everything that runs a model. Under a mixed load a BM25 query then waits for other BM25 queries only, never for
+an encoder or reranker batch.
+
 >>> import asyncio, tempfile, pathlib
 >>> from searchkit.index import Index
 >>> from searchkit.serve.engine import EngineSpec, SearchEngine
@@ -29,7 +33,7 @@ from typing import Any, NamedTuple
 
 from searchkit.config import ServeConfig
 from searchkit.search import Searcher
-from searchkit.serve.batcher import MicroBatcher
+from searchkit.serve.batcher import Lanes, MicroBatcher
 from searchkit.serve.engine import Generation, SearchEngine, SearchItem
 from searchkit.serve.metrics import ServeMetrics
 from searchkit.serve.schemas import BatchRequest, SearchOptions, SearchRequest
@@ -52,6 +56,18 @@ class SearchKey(NamedTuple):
     filter: tuple[str, ...] = ()
 
 
+BM25_LANE, NEURAL_LANE = "bm25", "neural"
+
+
+def lane_of(key: SearchKey) -> str:
+    """The lane a search is answered in: BM25 without a reranker (a millisecond) has worker threads of its own, so
+    that it never waits behind a neural batch (the encoder or the reranker: tens of milliseconds to seconds).
+
+    The lane decides only where a Searcher call runs and what it is batched with, never what it answers."""
+    cheap = key.searcher.mode == "bm25" and key.searcher.reranker is None
+    return BM25_LANE if cheap else NEURAL_LANE
+
+
 class Service:
     """The routes' work over one :class:`searchkit.serve.engine.SearchEngine`, with ``config``'s limits and batching.
 
@@ -67,14 +83,20 @@ class Service:
         self.metrics = metrics
         self.supervisor_pid = supervisor_pid
         engine.observe = metrics.stage
-        self.batcher: MicroBatcher[SearchKey, SearchItem, list[dict[str, Any]]] = MicroBatcher(
-            lambda key, items: engine.search(key.generation, key.searcher, key.k, items, key.filter),
-            max_batch=config.max_batch,
-            max_wait=config.batch_wait_ms / 1000,
-            max_queue=config.max_queue,
-            threads=config.threads,
-            on_dispatch=self._dispatched,
-        )
+
+        def lane(name: str, threads: int) -> MicroBatcher[SearchKey, SearchItem, list[dict[str, Any]]]:
+            return MicroBatcher(
+                lambda key, items: engine.search(key.generation, key.searcher, key.k, items, key.filter),
+                max_batch=config.max_batch,
+                max_wait=config.batch_wait_ms / 1000,
+                max_queue=config.max_queue,
+                threads=threads,
+                on_dispatch=self._dispatched,
+                name=f"searchkit-{name}",
+            )
+
+        lanes = {BM25_LANE: lane(BM25_LANE, config.bm25_threads), NEURAL_LANE: lane(NEURAL_LANE, config.threads)}
+        self.batcher: Lanes[SearchKey, SearchItem, list[dict[str, Any]]] = Lanes(lanes, lane_of)
         metrics.track_queue(lambda: self.batcher.pending)
         self._reload_lock = asyncio.Lock()
         self.describe()
@@ -96,7 +118,8 @@ class Service:
             raise ConfigError(f"{len(body.queries)} queries; at most {self.config.max_batch_queries} a request")
         items = [SearchItem(_query(query, i), tuple(body.fields)) for i, query in enumerate(body.queries)]
         generation, searcher = self._resolve(body)
-        results = await self.batcher.call(self.engine.search, generation, searcher, body.k, items, tuple(body.filter))
+        key = SearchKey(generation, searcher, body.k, tuple(body.filter))
+        results = await self.batcher.call(key, self.engine.search, generation, searcher, body.k, items, key.filter)
         pairs = [{"query": query, "hits": hits} for query, hits in zip(body.queries, results, strict=True)]
         return {**_answer(generation, searcher, body.k, start), "results": pairs}
 
@@ -106,7 +129,8 @@ class Service:
         query = _query(body.query)
         generation, searcher = self._resolve(body)
         item = SearchItem(query, tuple(body.fields))
-        hits = await self.batcher.call(self.engine.explain, generation, searcher, body.k, item, tuple(body.filter))
+        key = SearchKey(generation, searcher, body.k, tuple(body.filter))
+        hits = await self.batcher.call(key, self.engine.explain, generation, searcher, body.k, item, key.filter)
         return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
 
     def _resolve(self, body: SearchOptions) -> tuple[Generation, Searcher]:

@@ -12,7 +12,7 @@ import importlib
 
 from searchkit.types import ConfigError
 
-EXTRA = ("fastapi", "uvicorn", "prometheus_client")
+EXTRA = ("fastapi", "uvicorn", "httptools", "prometheus_client")  # httptools: serve.protocol's parser
 TOKEN_ENV = "SEARCHKIT_TOKEN"
 """The environment variable holding the bearer token (``searchkit serve --token``)."""
 SPEC_ENV = "SEARCHKIT_SERVE_SPEC"
