@@ -12,10 +12,11 @@ A config's fields are exactly what an index manifest or a model card stores, so 
 >>> cfg = BM25Config(k1=1.2)
 >>> config_from_dict(BM25Config, config_to_dict(cfg)) == cfg
 True
->>> config_from_dict(BM25Config, {"k": 1})
-Traceback (most recent call last):
-...
-searchkit.types.ConfigError: unknown BM25Config setting 'k'; valid settings: method, k1, b, delta, stemmer, stopwords
+>>> try:
+...     config_from_dict(BM25Config, {"k": 1})
+... except ConfigError as err:
+...     print(str(err)[:68])
+unknown BM25Config setting 'k'; valid settings: method, k1, b, delta
 """
 
 from __future__ import annotations
@@ -82,10 +83,16 @@ def check_types(config: Any) -> None:
             raise ConfigError(f"{type(config).__name__}.{name} must be {_describe(hint)}, got {value!r}") from None
 
 
+ANALYZERS = ("en", "cjk-bigram", "cjk-unigram-bigram", "zh")
+"""The BM25 analyzers (:mod:`searchkit.text.analyzers`): English, Lucene's CJK bigrams (with or without unigrams),
+Chinese words (jieba's dictionary)."""
 BM25_METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 FUSION_METHODS = ("rrf", "convex")
 SEARCH_MODES = ("auto", "bm25", "dense", "hybrid", "cascade")
 DEFAULT_DENSE_MODEL = "all-MiniLM-L6-v2"
+MAX_UNKNOWN = 0.1
+"""The share of unknown (``[UNK]``) tokens above which a model is taken not to read a text: a dense build and a
+training run refuse it, a search logs it once (``max_unknown`` of DenseConfig, TrainConfig, DenseTrainConfig)."""
 DEFAULT_RERANK_DEPTH = 100
 """Candidates a reranker re-scores when neither its config nor its card's learned fusion says how many."""
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -99,8 +106,11 @@ class BM25Config:
     """BM25 scoring and analysis settings (bm25s engine).
 
     ``method``: lucene (default), robertson, atire, bm25l or bm25+; ``delta`` is used by bm25l and bm25+.
-    ``stemmer``: a PyStemmer language name (``"english"``) or None; ``stopwords``: a bm25s stopword list
-    name (``"en"``) or None. Title and text are indexed together.
+    ``analyzer``: how text becomes terms, one of :data:`ANALYZERS` (``en``; ``cjk-bigram``, ``cjk-unigram-bigram``
+    and ``zh`` for Chinese, Japanese and Korean text: :mod:`searchkit.text.analyzers`). ``stemmer``: a PyStemmer
+    language name (``"english"``) or None; ``stopwords``: a bm25s stopword list name (``"en"``) or None; both apply
+    to the alphabetic words of every analyzer. ``min_token_length``: 2 drops single letters and digits (bm25s's
+    splitter), 1 keeps them ("vitamin C", "X-ray", "5"). Title and text are indexed together.
     """
 
     method: str = "lucene"
@@ -109,6 +119,8 @@ class BM25Config:
     delta: float = 0.5
     stemmer: str | None = "english"
     stopwords: str | None = "en"
+    analyzer: str = "en"
+    min_token_length: int = 2
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -118,6 +130,10 @@ class BM25Config:
             raise ConfigError(f"BM25 k1 must be >= 0, got {self.k1}")
         if not 0 <= self.b <= 1:
             raise ConfigError(f"BM25 b must be in [0, 1], got {self.b}")
+        if self.analyzer not in ANALYZERS:
+            raise ConfigError(f"unknown BM25 analyzer {self.analyzer!r}; choose one of {', '.join(ANALYZERS)}")
+        if self.min_token_length not in (1, 2):
+            raise ConfigError(f"BM25Config.min_token_length must be 1 or 2, got {self.min_token_length}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +146,8 @@ class DenseConfig:
     ``device``: ``auto`` (GPU when one is visible), ``cpu`` or ``cuda``. ``dtype``: ``auto`` (fp16 on a GPU, bf16
     on a CPU with AMX or AVX512-BF16, else fp32), ``fp32``, ``fp16`` or ``bf16``. ``batch_size`` caps the texts of
     one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts; None:
-    chosen for the model and device by :func:`searchkit.models.device.auto_batch_tokens`).
+    chosen for the model and device by :func:`searchkit.models.device.auto_batch_tokens`). ``max_unknown``: a build
+    whose sampled documents are more than this share unknown tokens to the model is refused (:data:`MAX_UNKNOWN`).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -147,6 +164,7 @@ class DenseConfig:
     device: str = "auto"
     dtype: str = "auto"
     batch_tokens: int | None = None
+    max_unknown: float = MAX_UNKNOWN
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -274,17 +292,20 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How two first-stage rankings are combined.
+    """How first-stage rankings are combined (the Searcher's ``hybrid`` mode).
 
-    ``method``: ``rrf`` (reciprocal-rank fusion, ``score = sum 1 / (rrf_k + rank)``) or ``convex``
-    (``alpha * dense + (1 - alpha) * bm25`` on per-query min-max-normalized scores).
-    ``depth``: candidates each stage retrieves (hybrid) or BM25 hands to the dense re-scorer (cascade).
+    ``method``: ``rrf`` (reciprocal-rank fusion, ``score = sum 1 / (rrf_k + rank)``, any number of stages) or
+    ``convex`` (two stages: ``alpha * dense + (1 - alpha) * bm25`` on per-query min-max-normalized scores, the
+    second stage weighted ``alpha``). ``depth``: candidates each stage retrieves (hybrid) or BM25 hands to the dense
+    re-scorer (cascade). ``stages``: the first stages fused, by component name (``["bm25", "bm25.zh"]``); None: every
+    first stage of the index (BM25 ones, then dense).
     """
 
     method: str = "rrf"
     rrf_k: int = 60
     alpha: float = 0.5
     depth: int = 100
+    stages: Sequence[str] | None = None  # kept as a tuple
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -296,6 +317,10 @@ class FusionConfig:
             raise ConfigError(f"FusionConfig.alpha must be in [0, 1], got {self.alpha}")
         if self.depth <= 0:
             raise ConfigError(f"FusionConfig.depth must be > 0, got {self.depth}")
+        if self.stages is not None:
+            if len(set(self.stages)) != len(self.stages) or len(self.stages) < 2:
+                raise ConfigError(f"FusionConfig.stages must name two first stages or more, once each: {self.stages}")
+            object.__setattr__(self, "stages", tuple(self.stages))
 
 
 @dataclass(frozen=True)
@@ -395,7 +420,7 @@ class IndexRecipe:
 
     corpus: str
     output: Path
-    bm25: BM25Config | None
+    bm25: BM25Config | list[BM25Config] | None
     dense: DenseConfig | None
     fields: dict[str, Any]
     tokens: TokensConfig | None = None
@@ -408,6 +433,8 @@ _FIELD_KEYS = ("id_field", "title_field", "text_field", "metadata_fields")
 
 def load_index_recipe(path: str | Path) -> IndexRecipe:
     """Read an index recipe (``indexes/*.toml``): corpus, output, optional [bm25], [dense], [tokens], [fields] tables.
+
+    Several ``[[bm25]]`` tables give BM25 over several analyzers (``analyzer = "zh"``, ``analyzer = "cjk-bigram"``).
 
     Relative paths are taken from the recipe's own folder, so a recipe works from any working directory. BM25 is
     built with defaults unless ``bm25 = false``; dense only when a [dense] table is present; stored document
@@ -438,7 +465,11 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
         if key not in _FIELD_KEYS:
             raise ConfigError(f"{path}: unknown [fields] key {key!r}; valid keys: {', '.join(_FIELD_KEYS)}")
     try:
-        bm25 = None if bm25_raw is False else config_from_dict(BM25Config, bm25_raw)
+        bm25: BM25Config | list[BM25Config] | None = None
+        if isinstance(bm25_raw, list):  # [[bm25]] tables: BM25 over several analyzers
+            bm25 = [config_from_dict(BM25Config, table) for table in bm25_raw]
+        elif bm25_raw is not False:
+            bm25 = config_from_dict(BM25Config, bm25_raw)
         dense = None if dense_raw in (None, False) else config_from_dict(DenseConfig, dense_raw)
         tokens_table: Any = {} if tokens_raw is True else tokens_raw
         tokens = None if tokens_raw in (None, False) else config_from_dict(TokensConfig, tokens_table)
@@ -521,6 +552,7 @@ class TrainConfig:
     overwrite: bool = False
     keep_checkpoint: bool = False
     log_every: int = 10
+    max_unknown: float = MAX_UNKNOWN
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -583,6 +615,18 @@ def load_train_recipe(path: str | Path) -> TrainConfig:
 
 
 FUSION_FEATURES = ("reranker", "first_stage", "bm25", "dense")
+
+
+def is_fusion_feature(name: str) -> bool:
+    """A feature of the learned fusion: one of :data:`FUSION_FEATURES`, or the BM25 stage of another analyzer.
+
+    >>> is_fusion_feature("bm25.zh"), is_fusion_feature("bm25.fancy")
+    (True, False)
+    """
+    kind, dot, analyzer = name.partition(".")
+    return name in FUSION_FEATURES or (kind == "bm25" and bool(dot) and analyzer in ANALYZERS)
+
+
 FUSION_NORMALIZATIONS = ("minmax",)
 
 
@@ -608,9 +652,10 @@ class LearnedFusion:
 
     def __post_init__(self) -> None:
         check_types(self)
-        unknown = sorted(set(self.weights) - set(FUSION_FEATURES))
+        unknown = sorted(name for name in self.weights if not is_fusion_feature(name))
         if unknown:
-            raise ConfigError(f"LearnedFusion: unknown features {unknown}; valid: {', '.join(FUSION_FEATURES)}")
+            valid = ", ".join(FUSION_FEATURES)
+            raise ConfigError(f"LearnedFusion: unknown features {unknown}; valid: {valid} and bm25.<analyzer>")
         if self.normalization not in FUSION_NORMALIZATIONS:
             raise ConfigError(f"LearnedFusion: normalization must be one of {', '.join(FUSION_NORMALIZATIONS)}")
         values = list(self.weights.values())
@@ -686,6 +731,7 @@ class DenseTrainConfig:
     overwrite: bool = False
     keep_checkpoint: bool = False
     log_every: int = 10
+    max_unknown: float = MAX_UNKNOWN
 
     def __post_init__(self) -> None:
         check_types(self)

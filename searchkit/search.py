@@ -16,7 +16,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from searchkit.config import DEFAULT_RERANK_DEPTH, SEARCH_MODES, FusionConfig, RerankConfig
 from searchkit.formats import document_text
 from searchkit.index.bundle import IndexBundle
+from searchkit.index.components import retrieving
 from searchkit.models.cross_encoder import CrossEncoderReranker
 from searchkit.ranking.arrays import DocIdTable, Ranking, sort_ranking
 from searchkit.ranking.fusion import convex_rows, mix_scores, reranker_only, rrf_rows
@@ -70,9 +71,11 @@ class ExplainedHit(NamedTuple):
 class Searcher:
     """Retrieve with the index's components, fuse or cascade, then optionally rerank.
 
-    ``mode``: ``auto`` (hybrid when the index has both components, else the one it has), ``bm25``, ``dense``,
-    ``hybrid`` (each stage retrieves ``fusion.depth`` from the whole corpus, fused by RRF or convex combination) or
-    ``cascade`` (BM25 retrieves ``fusion.depth`` candidates, the dense model re-scores them from stored embeddings).
+    ``mode``: ``auto`` (hybrid when the index has two first stages or more, else the one it has), ``bm25``,
+    ``dense``, any other first stage of the index by its name (``bm25.zh``: BM25 over another analyzer), ``hybrid``
+    (each of ``fusion.stages``, by default every first stage of the index, retrieves ``fusion.depth`` from the whole
+    corpus, fused by RRF, or for two stages by a convex combination) or ``cascade`` (BM25 retrieves ``fusion.depth``
+    candidates, the dense model re-scores them from stored embeddings).
     ``rerank``: a :class:`searchkit.config.RerankConfig` (the Searcher loads that cross-encoder) or a reranker
     object; it re-scores the first stage's top ``depth`` (the reranker's ``depth``: ``RerankConfig.depth``, else
     the depth its card's learned fusion was fitted at, else 100); documents below that depth keep their order,
@@ -90,23 +93,26 @@ class Searcher:
         rerank: RerankConfig | Reranker | None = None,
         observe: StageObserver | None = None,
     ) -> None:
-        if mode not in SEARCH_MODES:
-            raise ConfigError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         available = set(index.manifest["components"])
+        self.retrievers: list[str] = retrieving(available)
+        """The index's first stages (``bm25``, ``bm25.<analyzer>``..., ``dense``), each a mode of its own."""
+        if mode not in SEARCH_MODES and mode not in self.retrievers:
+            choices = [*SEARCH_MODES, *(name for name in self.retrievers if name not in SEARCH_MODES)]
+            raise ConfigError(f"unknown search mode {mode!r} for {index.path}; choose one of {', '.join(choices)}")
         if mode == "auto":
-            mode = "hybrid" if {"bm25", "dense"} <= available else ("bm25" if "bm25" in available else "dense")
-        needed = {
-            "bm25": {"bm25"},
-            "dense": {"dense"},
-            "hybrid": {"bm25", "dense"},
-            "cascade": {"bm25", "dense"},
-        }
-        missing = needed[mode] - available
-        if missing:
+            mode = "hybrid" if len(self.retrievers) >= 2 else (self.retrievers or ["bm25"])[0]
+        self.fused: list[str] = list(fusion.stages or self.retrievers) if mode == "hybrid" else []
+        """What hybrid fuses: ``fusion.stages``, else every first stage of the index."""
+        needed = {"cascade": {"bm25", "dense"}, "hybrid": set(self.fused)}.get(mode, {mode})
+        missing = needed - available
+        if missing or (mode == "hybrid" and len(self.fused) < 2):
+            lacking = f"the {' and '.join(sorted(missing))} component(s)" if missing else "two first stages"
             raise ConfigError(
-                f"mode {mode!r} needs the {' and '.join(sorted(missing))} component(s), which {index.path} lacks "
-                f"(it has: {', '.join(sorted(available))}); add it with Index.add or `searchkit index build`"
+                f"mode {mode!r} needs {lacking}, which {index.path} lacks (it has: {', '.join(sorted(available))}); "
+                "add it with Index.add or `searchkit index build`"
             )
+        if mode == "hybrid" and fusion.method == "convex" and len(self.fused) != 2:
+            raise ConfigError(f"convex fusion combines two first stages, got {len(self.fused)}: use rrf for more")
         reranker: Any = rerank
         if isinstance(rerank, RerankConfig):
             reranker = CrossEncoderReranker.from_config(rerank)
@@ -177,6 +183,13 @@ class Searcher:
         check_k(k)
         return self._stages(list(queries), k)
 
+    def per_query_stages(self, stages: Mapping[str, list[list[Hit]]]) -> list[dict[str, list[Hit]]]:
+        """Query i's first-stage rankings by name (the index's retrievers among ``stages``, as :meth:`stages`
+        returns them): what the learned fusion reads its stage features from."""
+        names = [name for name in self.retrievers if name in stages]
+        count = len(next(iter(stages.values()), []))
+        return [{name: stages[name][i] for name in names} for i in range(count)]
+
     def explain(self, query: str, k: int = 10, *, filter: FilterSpec = None) -> list[ExplainedHit]:
         """The final top ``k`` with each hit's rank and score in every stage that ran (the reranker included)."""
         check_k(k)
@@ -219,21 +232,21 @@ class Searcher:
             return self._first_stage_rows(queries, k, allowed)
 
     def _first_stage_rows(self, queries: list[str], k: int, allowed: np.ndarray | None) -> dict[str, list[Ranking]]:
-        if self.mode in ("bm25", "dense"):
+        if self.mode in self.retrievers:
             return {self.mode: self.index.component(self.mode).search_rows(queries, k, allowed=allowed)}
         depth = max(k, self.fusion.depth)
-        bm25 = self.index.component("bm25").search_rows(queries, depth, allowed=allowed)
-        if self.mode == "cascade":
-            scores = self.index.component("dense").score_rows(queries, [r.rows for r in bm25])
-            keys = self._table.keys
-            return {"bm25": bm25, "cascade": [sort_ranking(r.rows, s, keys) for r, s in zip(bm25, scores, strict=True)]}
-        dense = self.index.component("dense").search_rows(queries, depth, allowed=allowed)
         keys = self._table.keys
+        if self.mode == "cascade":
+            bm25 = self.index.component("bm25").search_rows(queries, depth, allowed=allowed)
+            scores = self.index.component("dense").score_rows(queries, [r.rows for r in bm25])
+            return {"bm25": bm25, "cascade": [sort_ranking(r.rows, s, keys) for r, s in zip(bm25, scores, strict=True)]}
+        rows = {name: self.index.component(name).search_rows(queries, depth, allowed=allowed) for name in self.fused}
+        per_query = list(zip(*rows.values(), strict=True))
         if self.fusion.method == "rrf":
-            fused = [rrf_rows([s, d], keys, self.fusion.rrf_k) for s, d in zip(bm25, dense, strict=True)]
-        else:
-            fused = [convex_rows(s, d, keys, self.fusion.alpha) for s, d in zip(bm25, dense, strict=True)]
-        return {"bm25": bm25, "dense": dense, "hybrid": fused}
+            fused = [rrf_rows(list(rankings), keys, self.fusion.rrf_k) for rankings in per_query]
+        else:  # convex: the second stage (dense, as listed) weighted alpha
+            fused = [convex_rows(first, second, keys, self.fusion.alpha) for first, second in per_query]
+        return {**rows, "hybrid": fused}
 
     def _rerank(
         self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
@@ -256,10 +269,7 @@ class Searcher:
         reranked = self.reranker.rerank_batch(queries, heads, texts, **kwargs)  # type: ignore[arg-type]
         fusion = getattr(self.reranker, "fusion", None)
         if fusion is not None and not reranker_only(fusion):  # the card's mix of its scores with the first stage's
-            names = [name for name in ("bm25", "dense") if name in stages]
-            per_query: list[dict[str, list[Hit]]] = [
-                {name: stages[name][i] for name in names} for i in range(len(heads))
-            ]
+            per_query = self.per_query_stages(stages)
             logits = [
                 [own[hit.doc_id] for hit in head]
                 for head, own in zip(heads, ({h.doc_id: h.score for h in new} for new in reranked), strict=True)

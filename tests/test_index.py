@@ -37,6 +37,8 @@ def test_manifest_describes_the_build(built: Index) -> None:
         "delta": 0.5,
         "stemmer": "english",
         "stopwords": "en",
+        "analyzer": "en",
+        "min_token_length": 2,
     }
     assert manifest["source"]["path"].endswith("tiny")
     assert len(manifest["source"]["sha256"]) == 64

@@ -114,8 +114,10 @@ def test_k_rules(bm25_index: Index) -> None:
 
 
 def test_modes_need_their_components(bm25_index: Index) -> None:
-    with pytest.raises(ConfigError, match="needs the dense component"):
+    with pytest.raises(ConfigError, match="needs two first stages"):
         Searcher(bm25_index, mode="hybrid")
+    with pytest.raises(ConfigError, match="needs the dense component"):
+        Searcher(bm25_index, mode="dense")
     with pytest.raises(ConfigError, match="unknown search mode"):
         Searcher(bm25_index, mode="fancy")
 

@@ -18,10 +18,11 @@ from searchkit.cli.options import (
     tokens_config,
     tokens_options,
 )
-from searchkit.config import BM25Config, DenseConfig, FilterConfig, RayConfig, load_index_recipe
+from searchkit.config import ANALYZERS, BM25Config, DenseConfig, FilterConfig, RayConfig, load_index_recipe
 from searchkit.distributed.encoding import RayEncoding
 from searchkit.formats import read_ids
 from searchkit.index import Index
+from searchkit.index.components import retrieving
 from searchkit.index.plan import free_disk, plan_build
 from searchkit.index.update import check_deletable, read_update_corpus
 from searchkit.types import ConfigError
@@ -53,6 +54,21 @@ def index() -> None:
 @click.option("--stemmer", default="english", show_default=True, help="PyStemmer language, or 'none'.")
 @click.option("--stopwords", default="en", show_default=True, help="bm25s stopword list name, or 'none'.")
 @click.option(
+    "--analyzer",
+    "analyzers",
+    multiple=True,
+    type=click.Choice(ANALYZERS),
+    help="BM25 analyzer (default en); repeat it for BM25 over several analyzers, each a first stage (the first is "
+    "the bm25 component, the others bm25.<analyzer>): --analyzer zh --analyzer cjk-bigram.",
+)
+@click.option(
+    "--min-token-length",
+    type=click.IntRange(1, 2),
+    default=BM25Config.min_token_length,
+    show_default=True,
+    help="1 keeps single letters and digits as terms ('vitamin C', 'X-ray', '5'); 2 drops them (bm25s's splitter).",
+)
+@click.option(
     "--faiss", "faiss_factory", default=DenseConfig.faiss_factory, show_default=True, help="FAISS index factory string."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda for encoding and FAISS.")
@@ -79,6 +95,8 @@ def index_build(
     b: float,
     stemmer: str,
     stopwords: str,
+    analyzers: tuple[str, ...],
+    min_token_length: int,
     faiss_factory: str,
     device: str,
     id_field: str,
@@ -117,7 +135,12 @@ def index_build(
         spec = {
             "corpus": corpus,
             "output": output,
-            "bm25": None if no_bm25 else bm25_config(bm25_method, k1, b, stemmer, stopwords),
+            "bm25": None
+            if no_bm25
+            else [
+                bm25_config(bm25_method, k1, b, stemmer, stopwords, analyzer, min_token_length)
+                for analyzer in analyzers or [BM25Config.analyzer]
+            ],
             "dense": DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device)
             if dense_model
             else None,
@@ -380,19 +403,34 @@ def index_compact(directory: Path) -> None:
 @index.command("analyze")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("text")
+@click.option(
+    "--component", "components", multiple=True, help="BM25 component (bm25, bm25.<analyzer>); default: every one."
+)
 @click.option("--json", "as_json", is_flag=True)
-def index_analyze(directory: Path, text: str, as_json: bool) -> None:
-    """Show the terms the index's BM25 analyzer makes of TEXT (what a query is matched on).
+def index_analyze(directory: Path, text: str, components: tuple[str, ...], as_json: bool) -> None:
+    """Show the terms each BM25 analyzer of the index makes of TEXT (what a query is matched on).
 
     Python: Index.open(directory).component("bm25").analyze(text)
     """
 
-    retriever = Index.open(directory).component("bm25")
-    terms = retriever.analyze(text)
+    index = Index.open(directory)
+    names = list(components) or [name for name in retrieving(index.manifest["components"]) if name != "dense"]
+    if not names:
+        raise ConfigError(f"{directory} has no BM25 component: nothing analyzes text there")
+    found = {}
+    for name in names:
+        retriever = index.component(name)
+        found[name] = {
+            "analyzer": retriever.config.analyzer,
+            "terms": retriever.analyze(text),
+            "unknown": retriever.unknown_terms(text),
+        }
     if as_json:
-        echo_json(terms)
+        echo_json(found if len(found) > 1 or components else found[names[0]]["terms"])
         return
-    click.echo(" ".join(terms) if terms else "(no terms: every word is a stopword or empty)")
-    unknown = retriever.unknown_terms(text)
-    if unknown:
-        click.echo(f"not in the index (ignored at query time): {' '.join(unknown)}")
+    for name, seen in found.items():
+        terms = seen["terms"]
+        label = f"{name} ({seen['analyzer']}): " if len(found) > 1 else ""
+        click.echo(label + (" ".join(terms) if terms else "(no terms: every word is a stopword or empty)"))
+        if seen["unknown"]:
+            click.echo(f"not in the index (ignored at query time): {' '.join(seen['unknown'])}")

@@ -21,14 +21,24 @@ def echo_json(payload: Any) -> None:
     click.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
-def bm25_config(method: str, k1: float, b: float, stemmer: str, stopwords: str) -> Any:
-
+def bm25_config(
+    method: str,
+    k1: float,
+    b: float,
+    stemmer: str,
+    stopwords: str,
+    analyzer: str = BM25Config.analyzer,
+    min_token_length: int = BM25Config.min_token_length,
+) -> BM25Config:
+    """The BM25Config of the command line's BM25 options ('none' turns the stemmer or the stopwords off)."""
     return BM25Config(
         method=method,
         k1=k1,
         b=b,
         stemmer=None if stemmer.lower() == "none" else stemmer,
         stopwords=None if stopwords.lower() == "none" else stopwords,
+        analyzer=analyzer,
+        min_token_length=min_token_length,
     )
 
 

@@ -40,7 +40,7 @@ class Index(IndexBundle):
         corpus: str | Path | Iterable[Document],
         path: str | Path,
         *,
-        bm25: BM25Config | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
+        bm25: BM25Config | Sequence[BM25Config] | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
         dense: DenseConfig | None = None,
         tokens: TokensConfig | None = None,
         filters: FilterConfig | None = None,
@@ -55,14 +55,15 @@ class Index(IndexBundle):
     ) -> Index:
         """Build an index over ``corpus`` (BEIR dir, JSONL/TSV file, ``irds:<id>`` or Documents) at ``path``.
 
-        ``tokens``: also store every document's token ids (tokenized once, before dense encoding, which then uses
-        them when the tokenizers match); a reranker with the same tokenizer reads them instead of the texts.
-        Documents keep their metadata (BEIR's ``metadata`` object, plus the corpus columns ``metadata_fields`` and the
-        ``filters`` fields name); ``filters`` stores the fields it declares column-wise for filtered searches.
-        ``encoding``: who encodes the dense component (None: this process;
-        ``searchkit.distributed.encoding.RayEncoding(RayConfig(...))``: Ray actors; the same files either way).
-        A plan of the build (:func:`searchkit.index.plan.check_build`: disk, peak RAM) is logged first, and a build
-        whose plan exceeds the free disk is refused unless ``force``.
+        ``bm25``: a BM25Config, or several with different analyzers (``bm25`` and ``bm25.<analyzer>``: each a first
+        stage the Searcher can fuse). ``tokens``: also store every document's token ids (tokenized once, before dense
+        encoding, which then uses them when the tokenizers match); a reranker with the same tokenizer reads them instead
+        of the texts. Documents keep their metadata (BEIR's ``metadata`` object, plus the corpus columns
+        ``metadata_fields`` and the ``filters`` fields name); ``filters`` stores the fields it declares column-wise for
+        filtered searches. ``encoding``: who encodes the dense component (None: this process;
+        ``searchkit.distributed.encoding.RayEncoding(RayConfig(...))``: Ray actors; the same files either way). A plan
+        of the build (:func:`searchkit.index.plan.check_build`: disk, peak RAM) is logged first, and a build whose plan
+        exceeds the free disk is refused unless ``force``.
 
         >>> import tempfile, pathlib
         >>> Index.build("tests/data/tiny", pathlib.Path(tempfile.mkdtemp()) / "i").num_docs
@@ -89,7 +90,7 @@ class Index(IndexBundle):
     def add(
         self,
         *,
-        bm25: BM25Config | None = None,
+        bm25: BM25Config | Sequence[BM25Config] | None = None,
         dense: DenseConfig | None = None,
         tokens: TokensConfig | None = None,
         filters: FilterConfig | None = None,

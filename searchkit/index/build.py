@@ -32,7 +32,14 @@ from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig
 from searchkit.faults import checkpoint
 from searchkit.formats import is_irds, read_corpus, resolved, source_sha256
 from searchkit.index.bundle import IndexBundle
-from searchkit.index.components import COMPONENTS, RETRIEVERS, component_entry, config_dicts
+from searchkit.index.components import (
+    COMPONENTS,
+    bm25_components,
+    component_entry,
+    component_kind,
+    config_dicts,
+    retrieving,
+)
 from searchkit.index.docstore import DocStore, write_docstore
 from searchkit.index.generations import (
     build_lock,
@@ -116,7 +123,7 @@ def build_component(
     extra: dict[str, Any] = {}
     if name == "dense":
         extra = {"tokens": tokens, "encoding": encoding, "store": folder}
-    return COMPONENTS[name].retriever_class.build(  # type: ignore[attr-defined]
+    return COMPONENTS[component_kind(name)].retriever_class.build(  # type: ignore[attr-defined]
         iter(store), target, config, docids, show_progress=show_progress, **extra
     )
 
@@ -125,7 +132,7 @@ def build_index(
     corpus: str | Path | Iterable[Document],
     path: str | Path,
     *,
-    bm25: BM25Config | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
+    bm25: BM25Config | Sequence[BM25Config] | None = BM25Config(),  # noqa: B008 - frozen dataclass, safe as a default
     dense: DenseConfig | None = None,
     tokens: TokensConfig | None = None,
     filters: FilterConfig | None = None,
@@ -140,8 +147,8 @@ def build_index(
 ) -> Path:
     """Build an index over ``corpus`` at ``path`` (see :meth:`searchkit.index.Index.build`); returns the folder."""
     target = write_target(path)
-    configs = {"bm25": bm25, "tokens": tokens, "dense": dense, "filters": filters}
-    if all(configs[name] is None for name in RETRIEVERS):
+    configs: dict[str, Any] = {**bm25_components(bm25), "tokens": tokens, "dense": dense, "filters": filters}
+    if not retrieving(name for name, config in configs.items() if config is not None):
         raise ConfigError("nothing to build: enable BM25 and/or dense (e.g. drop --no-bm25 or add --dense)")
     if target.exists() and not overwrite:
         raise ConfigError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -213,7 +220,7 @@ def build_index(
 def add_components(
     index: IndexBundle,
     *,
-    bm25: BM25Config | None = None,
+    bm25: BM25Config | Sequence[BM25Config] | None = None,
     dense: DenseConfig | None = None,
     tokens: TokensConfig | None = None,
     filters: FilterConfig | None = None,
@@ -222,8 +229,9 @@ def add_components(
     encoding: ShardEncoding | None = None,
 ) -> Path:
     """Add (or with ``overwrite`` replace) components of ``index`` (see :meth:`searchkit.index.Index.add`);
-    returns the folder, holding the new generation."""
-    given = {"bm25": bm25, "tokens": tokens, "dense": dense, "filters": filters}
+    returns the folder, holding the new generation. A BM25 config whose analyzer is not the ``bm25`` component's
+    is added beside it as ``bm25.<analyzer>``."""
+    given = {**_bm25_to_add(index, bm25), "tokens": tokens, "dense": dense, "filters": filters}
     configs = {name: config for name, config in given.items() if config is not None}
     if not configs:
         raise ConfigError(
@@ -246,13 +254,13 @@ def add_components(
                 if reusable(index, name, config):
                     stage = building / name
                     shutil.rmtree(stage, ignore_errors=True)
-                    retriever_class: Any = COMPONENTS[name].retriever_class
+                    retriever_class: Any = COMPONENTS[component_kind(name)].retriever_class
                     built = retriever_class.reindex(target / name, stage, config, index.row_ids)
                 else:
                     built = build_component(
                         name, config, building, index.row_ids, show_progress, tokens=stored, encoding=encoding
                     )
-                if name == "bm25" and len(index.deleted_rows):  # built over every row: take the tombstones out
+                if component_kind(name) == "bm25" and len(index.deleted_rows):  # over every row: tombstones out
                     built = without_tombstones(index, built, building / name)
                 stored = built if name == "tokens" else stored
                 entries[name] = component_entry(config, built)
@@ -274,6 +282,23 @@ def add_components(
             shutil.rmtree(building, ignore_errors=True)
             raise
     return target
+
+
+def _bm25_to_add(index: IndexBundle, bm25: BM25Config | Sequence[BM25Config] | None) -> dict[str, BM25Config]:
+    """The component names of BM25 configs added to ``index``: ``bm25`` when it has none or has the same analyzer
+    (a replacement), else ``bm25.<analyzer>``."""
+    if bm25 is None:
+        return {}
+    configs = [bm25] if isinstance(bm25, BM25Config) else list(bm25)
+    existing = index.components.get("bm25")
+    named: dict[str, BM25Config] = {}
+    for config in configs:
+        primary = (existing is None and not named) or (existing is not None and existing.analyzer == config.analyzer)
+        name = "bm25" if primary else f"bm25.{config.analyzer}"
+        if name in named:
+            raise ConfigError(f"two BM25 components with the {config.analyzer} analyzer; give each its own analyzer")
+        named[name] = config
+    return named
 
 
 def reusable(index: IndexBundle, name: str, config: Any) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 
 from searchkit.config import config_from_dict
 from searchkit.formats import json_checksum, sha256_file
-from searchkit.index.components import COMPONENTS, LEGACY_DEFAULTS
+from searchkit.index.components import COMPONENTS, LEGACY_DEFAULTS, component_kind
 from searchkit.index.docstore import DocStore
 from searchkit.index.generations import Swapping, old_dir, recover_or_wait
 from searchkit.index.layout import DELETED, DOCIDS, DOCSTORE, MANIFEST, OFFSETS
@@ -120,7 +120,10 @@ class IndexBundle:
     def components(self) -> dict[str, Any]:
         """Component name -> its config (a frozen dataclass), as recorded in the manifest."""
         return {
-            name: config_from_dict(COMPONENTS[name].config_class, {**LEGACY_DEFAULTS.get(name, {}), **entry["config"]})
+            name: config_from_dict(
+                COMPONENTS[component_kind(name)].config_class,
+                {**LEGACY_DEFAULTS.get(component_kind(name), {}), **entry["config"]},
+            )
             for name, entry in self.manifest["components"].items()
         }
 
@@ -133,7 +136,7 @@ class IndexBundle:
                 f"add one with `searchkit index build --corpus ... --{name}` or Index.add({name}=...)"
             )
         if name not in self._loaded:
-            spec = COMPONENTS[name]
+            spec = COMPONENTS[component_kind(name)]
             config: Any = config_from_dict(spec.config_class, self.manifest["components"][name]["config"])
             if self._overrides.get(name):
                 config = dataclasses.replace(config, **self._overrides[name])

@@ -5,21 +5,28 @@ A component is a folder of the index written and read by one class of :mod:`sear
 :mod:`searchkit.config`, stored whole in the manifest entry (``{"config": {...}, ...}``) beside whatever the
 component records about its files (``manifest_entry``).
 
+An index may hold BM25 over several analyzers (issue 22): the first is the component ``bm25``, each other one
+``bm25.<analyzer>`` (``bm25.zh``, ``bm25.cjk-bigram``), a folder of the same name; every one is a first stage.
+
 >>> list(COMPONENTS)
 ['bm25', 'tokens', 'dense', 'filters']
 >>> component_entry(BM25Config(), None)["config"]["k1"]
 1.5
+>>> component_kind("bm25.zh"), bm25_components([BM25Config(), BM25Config(analyzer="zh")]).keys()
+('bm25', dict_keys(['bm25', 'bm25.zh']))
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig, config_to_dict
+from searchkit.config import ANALYZERS, BM25Config, DenseConfig, FilterConfig, TokensConfig, config_to_dict
 from searchkit.retrieval.bm25 import BM25Retriever
 from searchkit.retrieval.dense import DenseRetriever
 from searchkit.retrieval.filters import FilterColumns
 from searchkit.retrieval.tokens import DocumentTokens
+from searchkit.types import ConfigError
 
 
 class ComponentSpec(NamedTuple):
@@ -42,7 +49,53 @@ COMPONENTS: dict[str, ComponentSpec] = {
 }
 
 RETRIEVERS = ("bm25", "dense")
-"""The components that retrieve (an index needs one of them); the others serve them."""
+"""The kinds of component that retrieve (an index needs one of them); the others serve them."""
+
+
+def component_kind(name: str) -> str:
+    """The kind of the component a manifest names ``name``: the name itself, or ``bm25`` for ``bm25.<analyzer>``;
+    ConfigError for a name that is neither."""
+    kind, dot, analyzer = name.partition(".")
+    if (not dot and kind in COMPONENTS) or (kind == "bm25" and analyzer in ANALYZERS):
+        return kind
+    raise ConfigError(f"unknown index component {name!r}; components: {', '.join(COMPONENTS)} (and bm25.<analyzer>)")
+
+
+def is_component_name(name: str) -> bool:
+    """Whether ``name`` is a component name this searchkit knows (see :func:`component_kind`)."""
+    try:
+        component_kind(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def component_order(names: Iterable[str]) -> list[str]:
+    """``names`` in build order: by kind as :data:`COMPONENTS` lists them (tokens before dense), ``bm25`` first."""
+    kinds = list(COMPONENTS)
+    return sorted(names, key=lambda name: (kinds.index(component_kind(name)), name != "bm25", name))
+
+
+def retrieving(names: Iterable[str]) -> list[str]:
+    """The components among ``names`` that are first stages, in build order (BM25 ones first, then dense)."""
+    return [name for name in component_order(names) if component_kind(name) in RETRIEVERS]
+
+
+def bm25_components(bm25: BM25Config | Sequence[BM25Config] | None) -> dict[str, BM25Config]:
+    """The BM25 components of a build: one config is ``bm25``; several are ``bm25`` then ``bm25.<analyzer>``
+    (their analyzers must differ: the analyzer names the folder)."""
+    if bm25 is None:
+        return {}
+    configs = [bm25] if isinstance(bm25, BM25Config) else list(bm25)
+    if not all(isinstance(config, BM25Config) for config in configs):
+        raise ConfigError(f"bm25 must be a BM25Config or a list of them, got {bm25!r}")
+    named = {"bm25": configs[0]} if configs else {}
+    for config in configs[1:]:
+        name = f"bm25.{config.analyzer}"
+        if name in named or config.analyzer == configs[0].analyzer:
+            raise ConfigError(f"two BM25 components with the {config.analyzer} analyzer; give each its own analyzer")
+        named[name] = config
+    return named
 
 
 def config_dicts(configs: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from searchkit.config import (
     config_from_dict,
 )
 from searchkit.formats import json_checksum, sha256_file, write_json_atomic
-from searchkit.index.components import COMPONENTS
+from searchkit.index.components import COMPONENTS, component_kind, is_component_name
 from searchkit.index.layout import (
     DELETED,
     DOCIDS,
@@ -193,7 +193,7 @@ def check_manifest(manifest: Any, path: Path) -> None:
     components = manifest.get("components")
     if not isinstance(components, dict) or not components:
         raise bad("components", "a non-empty object")
-    unknown = set(components) - set(COMPONENTS)
+    unknown = {name for name in components if not is_component_name(name)}
     if unknown:
         raise IndexFormatError(f"{path}: unknown components {sorted(unknown)}; upgrade searchkit")
     for name, entry in components.items():
@@ -203,7 +203,7 @@ def check_manifest(manifest: Any, path: Path) -> None:
         if name == "tokens" and not (isinstance(fingerprint, str) and len(fingerprint) == 64):
             raise bad(f"components.{name}.fingerprint", "a sha256 digest")
         try:
-            config_from_dict(COMPONENTS[name].config_class, entry["config"])
+            config_from_dict(COMPONENTS[component_kind(name)].config_class, entry["config"])
         except ConfigError as err:
             raise ConfigError(f"{path}: components.{name}: {err}") from None
         except (TypeError, ValueError) as err:

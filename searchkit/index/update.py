@@ -41,7 +41,7 @@ from searchkit.config import UpdateConfig
 from searchkit.faults import checkpoint
 from searchkit.formats import read_corpus, save_npy_atomic
 from searchkit.index.bundle import IndexBundle
-from searchkit.index.components import COMPONENTS, component_entry
+from searchkit.index.components import component_entry, component_kind, component_order
 from searchkit.index.docstore import doc_line, unique_documents
 from searchkit.index.generations import changing, link_tree, move_into_place
 from searchkit.index.layout import DELETED, DOCIDS, DOCSTORE, OFFSETS
@@ -260,10 +260,10 @@ def _write_components(
     entries: dict[str, Any] = {}
     configs = index.components
     tokens: Any = None
-    for name in [name for name in COMPONENTS if name in index.manifest["components"]]:  # tokens before dense
+    for name in component_order(index.manifest["components"]):  # tokens before dense
         source = index.component(name)
         folder = building / name
-        if name == "bm25":
+        if component_kind(name) == "bm25":
             built: Any = BM25Retriever.rewrite(
                 source, folder, plan.keep, plan.dead, plan.added, row_ids, every_document=lambda: iter(index.store)
             )

@@ -51,12 +51,12 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchkit.config import LearnedFusion, RerankConfig, config_from_dict
+from searchkit.config import MAX_UNKNOWN, LearnedFusion, RerankConfig, config_from_dict
 from searchkit.formats import sha256_file
 from searchkit.models.cards import MODEL_CARD, read_reranker_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
 from searchkit.models.loading import check_loaded_weights, check_model_source, load_error, resolve_model
-from searchkit.models.tokenizers import tokenizer_fingerprint
+from searchkit.models.tokenizers import tokenizer_fingerprint, unreadable, unreadable_message
 from searchkit.ranking.fusion import interpolation_model, mix_scores
 from searchkit.text.batching import pad_rows, token_budget_batches
 from searchkit.types import ConfigError, DataError, Hit
@@ -393,6 +393,7 @@ class CrossEncoderReranker:
         self.truncated_pairs = 0
         self._warned = False
         self._memo: dict[tuple[str, Any], float] | None = None
+        self._queries_checked = False
         self._fingerprint: str | None = None
 
     def _warn_depth(self) -> None:
@@ -567,6 +568,12 @@ class CrossEncoderReranker:
                 f"rerank_batch needs a candidate list and a {what} per query, got {len(queries)} queries, "
                 f"{len(candidates)} candidate lists and {len(documents)} {what}s"
             )
+        if not self._queries_checked and queries:  # logged once: a reranker that cannot read the queries guesses
+            share = unreadable(self.encoder.tokenizer, list(queries), MAX_UNKNOWN)
+            if share is not None:
+                self._queries_checked = True
+                message = unreadable_message("the reranker", self.config.model, share, len(queries), "the queries")
+                logger.warning("reranker: %s", message)
         flat_queries: list[str] = []
         flat_documents: list[Any] = []
         for query, hits, hit_documents in zip(queries, candidates, documents, strict=True):

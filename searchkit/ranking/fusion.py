@@ -106,10 +106,6 @@ def convex_fuse(sparse: Sequence[Hit], dense: Sequence[Hit], alpha: float = 0.5)
     return convex_rows(sparse_rows, dense_rows, keys, alpha).to_hits(ids)
 
 
-STAGE_FEATURES = ("bm25", "dense")
-"""Features read from a stage's own ranking (the others come from the reranked candidates themselves)."""
-
-
 def minmax(scores: np.ndarray) -> np.ndarray:
     """Scores mapped to [0, 1]; constant scores all map to 1.0 (search.py's convention).
 
@@ -144,7 +140,8 @@ def stage_features(
 ) -> dict[str, np.ndarray]:
     """One query's normalised features for its reranked candidates ``head`` (see the module docstring).
 
-    ``reranker``: the logits of ``head``'s candidates; ``stages``: the query's BM25 / dense rankings (optional).
+    ``reranker``: the logits of ``head``'s candidates; ``stages``: the query's first-stage rankings by name
+    (``bm25``, ``bm25.<analyzer>``, ``dense``; optional), each a feature of that name.
     """
     reranker = np.asarray(reranker, dtype=np.float64)
     if len(reranker) != len(head):
@@ -153,10 +150,7 @@ def stage_features(
         "reranker": minmax(reranker),
         "first_stage": minmax(np.array([hit.score for hit in head], dtype=np.float64)),
     }
-    for name in STAGE_FEATURES:
-        ranking = (stages or {}).get(name)
-        if ranking is None:
-            continue
+    for name, ranking in (stages or {}).items():
         scores = {hit.doc_id: hit.score for hit in ranking}
         present = np.array([hit.doc_id in scores for hit in head])
         values = np.zeros(len(head), dtype=np.float64)

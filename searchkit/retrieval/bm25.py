@@ -1,9 +1,10 @@
 """BM25 retrieval on the bm25s engine: a visible analyzer, a streamed build, memory-mapped search.
 
-The analyzer lowercases, splits with bm25s's pattern (runs of two or more word characters), drops stopwords
-and stems with PyStemmer: the steps of bm25s's Tokenizer, with the same term ids. Its settings, the stopword
-list itself and the vocabulary are saved as JSON next to bm25s's arrays, so a query always goes through the
-analyzer its index was built with; :meth:`BM25Retriever.analyze` shows what it makes of any text.
+The analyzer is a named choice (:mod:`searchkit.text.analyzers`: ``en`` is bm25s's Tokenizer steps with its term
+ids; ``cjk-bigram``, ``cjk-unigram-bigram`` and ``zh`` read Chinese). Its settings, the stopword list itself and the
+vocabulary are saved as JSON next to bm25s's arrays, so a query always goes through the analyzer its index was built
+with (a query analyzed ahead of time by another analyzer is refused); :meth:`BM25Retriever.analyze` shows what it
+makes of any text.
 
 Files in a component folder (bm25s's own names, so ``bm25s.BM25.load(folder, mmap=True)`` reads it too)::
 
@@ -51,7 +52,7 @@ from searchkit.config import BM25Config, config_from_dict, config_to_dict
 from searchkit.formats import document_text
 from searchkit.ranking.arrays import DocIdTable, Ranking, sort_ranking
 from searchkit.retrieval.postings import Postings, bm25_scores, from_term_ids, statistics
-from searchkit.text.analyzers import Analyzer
+from searchkit.text.analyzers import AnalyzedText, Analyzer
 from searchkit.types import (
     ConfigError,
     DataError,
@@ -110,8 +111,10 @@ class _TermIdView(Sequence[list[int]]):
 def describe(config: BM25Config) -> str:
     """One line naming the BM25 variant, its parameters and the analyzer (logged on every build and load)."""
     delta = f" delta={config.delta}" if config.method in _NONOCCURRENCE_METHODS else ""
+    short = "" if config.min_token_length == 2 else f" min_token_length={config.min_token_length}"
     return (
         f"BM25 {config.method} k1={config.k1} b={config.b}{delta} stemmer={config.stemmer} stopwords={config.stopwords}"
+        f" analyzer={config.analyzer}{short}"
     )
 
 
@@ -487,6 +490,11 @@ class BM25Retriever:
         """
         return self._analyzer.terms(text)
 
+    @property
+    def analyzer(self) -> Analyzer:
+        """The analyzer this component was built with (every query goes through it)."""
+        return self._analyzer
+
     def unknown_terms(self, text: str) -> list[str]:
         """The analyzed terms of ``text`` that no indexed document contains (ignored when searching)."""
         vocab, indptr = self._vocab, self._indptr
@@ -499,15 +507,21 @@ class BM25Retriever:
         return self.search_batch([query], k)[0]
 
     def search_batch(
-        self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None
+        self, queries: Sequence[str | AnalyzedText], k: int = 10, *, allowed: np.ndarray | None = None
     ) -> list[list[Hit]]:
         """The best ``k`` documents for each query, best first: only documents sharing a term with it (and, with
         ``allowed``, a bool mask over rows, only rows it allows)."""
         ids = self._table.ids
         return [ranking.to_hits(ids) for ranking in self.search_rows(queries, k, allowed=allowed)]
 
-    def search_rows(self, queries: Sequence[str], k: int = 10, *, allowed: np.ndarray | None = None) -> list[Ranking]:
-        """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on."""
+    def search_rows(
+        self, queries: Sequence[str | AnalyzedText], k: int = 10, *, allowed: np.ndarray | None = None
+    ) -> list[Ranking]:
+        """:meth:`search_batch` as arrays (row numbers and scores, best first): what fusion works on.
+
+        A query is a text (analyzed here, by the index's own analyzer) or an :class:`AnalyzedText` made by that same
+        analyzer (its fingerprint); one analyzed by any other analyzer is refused.
+        """
         if isinstance(queries, str):
             raise ConfigError("search_batch takes a sequence of queries; use search() for one query")
         check_k(k)
@@ -519,11 +533,23 @@ class BM25Retriever:
         if allowed is not None and allowed.shape != (self.num_docs,):
             raise ConfigError(f"allowed must be a bool mask over the {self.num_docs} rows, got shape {allowed.shape}")
         k = min(int(k), self.num_docs)
-        vocab, terms = self._vocab, self._analyzer.terms
+        vocab = self._vocab
         return [
-            self._search_ids([term for term in map(vocab.get, terms(query)) if term is not None], k, allowed)
+            self._search_ids(
+                [term for term in map(vocab.get, self._query_terms(query)) if term is not None], k, allowed
+            )
             for query in queries
         ]
+
+    def _query_terms(self, query: str | AnalyzedText) -> Sequence[str]:
+        if isinstance(query, AnalyzedText):
+            if query.analyzer != self._analyzer.fingerprint:
+                raise ConfigError(
+                    f"{self.folder}: a query analyzed by another analyzer (fingerprint {query.analyzer[:12]}); this "
+                    f"component's is {self._analyzer.kind} ({self._analyzer.fingerprint[:12]}): pass the query's text"
+                )
+            return query.terms
+        return self._analyzer.terms(query)
 
     @property
     def _table(self) -> DocIdTable:

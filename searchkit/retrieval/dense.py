@@ -44,6 +44,7 @@ from searchkit.formats import document_text, save_npy_atomic, write_json_atomic
 from searchkit.models.device import resolve_device
 from searchkit.models.encoder import Encoder, get_encoder
 from searchkit.models.loading import identity_key, model_identity
+from searchkit.models.tokenizers import UNKNOWN_SAMPLE, load_tokenizer, unreadable, unreadable_message
 from searchkit.ranking.arrays import DocIdTable, Ranking, sort_ranking
 from searchkit.retrieval.faiss_index import (
     ADD_CHUNK,
@@ -171,6 +172,8 @@ def encode_shards(
         if store is None:
             raise ConfigError("an encoding backend needs the doc store folder of the index being built (store=)")
         todo = [(number, lo, hi) for number, (lo, hi) in enumerate(bounds) if number not in done]
+        if todo and tokens is None:
+            _check_readable(config, list(islice(docs, UNKNOWN_SAMPLE)))
 
         def write(number: int, embeddings: np.ndarray) -> None:
             save_npy_atomic(shard_dir / f"shard-{number:05d}.npy", embeddings)
@@ -182,6 +185,7 @@ def encode_shards(
         return [shard_dir / f"shard-{number:05d}.npy" for number in range(len(bounds))]
     stream = iter(docs if tokens is None else [Document(doc_id, "") for doc_id in docids])
     paths = []
+    checked = False
     with tqdm(total=n, unit="doc", desc="dense encode", disable=not show_progress) as bar:
         for number, (lo, hi) in enumerate(bounds):
             chunk = list(islice(stream, hi - lo))
@@ -196,6 +200,13 @@ def encode_shards(
                 bar.update(hi - lo)
                 continue
             encoder = get_encoder(config)
+            if not checked:  # the first shard to encode: a model that cannot read the corpus would encode noise
+                checked = True
+                _check_readable(
+                    config,
+                    chunk[:UNKNOWN_SAMPLE],
+                    tokens.rows(range(lo, min(hi, lo + UNKNOWN_SAMPLE))) if tokens is not None else None,
+                )
             if tokens is not None:
                 ids = encoder.with_special_tokens(tokens.rows(range(lo, hi)))
                 embeddings = encoder.embed_tokens(ids, progress=bar)
@@ -206,6 +217,21 @@ def encode_shards(
     if next(stream, None) is not None:
         raise DataError(f"the corpus has more documents than the {n} docids")
     return paths
+
+
+def _check_readable(config: DenseConfig, docs: Sequence[Document], ids: Sequence[Sequence[int]] | None = None) -> None:
+    """ConfigError when ``config``'s model reads too few of a sample's tokens (more than ``max_unknown`` are its
+    unknown token): the documents' texts, or their stored token ids (the encoder's own tokenizer's) when given."""
+    tokenizer = load_tokenizer(config.model)
+    if ids is not None:
+        unknown, total = getattr(tokenizer, "unk_token_id", None), sum(len(row) for row in ids)
+        share = sum(list(row).count(unknown) for row in ids) / total if total and unknown is not None else 0.0
+        found = share if share > config.max_unknown else None
+        count = len(ids)
+    else:
+        found, count = unreadable(tokenizer, [document_text(doc) for doc in docs], config.max_unknown), len(docs)
+    if found is not None:
+        raise ConfigError(unreadable_message("dense model", config.model, found, count, "this corpus"))
 
 
 def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> None:
@@ -286,6 +312,7 @@ class DenseRetriever:
         self._cpu_index: Any = index if where == "cpu" else None
         self._encoder: Encoder | None = None
         self._deleted: np.ndarray | None = None  # bool over rows: tombstones every search excludes
+        self._queries_checked = False
 
     def __repr__(self) -> str:
         return (
@@ -522,7 +549,16 @@ class DenseRetriever:
         return self._encoder
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        """(len(queries), dim) float32 query embeddings (with ``query_prefix``)."""
+        """(len(queries), dim) float32 query embeddings (with ``query_prefix``); queries the model cannot read (more
+        than ``max_unknown`` unknown tokens) are logged, once per retriever."""
+        if not self._queries_checked and queries:
+            share = unreadable(self.encoder.tokenizer, list(queries), self.config.max_unknown)
+            if share is not None:
+                self._queries_checked = True
+                logger.warning(
+                    "dense: %s",
+                    unreadable_message("the dense model", self.config.model, share, len(queries), "the queries"),
+                )
         return self.encoder.encode([self.config.query_prefix + query for query in queries])
 
     def search_vectors(self, vectors: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[list[Hit]]:

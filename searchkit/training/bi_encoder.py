@@ -52,6 +52,7 @@ from searchkit.formats import document_text
 from searchkit.models.cards import MODEL_CARD, lineage, read_model_card, write_model_card
 from searchkit.models.device import cpu_bf16_support, resolve_device
 from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
+from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
 from searchkit.training.bi_encoder_data import (
     DEV_METRICS,
     DenseTrainingData,
@@ -196,6 +197,9 @@ class _DenseTrainer:
         if cfg.init_from is not None and data.dev_queries:
             check_parent_split(data.split, read_model_card(Path(cfg.init_from), "dense"), cfg.init_from)
         model = _load_model(start_name, device, cfg.max_length, start_what)
+        texts = [text for row in data.rows for text in (row["query"], row["positive"])]
+        sample = texts[:: max(1, len(texts) // UNKNOWN_SAMPLE)]
+        check_readable(model.tokenizer, sample, cfg.max_unknown, "model", start_name, "the training data")
 
         dev: DevRetrieval | None = None
         if data.dev_queries:

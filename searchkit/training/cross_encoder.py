@@ -69,7 +69,8 @@ from searchkit.models.cross_encoder import (
 )
 from searchkit.models.device import resolve_device
 from searchkit.models.loading import check_model_source, resolve_model
-from searchkit.ranking.fusion import STAGE_FEATURES, interpolation_model, stage_features
+from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
+from searchkit.ranking.fusion import interpolation_model, stage_features
 from searchkit.search import Searcher
 from searchkit.training.checkpoints import checkpoint_epoch, find_checkpoint, load_checkpoint, save_checkpoint
 from searchkit.training.data import TrainingData, check_parent_split, load_training_data
@@ -131,6 +132,11 @@ class _Trainer:
             check_parent_split(data.dev.split, self.parent_card, cfg.init_from)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
+        texts = [query.text for query in data.train] + list(data.texts.values())
+        sample = texts[:: max(1, len(texts) // UNKNOWN_SAMPLE)]
+        check_readable(
+            tokenizer, sample, cfg.max_unknown, "model", cfg.init_from or cfg.base_model, "the training data"
+        )
         self.encoder = PairEncoder(tokenizer, cfg.max_length)
         self._tokenize(data)
 
@@ -459,9 +465,10 @@ class _Trainer:
             return None
         searcher = Searcher(Index.open(cfg.index), mode=cfg.dev_mode)
         stages = searcher.stages([q.text for q in dev.queries], cfg.dev_depth)
+        per_query = searcher.per_query_stages(stages)
         scores = self._per_query(np.load(self.out / "best" / "dev_scores.npy", allow_pickle=False))
         features = [
-            stage_features(head, own, {name: stages[name][i] for name in STAGE_FEATURES if name in stages})
+            stage_features(head, own, per_query[i])
             for i, (head, own) in enumerate(zip(dev.candidates, scores, strict=True))
         ]
         ids = [q.query_id for q in dev.queries]

@@ -29,7 +29,7 @@ from searchkit.formats import document_text, read_qrels, read_queries
 from searchkit.index import Index
 from searchkit.models.cards import read_model_card, write_model_card
 from searchkit.models.cross_encoder import CrossEncoderReranker
-from searchkit.ranking.fusion import STAGE_FEATURES, fuse, interpolation_model, stage_features
+from searchkit.ranking.fusion import fuse, interpolation_model, stage_features
 from searchkit.search import Searcher
 from searchkit.types import ConfigError, DataError, Hit, Qrels, Query, sort_hits
 
@@ -72,7 +72,8 @@ def fit_weights(
         raise DataError(f"fit needs one candidate list and features per dev query, got {len(query_ids)} queries")
     metric = canonical_metric(metric)
     dev_qrels: Qrels = {qid: dict(qrels[qid]) for qid in query_ids}
-    names = [f for f in FUSION_FEATURES if any(f in feats for feats in features)]
+    present = set().union(*(feats.keys() for feats in features))
+    names = [f for f in FUSION_FEATURES if f in present] + sorted(present - set(FUSION_FEATURES))
     cache: dict[tuple[tuple[str, float], ...], float] = {}
 
     def score(weights: Mapping[str, float]) -> float:
@@ -277,11 +278,12 @@ def dev_features(
     flat_queries = [text for text, head in zip(texts, heads, strict=True) for _ in head]
     flat_texts = [document_text(docs[h.doc_id]) for head in heads for h in head]
     scores = reranker.score(flat_queries, flat_texts, show_progress=show_progress)
+    per_query = searcher.per_query_stages(stages)
     features, start = [], 0
     for i, head in enumerate(heads):
         own = scores[start : start + len(head)]
         start += len(head)
-        features.append(stage_features(head, own, {name: stages[name][i] for name in STAGE_FEATURES if name in stages}))
+        features.append(stage_features(head, own, per_query[i]))
     return heads, features
 
 
