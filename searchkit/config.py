@@ -497,7 +497,9 @@ class TrainConfig:
     ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
     Loss (``loss``, ``weighting``), dev evaluation and output: see :mod:`searchkit.training.cross_encoder`.
     ``init_from``: a fine-tuned reranker folder to continue from (its card's lineage is extended, and the dev guard
-    compares with it); ``base_model`` then only names what the lineage started from. ``fit_fusion``: fit the
+    compares with it); ``base_model`` then only names what the lineage started from. ``extend_vocabulary``: add the
+    CJK characters of the training data the base model's WordPiece vocabulary lacks, one token and one embedding row
+    each (:mod:`searchkit.models.vocabulary`), before training. ``fit_fusion``: fit the
     learned fusion of every stage on dev at the end (:mod:`searchkit.ranking.fusion`; needs an index).
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
@@ -553,6 +555,7 @@ class TrainConfig:
     keep_checkpoint: bool = False
     log_every: int = 10
     max_unknown: float = MAX_UNKNOWN
+    extend_vocabulary: bool = False
 
     def __post_init__(self) -> None:
         check_types(self)

@@ -58,7 +58,7 @@ from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_d
 from searchkit.models.loading import check_loaded_weights, check_model_source, load_error, resolve_model
 from searchkit.models.tokenizers import tokenizer_fingerprint, unreadable, unreadable_message
 from searchkit.ranking.fusion import interpolation_model, mix_scores
-from searchkit.text.batching import pad_rows, token_budget_batches
+from searchkit.text.batching import grouped_batches, pad_rows, token_budget_batches
 from searchkit.types import ConfigError, DataError, Hit
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ __all__ = ["CrossEncoderReranker", "load_cross_encoder"]
 
 
 SCORE_KIND = "logit"
+QUERY_BATCH_ROWS = 8
+"""Pairs of one query in one CPU batch: per-query batches keep a query's scores independent of the others (their
+widths differ otherwise), and 8 rows stay in cache (measured: 0.99x-0.84x the CPU time of mixing queries at depth
+20-100, eval/results/batch_invariance_cpu.md)."""
 
 
 DEFAULT_MAX_LENGTH = 512
@@ -293,6 +297,16 @@ def _find(haystack: list[int], needle: list[int], start: int) -> int:
     return -1
 
 
+def query_groups(queries: Sequence[str]) -> np.ndarray:
+    """Each pair's query, numbered in order of first appearance: the groups a reranker's batches never mix.
+
+    >>> query_groups(["b", "a", "b"]).tolist()
+    [0, 1, 0]
+    """
+    numbers: dict[str, int] = {}
+    return np.array([numbers.setdefault(query, len(numbers)) for query in queries], dtype=np.int64)
+
+
 def batch_tensors(pairs: EncodedPairs, rows: Sequence[int], pad_id: int, device: str) -> dict[str, Any]:
     """Model inputs for ``rows`` of ``pairs``, padded to the longest of them (the right side, masked)."""
     import torch
@@ -455,8 +469,18 @@ class CrossEncoderReranker:
         return float(self.fusion.weights.get("reranker", 0.0))
 
     # ------------------------------------------------------------------ scoring
-    def score(self, queries: Sequence[str], texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """Raw logits (float32) of the flat pairs ``(queries[i], texts[i])``, in input order."""
+    def score(
+        self,
+        queries: Sequence[str],
+        texts: Sequence[str],
+        show_progress: bool = False,
+        *,
+        groups: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Raw logits (float32) of the flat pairs ``(queries[i], texts[i])``, in input order.
+
+        Pairs are batched with pairs of their own group only (``groups[i]``; default: pairs of the same query text),
+        so a pair's logit does not depend on what else is scored with it."""
         if len(queries) != len(texts):
             raise DataError(f"score needs as many queries as texts, got {len(queries)} and {len(texts)}")
         if not queries:
@@ -466,10 +490,15 @@ class CrossEncoderReranker:
             return self._score_remembered(keys, lambda new: self.encoder.encode(*zip(*new, strict=True)), show_progress)
         pairs = self.encoder.encode(queries, texts)
         self._count_truncation(pairs.truncated, len(queries))
-        return self.score_encoded(pairs, show_progress)
+        return self.score_encoded(pairs, show_progress, groups=query_groups(queries) if groups is None else groups)
 
     def score_tokens(
-        self, queries: Sequence[str], doc_tokens: Sequence[Sequence[int]], show_progress: bool = False
+        self,
+        queries: Sequence[str],
+        doc_tokens: Sequence[Sequence[int]],
+        show_progress: bool = False,
+        *,
+        groups: Sequence[int] | np.ndarray | None = None,
     ) -> np.ndarray:
         """:meth:`score` of ``(queries[i], document i)`` given the documents' token ids (this tokenizer's, without
         special tokens, e.g. an index's stored tokens): only the queries are tokenized.
@@ -490,7 +519,7 @@ class CrossEncoderReranker:
             )
         pairs = self.encoder.encode_tokens(queries, doc_tokens)
         self._count_truncation(pairs.truncated, len(queries))
-        return self.score_encoded(pairs, show_progress)
+        return self.score_encoded(pairs, show_progress, groups=query_groups(queries) if groups is None else groups)
 
     def _score_remembered(
         self,
@@ -504,18 +533,30 @@ class CrossEncoderReranker:
         if new:
             pairs = encode(new)
             self._count_truncation(pairs.truncated, len(new))
-            memo.update(zip(new, self.score_encoded(pairs, show_progress).tolist(), strict=True))
+            scores = self.score_encoded(pairs, show_progress, groups=query_groups([query for query, _ in new]))
+            memo.update(zip(new, scores.tolist(), strict=True))
         return np.array([memo[key] for key in keys], dtype=np.float32)
 
-    def score_encoded(self, pairs: EncodedPairs, show_progress: bool = False) -> np.ndarray:
-        """Logits of pre-tokenized pairs: token-budget batches, longest first, input order restored."""
+    def score_encoded(
+        self, pairs: EncodedPairs, show_progress: bool = False, *, groups: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """Logits of pre-tokenized pairs: token-budget batches, longest first, input order restored.
+
+        ``groups`` (each pair's query, as :func:`query_groups` numbers them): batches never mix queries, and on the
+        CPU hold at most :data:`QUERY_BATCH_ROWS` pairs, so a pair's logit depends only on its own query's pairs
+        (:mod:`searchkit.text.batching`); without it, any pairs share batches (wider, for one-off scoring).
+        """
         import torch
 
         count = len(pairs.input_ids)
         scores = np.zeros(count, dtype=np.float32)
-        batches: Any = token_budget_batches(
-            [len(ids) for ids in pairs.input_ids], max_tokens=self.batch_tokens, max_rows=self.batch_size
-        )
+        lengths = [len(ids) for ids in pairs.input_ids]
+        batches: Any
+        if groups is None:
+            batches = token_budget_batches(lengths, max_tokens=self.batch_tokens, max_rows=self.batch_size)
+        else:
+            rows = self.batch_size if self.device.startswith("cuda") else min(self.batch_size, QUERY_BATCH_ROWS)
+            batches = grouped_batches(lengths, groups, max_tokens=self.batch_tokens, max_rows=rows)
         order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
         if show_progress:
             batches = tqdm(batches, desc="rerank", unit="batch", dynamic_ncols=True)
@@ -582,8 +623,10 @@ class CrossEncoderReranker:
                 raise DataError(f"query {query!r}: {len(hits)} candidates but {len(hit_documents)} {kind}")
             flat_queries.extend([query] * len(hits))
             flat_documents.extend(hit_documents)
+        # each query's pairs batched on their own, even when two queries are the same text
+        groups = np.repeat(np.arange(len(candidates)), [len(hits) for hits in candidates])
         if doc_tokens is not None:
-            scores = self.score_tokens(flat_queries, flat_documents)
+            scores = self.score_tokens(flat_queries, flat_documents, groups=groups)
         else:
-            scores = self.score(flat_queries, flat_documents)
+            scores = self.score(flat_queries, flat_documents, groups=groups)
         return mix_scores(candidates, scores, None)

@@ -23,7 +23,7 @@ from searchkit.config import DenseConfig
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
 from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
 from searchkit.models.tokenizers import tokenizer_fingerprint
-from searchkit.text.batching import pad_rows, token_budget_batches
+from searchkit.text.batching import grouped_batches, pad_rows, token_budget_batches
 from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -135,14 +135,19 @@ class Encoder:
             self._special = (full[:start], full[start + len(bare) :])
         return self._special
 
-    def embed_tokens(self, ids: Sequence[Sequence[int]], progress: Any = None) -> np.ndarray:
-        """Embed token id lists in token-budget batches, longest first; rows come back in input order."""
+    def embed_tokens(self, ids: Sequence[Sequence[int]], progress: Any = None, *, alone: bool = False) -> np.ndarray:
+        """Embed token id lists in token-budget batches, longest first; rows come back in input order.
+
+        ``alone``: every row in a batch of its own (queries: a query's embedding then never depends on the other
+        queries encoded with it, :mod:`searchkit.text.batching`; it also pads nothing)."""
         import torch
 
         n = len(ids)
-        batches = token_budget_batches(
-            [len(row) for row in ids], max_tokens=self.batch_tokens, max_rows=self.batch_size
-        )
+        lengths = [len(row) for row in ids]
+        if alone:
+            batches = grouped_batches(lengths, range(n), max_tokens=self.batch_tokens, max_rows=1)
+        else:
+            batches = token_budget_batches(lengths, max_tokens=self.batch_tokens, max_rows=self.batch_size)
         out: np.ndarray | None = None
         with torch.inference_mode():
             for batch in batches:
@@ -163,9 +168,9 @@ class Encoder:
                     progress.update(len(batch))
         return out if out is not None else np.empty((0, self.dim), dtype=np.float32)
 
-    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
-        """(len(texts), dim) float32 embeddings."""
-        return self.embed_tokens(self.tokenize(texts), progress=progress)
+    def encode(self, texts: Sequence[str], progress: Any = None, *, alone: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings (``alone``: each text in a batch of its own, as queries are)."""
+        return self.embed_tokens(self.tokenize(texts), progress=progress, alone=alone)
 
 
 _ENCODERS: dict[tuple[Any, ...], Encoder] = {}

@@ -75,6 +75,10 @@ logger = logging.getLogger(__name__)
 
 
 STATE_VERSION = 1
+RESCORE_MARGIN = 8
+"""Candidates FAISS returns beyond k, all re-scored from the stored embeddings one query at a time: a query's
+scores and top k then never depend on the queries searched with it (FAISS's batched and single-query inner products
+differ by ~1e-7, enough to swap near-ties), and a compressed index (PQ, SQ) gets its top k re-ranked exactly."""
 
 
 ShardWriter = Callable[[int, np.ndarray], None]
@@ -549,8 +553,9 @@ class DenseRetriever:
         return self._encoder
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        """(len(queries), dim) float32 query embeddings (with ``query_prefix``); queries the model cannot read (more
-        than ``max_unknown`` unknown tokens) are logged, once per retriever."""
+        """(len(queries), dim) float32 query embeddings (with ``query_prefix``), each query encoded alone (the same
+        query gets the same vector whatever it is batched with); queries the model cannot read (more than
+        ``max_unknown`` unknown tokens) are logged, once per retriever."""
         if not self._queries_checked and queries:
             share = unreadable(self.encoder.tokenizer, list(queries), self.config.max_unknown)
             if share is not None:
@@ -559,7 +564,8 @@ class DenseRetriever:
                     "dense: %s",
                     unreadable_message("the dense model", self.config.model, share, len(queries), "the queries"),
                 )
-        return self.encoder.encode([self.config.query_prefix + query for query in queries])
+        # each query alone: its embedding, hits and scores never depend on the queries searched with it
+        return self.encoder.encode([self.config.query_prefix + query for query in queries], alone=True)
 
     def search_vectors(self, vectors: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[list[Hit]]:
         """Top-k hits for each query vector (inner product), ordered by ``sort_hits``; with ``allowed`` (a bool
@@ -580,20 +586,26 @@ class DenseRetriever:
         if self.where != "cpu" and (k > GPU_MAX_K or selected is not None):  # no ID selectors on the GPU
             index = self._large_k_index()
         queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        wanted = min(k + RESCORE_MARGIN, self.num_docs if selected is None else int(np.count_nonzero(selected)))
         if selected is None:
-            scores, rows = index.search(queries, k)
+            _, rows = index.search(queries, wanted)
         else:
-            scores, rows = search_selected(index, queries, k, selected, self.config)
-        scores = scores.astype(np.float64)
+            _, rows = search_selected(index, queries, wanted, selected, self.config)
         rows = rows.astype(np.int64, copy=False)
-        ties = (scores[:, 1:] == scores[:, :-1]).any(axis=1)
-        missing = bool((rows < 0).any())  # FAISS pads with -1 when it finds fewer than k
         results = []
         for q in range(len(rows)):
-            row_ids, row_scores = (rows[q][rows[q] >= 0], scores[q][rows[q] >= 0]) if missing else (rows[q], scores[q])
-            ranked = sort_ranking(row_ids, row_scores, self._table.keys) if ties[q] else Ranking(row_ids, row_scores)
-            results.append(ranked)
+            found = rows[q][rows[q] >= 0]  # FAISS pads with -1 when it finds fewer
+            exact = self.score_vector(queries[q], found)
+            ranked = sort_ranking(found, exact, self._table.keys)
+            results.append(Ranking(ranked.rows[:k], ranked.scores[:k]))
         return results
+
+    def score_vector(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The inner products of ``vector`` with the stored embeddings of ``rows`` (float32 from the fp16 rows, one
+        query at a time): every dense score searchkit reports, in search and in cascade, is this one number."""
+        picked = np.asarray(self.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
+        scores: np.ndarray = (picked @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
+        return scores
 
     def _large_k_index(self) -> Any:
         if self._cpu_index is None:
@@ -636,6 +648,5 @@ class DenseRetriever:
         if live:
             vectors = self.encode_queries([queries[i] for i in live])
             for i, vector in zip(live, vectors, strict=True):
-                picked = np.asarray(rows[i], dtype=np.int64)
-                out[i] = np.asarray(self.embeddings[picked], dtype=np.float32) @ vector
+                out[i] = self.score_vector(vector, np.asarray(rows[i], dtype=np.int64))
         return out

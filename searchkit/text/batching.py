@@ -3,11 +3,18 @@
 A transformer's cost grows with ``rows x width`` (the width being the batch's longest sequence), so batches are
 cut from sequences sorted longest first, each holding as many rows as fit in ``max_tokens`` padded tokens (at most
 ``max_rows``). Short sequences then travel in wide batches, long ones in narrow ones, and almost no padding is
-computed. The dense encoder and the reranker both batch through here, and both put scores back in input order, so
-a result never depends on the batch it landed in (beyond float rounding).
+computed. The dense encoder and the reranker both batch through here and put scores back in input order.
+
+Same query, same answer. A row's result depends on the width its batch is padded to (CPU attention kernels sum
+the padded softmax in vector lanes: measured, eval/results/batch_invariance_cpu.md), so a query must never share a
+batch with another query's rows: :func:`grouped_batches` cuts batches within each group only (a query's own pairs
+for the reranker, each query alone for the encoder), and a query's scores are then the same whatever else is
+searched with it. Documents, encoded at build, keep the wide batches of :func:`token_budget_batches`.
 
 >>> [batch.tolist() for batch in token_budget_batches([3, 10, 4, 9], max_tokens=20, max_rows=8)]
 [[1, 3], [2, 0]]
+>>> [batch.tolist() for batch in grouped_batches([3, 10, 4, 9], [0, 1, 0, 1], max_tokens=20, max_rows=8)]
+[[2, 0], [1, 3]]
 >>> ids, mask = pad_rows([[5, 6, 7], [8]], [0, 1], pad_value=0)
 >>> ids.tolist(), mask.tolist()
 ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
@@ -55,3 +62,21 @@ def pad_rows(
         ids[i, cols] = seq
         mask[i, cols] = 1
     return ids, mask
+
+
+def grouped_batches(
+    lengths: Sequence[int] | np.ndarray, groups: Sequence[int] | np.ndarray, *, max_tokens: int, max_rows: int
+) -> list[np.ndarray]:
+    """:func:`token_budget_batches` cut within each group of rows (``groups[i]``: row i's group, e.g. its query),
+    groups in order of first appearance: no batch holds rows of two groups, so a row's batch, its width and its
+    result depend only on its own group."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    groups = np.asarray(groups)
+    batches: list[np.ndarray] = []
+    _, first = np.unique(groups, return_index=True)
+    for group in groups[np.sort(first)]:
+        rows = np.flatnonzero(groups == group)
+        batches.extend(
+            rows[batch] for batch in token_budget_batches(lengths[rows], max_tokens=max_tokens, max_rows=max_rows)
+        )
+    return batches

@@ -70,6 +70,7 @@ from searchkit.models.cross_encoder import (
 from searchkit.models.device import resolve_device
 from searchkit.models.loading import check_model_source, resolve_model
 from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
+from searchkit.models.vocabulary import extend_vocabulary, missing_characters
 from searchkit.ranking.fusion import interpolation_model, stage_features
 from searchkit.search import Searcher
 from searchkit.training.checkpoints import checkpoint_epoch, find_checkpoint, load_checkpoint, save_checkpoint
@@ -130,9 +131,13 @@ class _Trainer:
         model, tokenizer, base_identity = self._load_start()
         if cfg.init_from is not None and data.dev.queries:
             check_parent_split(data.dev.split, self.parent_card, cfg.init_from)
+        texts = [query.text for query in data.train] + list(data.texts.values())
+        if cfg.extend_vocabulary:
+            characters = missing_characters(tokenizer, texts)
+            model, tokenizer = extend_vocabulary(model, tokenizer, characters, seed=cfg.seed)
+            base_identity = {**base_identity, "vocabulary_added": len(characters)}
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
-        texts = [query.text for query in data.train] + list(data.texts.values())
         sample = texts[:: max(1, len(texts) // UNKNOWN_SAMPLE)]
         check_readable(
             tokenizer, sample, cfg.max_unknown, "model", cfg.init_from or cfg.base_model, "the training data"
