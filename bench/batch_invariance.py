@@ -59,12 +59,11 @@ def _encoder(dtype: str, queries: list[str]) -> dict[str, Any]:
     alone = encoder.encode(queries, alone=True)
     result: dict[str, Any] = {}
     for name, kwargs in (("alone (searchkit)", {"alone": True}), ("mixed batches (before)", {"alone": False})):
-        rng = random.Random(1)
         order = list(range(len(queries)))
+        random.Random(1).shuffle(order)  # once: every query lands in exactly one group of strangers
         start = time.perf_counter()
-        vectors = np.zeros_like(alone)
+        vectors = np.full_like(alone, np.nan)
         for group_start in range(0, len(order), 32):  # groups of 32 queries, as a server batch or a run batch
-            rng.shuffle(order)
             group = order[group_start : group_start + 32]
             vectors[group] = encoder.encode([queries[i] for i in group], **kwargs)
         seconds = time.perf_counter() - start
