@@ -2,7 +2,8 @@
 and runs (all optionally gzip'd), and ir-datasets ids (``irds:beir/scifact/test``).
 
 Modules: ``files`` (sources, paths, hashes, atomic writes, lines), ``records`` (JSON and TSV records, ids, the
-checks every field passes), ``documents`` (corpora, queries, id lists), ``trec`` (qrels and runs). Every public
+checks every field passes), ``documents`` (corpora, queries, id lists), ``trec`` (qrels and runs), ``feedback``
+(the server's impression and feedback log, SQLite). Every public
 name is importable from ``searchkit.formats``.
 
 A *source* is a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), one file
@@ -40,6 +41,7 @@ each one line naming the file (and the line and field where there is one), never
 from __future__ import annotations
 
 from searchkit.formats.documents import document_text, duplicate_summary, read_corpus, read_ids, read_queries
+from searchkit.formats.feedback import FEEDBACK_KINDS, Feedback, FeedbackLog, Impression, hash_query
 from searchkit.formats.files import (
     IRDS_PREFIX,
     MODEL_FILE_SUFFIXES,
@@ -80,10 +82,14 @@ from searchkit.formats.trec import is_qrels_header, read_qrels, read_run, write_
 
 __all__ = [
     "DOC_ID_HEADERS",
+    "FEEDBACK_KINDS",
     "IRDS_PREFIX",
     "MAX_DIGITS",
     "MODEL_FILE_SUFFIXES",
     "QUERY_ID_HEADERS",
+    "Feedback",
+    "FeedbackLog",
+    "Impression",
     "Records",
     "Source",
     "beir_file",
@@ -96,6 +102,7 @@ __all__ = [
     "gather_ragged",
     "get_id",
     "get_text",
+    "hash_query",
     "id_problem",
     "irds_records",
     "is_irds",

@@ -1,4 +1,5 @@
-"""TODO docstring (from searchkit/formats.py)."""
+"""Sources and files: what a path names (BEIR folder, JSONL/TSV file, ``irds:`` id), content hashes, atomic
+writes (temp file + ``os.replace``), and line iteration that accepts LF/CRLF, a UTF-8 BOM, gzip and blank lines."""
 
 from __future__ import annotations
 

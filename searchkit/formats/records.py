@@ -1,4 +1,6 @@
-"""TODO docstring (from searchkit/formats.py)."""
+"""Records and the checks every field passes: JSON and TSV lines parsed without guessing, ids (single printable
+tokens, whitespace and control characters refused), integers within Python's int-string limit, finite numbers and
+no lone surrogates; each failure a DataError naming the file, line and field."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (from searchkit/formats.py)."""
+"""TREC qrels and runs (and BEIR qrels TSV), read and written: a header only when the line is exactly one, integer
+grades, a document judged twice with two grades refused, runs sorted by :func:`searchkit.types.sort_hits`
+(trec_eval's tie order) and written atomically, optionally gzip'd."""
 
 from __future__ import annotations
 
