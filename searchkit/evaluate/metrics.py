@@ -157,12 +157,15 @@ def evaluate(
     query_ids: Iterable[str] | None = None,
     unjudged: str = "zero",
     corpus_ids: Iterable[str] | None = None,
+    log_problems: bool = True,
 ) -> Evaluation:
     """Score ``run`` against ``qrels`` with ir-measures.
 
     The query set is ``query_ids`` when given, else the judged queries of ``qrels``. Judged queries missing
     from the run score 0 and stay in the mean. Queries of ``query_ids`` without any judgment score 0
     (``unjudged="zero"``) or are left out (``"skip"``). Hits are ranked by :func:`sort_hits` before scoring.
+    What is odd about the inputs (:class:`EvalReport`) is logged unless ``log_problems`` is false (a caller scoring
+    many runs over the same queries logs it once).
     """
     if unjudged not in UNJUDGED_MODES:
         raise ConfigError(f"unjudged must be one of {', '.join(UNJUDGED_MODES)}, got {unjudged!r}")
@@ -205,7 +208,7 @@ def evaluate(
         duplicate_hits=IdCount.of(duplicates),
         unknown_docs=unknown,
     )
-    for problem, line in report._entries():
+    for problem, line in report._entries() if log_problems else ():
         logger.log(logging.WARNING if problem else logging.INFO, line)
 
     per_query = {qid: dict.fromkeys(measures, 0.0) for qid in sorted(query_set)}

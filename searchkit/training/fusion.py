@@ -84,7 +84,7 @@ def fit_weights(
                 qid: sort_hits(Hit(h.doc_id, float(s)) for h, s in zip(head, fuse(model, feats), strict=True))
                 for qid, head, feats in zip(query_ids, heads, features, strict=True)
             }
-            cache[key] = float(evaluate(run, dev_qrels, [metric]).aggregate[metric])
+            cache[key] = float(evaluate(run, dev_qrels, [metric], log_problems=not cache).aggregate[metric])
         return cache[key]
 
     alone = {name: score({name: 1.0}) for name in names}
