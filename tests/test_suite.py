@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,105 @@ expected = {{ "nDCG@10" = 0.5 }}
     assert row.first_stage is not None and row.first_stage["R@3"] == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="'bm25' does not rerank"):
         with_reranker(plain, other, "ablation")
+
+
+# ------------------------------------------------------------------------------------- datasets from recipes
+
+RECIPE_SUITE = """
+[suite]
+name = "recipe"
+metrics = ["nDCG@10"]
+
+[datasets.tiny]
+recipe = "tiny-index.toml"
+
+[[conditions]]
+name = "en"
+dataset = "tiny"
+mode = "bm25"
+k = 10
+expected = {{ "nDCG@10" = 0.6 }}
+
+[[conditions]]
+name = "bigram"
+dataset = "tiny"
+mode = "bm25.cjk-bigram"
+k = 10
+expected = {{ "nDCG@10" = {bigram} }}
+
+[[conditions]]
+name = "fused"
+dataset = "tiny"
+mode = "hybrid"
+fusion = {{ stages = ["bm25", "bm25.cjk-bigram"] }}
+k = 10
+expected = {{ "nDCG@10" = 0.6 }}
+"""
+
+TINY_INDEX_RECIPE = """
+corpus = "{source}"
+output = "indexes/tiny-two"
+
+[[bm25]]
+analyzer = "en"
+
+[[bm25]]
+analyzer = "cjk-bigram"
+"""
+
+
+def test_a_dataset_built_from_an_index_recipe_serves_every_stage(tmp_path: Path) -> None:
+    from searchkit.evaluate.metrics import evaluate
+    from searchkit.evaluate.runs import run_queries
+    from searchkit.formats import read_qrels
+    from searchkit.index import Index
+    from searchkit.search import Searcher
+
+    write_suite(tmp_path, TINY_INDEX_RECIPE.format(source=TINY.as_posix()), "tiny-index.toml")
+    built = Index.build(TINY, tmp_path / "oracle", bm25=[BM25Config(), BM25Config(analyzer="cjk-bigram")])
+    queries = select_queries(TINY, "test")  # every query of the file, unjudged ones scored 0, as the suite does
+    oracle_run = run_queries(Searcher(built, mode="bm25.cjk-bigram"), queries, 10)
+    ids = [q.query_id for q in queries]
+    bigram = evaluate(oracle_run, read_qrels(TINY, "test"), ["nDCG@10"], query_ids=ids).aggregate["nDCG@10"]
+    suite = load_suite(write_suite(tmp_path, RECIPE_SUITE.format(bigram=round(bigram, 4))))
+    assert suite.datasets["tiny"].source == TINY.resolve()
+    assert suite.conditions[1].index == (tmp_path / "indexes" / "tiny-two").resolve()
+
+    result = run_suite(suite, check=True, write=False)
+    assert result.passed, result.format()
+    assert [c.index["action"] for c in result.conditions] == ["built", "built", "built"]  # one build, shared
+    assert set(result.conditions[0].index["components"]) == {"bm25", "bm25.cjk-bigram"}
+    assert result.conditions[1].evaluation.aggregate["nDCG@10"] == approx(bigram)
+    assert run_suite(suite, write=False).conditions[0].index["action"] == "reused"
+
+
+@pytest.mark.parametrize(
+    ("condition_extra", "dataset_extra", "message"),
+    [
+        ("bm25 = { k1 = 1.2 }", "", "is built from its recipe: set bm25 there"),
+        ('index = "elsewhere"', "", "is built from its recipe: set index there"),
+        ("", 'source = "x"', "give either 'recipe' or 'source'"),
+        ("", "", ""),
+    ],
+)
+def test_recipe_datasets_refuse_settings_of_their_own(
+    tmp_path: Path, condition_extra: str, dataset_extra: str, message: str
+) -> None:
+    write_suite(tmp_path, TINY_INDEX_RECIPE.format(source=TINY.as_posix()), "tiny-index.toml")
+    text = RECIPE_SUITE.format(bigram=0.5).replace(
+        'recipe = "tiny-index.toml"', f'recipe = "tiny-index.toml"\n{dataset_extra}'
+    )
+    text = text.replace('mode = "bm25.cjk-bigram"', f'mode = "bm25.cjk-bigram"\n{condition_extra}')
+    path = write_suite(tmp_path, text)
+    if not message:
+        assert load_suite(path).conditions[1].mode == "bm25.cjk-bigram"
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_suite(path)
+
+
+def test_stage_modes_need_a_recipe_dataset(tmp_path: Path) -> None:
+    text = TINY_SUITE.format(source=TINY.as_posix(), ndcg=0.6).replace('mode = "bm25"', 'mode = "bm25.zh"')
+    refusal = "mode: must be one of bm25, dense, hybrid, cascade, got 'bm25.zh'"
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        load_suite(write_suite(tmp_path, text))

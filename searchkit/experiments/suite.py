@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from searchkit.config import (
-    BM25Config,
-    DenseConfig,
+    IndexRecipe,
     RerankConfig,
     config_to_dict,
 )
@@ -35,6 +34,7 @@ from searchkit.evaluate.tables import format_score, format_table, render_table, 
 from searchkit.experiments.suite_file import Condition, Suite, local_path, restrict_to_split
 from searchkit.formats import read_qrels, read_queries, source_sha256, write_run
 from searchkit.index import Index
+from searchkit.index.components import bm25_components
 from searchkit.models.cross_encoder import MODEL_FIELDS, CrossEncoderReranker
 from searchkit.search import Searcher
 from searchkit.types import ConfigError, IndexFormatError, Qrels, Query
@@ -181,8 +181,14 @@ def run_suite(
             group = [c for c in chosen if c.index == cond.index]
             bm25 = next((c.bm25 for c in group if c.bm25 is not None), None)
             dense = next((c.dense for c in group if c.dense is not None), None)
+            recipe = dataset.recipe
+            wanted = (
+                {**bm25_components(recipe.bm25), **({"dense": recipe.dense} if recipe.dense else {})}
+                if recipe is not None
+                else {name: cfg for name, cfg in (("bm25", bm25), ("dense", dense)) if cfg is not None}
+            )
             indexes[cond.index] = _prepare_index(
-                cond.index, dataset.source, bm25, dense, show_progress, suite.rebuild if rebuild is None else rebuild
+                cond.index, dataset.source, wanted, show_progress, suite.rebuild if rebuild is None else rebuild, recipe
             )
         index, index_info = indexes[cond.index]
         if dataset.name not in data:
@@ -328,14 +334,15 @@ def _compare(aggregate: Mapping[str, float], expected: Mapping[str, float], tole
 def _prepare_index(
     path: Path,
     source: Path,
-    bm25: BM25Config | None,
-    dense: DenseConfig | None,
+    wanted: Mapping[str, Any],
     show_progress: bool,
     rebuild: bool = False,
+    recipe: IndexRecipe | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Open the index at ``path`` when it matches ``source`` and the configs (adding a missing component); build it
-    when there is none; rebuild one that differs only with ``rebuild``, else ConfigError naming the difference."""
-    wanted = {name: cfg for name, cfg in (("bm25", bm25), ("dense", dense)) if cfg is not None}
+    """Open the index at ``path`` when it matches ``source`` and the ``wanted`` component configs (adding a missing
+    ``bm25`` or ``dense``); build it when there is none; rebuild one that differs only with ``rebuild``, else
+    ConfigError naming the difference. An index ``recipe`` is built whole, as ``searchkit index build`` would."""
+    bm25, dense = wanted.get("bm25"), wanted.get("dense")
     started = time.perf_counter()
     action, why = "built", "no index yet"
     if path.exists():
@@ -346,6 +353,8 @@ def _prepare_index(
         else:
             differences = _differences(index, source, wanted)
             missing = [n for n in wanted if n not in index.manifest.get("components", {})]
+            if recipe is not None and missing:
+                differences = [f"it lacks {', '.join(missing)}, which {recipe.output.name}'s recipe builds"]
             if differences:
                 why = "; ".join(differences)
             elif missing:
@@ -365,7 +374,12 @@ def _prepare_index(
             )
     if action == "built":
         logger.info("building %s from %s: %s", path, source, why)
-        index = Index.build(source, path, bm25=bm25, dense=dense, overwrite=True, show_progress=show_progress)
+        if recipe is not None:
+            index = Index.build(source, path, bm25=recipe.bm25, dense=recipe.dense, tokens=recipe.tokens,
+                                filters=recipe.filters, overwrite=True, show_progress=show_progress,
+                                **recipe.fields)  # fmt: skip
+        else:
+            index = Index.build(source, path, bm25=bm25, dense=dense, overwrite=True, show_progress=show_progress)
     info = {
         "path": str(path),
         "action": action,

@@ -18,8 +18,10 @@ from searchkit.config import (
     BM25Config,
     DenseConfig,
     FusionConfig,
+    IndexRecipe,
     RerankConfig,
     config_from_dict,
+    load_index_recipe,
     load_recipe,
 )
 from searchkit.evaluate.metrics import (
@@ -39,7 +41,7 @@ _EXAMPLES = 5
 _SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild"}
 
 
-_DATASET_KEYS = {"source", "split", "index", "exclude_self", "unjudged"}
+_DATASET_KEYS = {"source", "recipe", "split", "index", "exclude_self", "unjudged"}
 
 
 _CONDITION_KEYS = {
@@ -60,7 +62,9 @@ _CONDITION_KEYS = {
 
 @dataclass(frozen=True)
 class SuiteDataset:
-    """A BEIR-layout dataset of a suite: ``source`` folder, qrels ``split``, default ``index`` path."""
+    """A BEIR-layout dataset of a suite: ``source`` folder, qrels ``split``, default ``index`` path; or an index
+    ``recipe`` (``indexes/*.toml``), whose corpus, output and component settings (several BM25 analyzers, say) the
+    conditions then share instead of giving their own."""
 
     name: str
     source: Path
@@ -68,6 +72,7 @@ class SuiteDataset:
     index: Path | None = None
     exclude_self: bool = False
     unjudged: str = "zero"
+    recipe: IndexRecipe | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ def load_suite(path: str | Path) -> Suite:
 
         [datasets.scifact]
         source = "../../shared/datasets/scifact"  # BEIR: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
+        # or recipe = "../indexes/qbqtc.toml": the index recipe gives source, index and every component's settings
+        # (conditions then give no bm25/dense tables; their mode may name any stage, e.g. "bm25.zh")
         split = "test"                        # default test
         index = "../indexes/scifact-bm25"     # where the index is built or reused (git-ignored)
         exclude_self = false                  # drop a query's own id from its results
@@ -124,7 +131,7 @@ def load_suite(path: str | Path) -> Suite:
         [[conditions]]
         name = "bm25"                         # unique
         dataset = "scifact"
-        mode = "bm25"                         # bm25 | dense | hybrid | cascade
+        mode = "bm25"                         # bm25 | dense | hybrid | cascade (| bm25.<analyzer>: recipe datasets)
         k = 100                               # hits per query (default 100)
         bm25 = { k1 = 1.5, b = 0.75 }         # BM25Config fields (bm25/hybrid/cascade; default BM25Config())
         dense = { model = "all-MiniLM-L6-v2" }  # DenseConfig fields (dense/hybrid/cascade)
@@ -177,13 +184,17 @@ def load_suite(path: str | Path) -> Suite:
     for name, table in check_keys(top.get("datasets", {}), set(top.get("datasets", {})), "[datasets]").items():
         where = f"[datasets.{name}]"
         table = check_keys(table, _DATASET_KEYS, where)
-        if "source" not in table:
-            raise fail(where, "missing key 'source'")
+        recipe = _dataset_recipe(table, base, lambda m, w=where: fail(w, m))
+        if recipe is None and "source" not in table:
+            raise fail(where, "missing key 'source' (or 'recipe', an index recipe)")
+        source = Path(recipe.corpus) if recipe is not None else base / table["source"]
+        index = recipe.output if recipe is not None else (base / table["index"] if "index" in table else None)
         datasets[name] = SuiteDataset(
             name=name,
-            source=(base / table["source"]).resolve(),
+            source=source.resolve(),
+            recipe=recipe,
             split=str(table.get("split", "test")),
-            index=(base / table["index"]).resolve() if "index" in table else None,
+            index=index.resolve() if index is not None else None,
             exclude_self=bool(table.get("exclude_self", False)),
             unjudged=_choice(table.get("unjudged", suite_unjudged), UNJUDGED_MODES, lambda m, w=where: fail(w, m)),
         )
@@ -228,8 +239,15 @@ def load_condition(
     if table["dataset"] not in datasets:
         raise fail(where, f"dataset {table['dataset']!r} is not defined; datasets: {', '.join(datasets) or 'none'}")
     dataset = datasets[table["dataset"]]
-    mode = _choice(table.get("mode", "bm25"), SUITE_MODES, lambda m: fail(f"{where} mode", m))
+    mode = table.get("mode", "bm25")
+    if not (dataset.recipe is not None and isinstance(mode, str) and mode.startswith("bm25.")):
+        mode = _choice(mode, SUITE_MODES, lambda m: fail(f"{where} mode", m))
     uses_bm25, uses_dense = mode != "dense", mode != "bm25"
+    if dataset.recipe is not None:
+        uses_bm25 = uses_dense = False  # the dataset's index recipe decides every component's settings
+        for key in ("bm25", "dense", "index"):
+            if key in table:
+                raise fail(f"{where} {key}", f"dataset {dataset.name!r} is built from its recipe: set {key} there")
     configs: dict[str, Any] = {}
     for key, cls, used in (
         ("bm25", BM25Config, uses_bm25),
@@ -275,6 +293,19 @@ def load_condition(
         unjudged=_choice(table.get("unjudged", dataset.unjudged), UNJUDGED_MODES, lambda m: fail(where, m)),
         expected=expected,
     )
+
+
+def _dataset_recipe(table: dict[str, Any], base: Path, error: Any) -> IndexRecipe | None:
+    """The dataset's index recipe when it names one (then ``source`` and ``index`` come from it, never beside it)."""
+    if "recipe" not in table:
+        return None
+    for key in ("source", "index"):
+        if key in table:
+            raise error(f"give either 'recipe' or '{key}': the recipe names the corpus and the index folder")
+    try:
+        return load_index_recipe(base / str(table["recipe"]))
+    except (ConfigError, OSError) as err:
+        raise error(f"recipe: {err}") from None
 
 
 def local_path(path: Path) -> str:
