@@ -41,6 +41,7 @@ COMMANDS = {
     "fit-fusion": LazyCommand(
         "searchkit.cli.train", "fit_fusion_command", "Fit a trained reranker's learned fusion on its dev queries."
     ),
+    "fuse": LazyCommand("searchkit.cli.runs", "fuse_command", "Fuse TREC run files (RRF, convex, CombSUM, CombMNZ)."),
     "index": LazyCommand("searchkit.cli.index", "index", "Build, inspect, update and verify index folders."),
     "run": LazyCommand("searchkit.cli.search", "run_command", "Search a query set and write a TREC run file."),
     "score": LazyCommand("searchkit.cli.eval", "score_command", "Score a TREC run against qrels."),
