@@ -14,7 +14,7 @@ from searchkit.evaluate.runs import run_queries
 from searchkit.formats import read_queries, read_run, write_run
 from searchkit.ranking.fusion import fuse_runs
 from searchkit.search import Searcher
-from searchkit.types import ConfigError, Hit, Run
+from searchkit.types import ConfigError, DataError, Hit, Run
 
 TINY = Path(__file__).parent / "data" / "tiny"
 
@@ -130,3 +130,106 @@ def test_fuse_cli_bad_weights_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert code == 1 and stderr.strip().count("\n") == 0 and "one weight per run" in stderr
     code, _, stderr = run_cli([*args, "--method", "convex", "--weights", "a,b"], capsys)
     assert code == 2 and "--weights" in stderr
+
+
+# ---------------------------------------------------------------------- rerank any run
+RUNS = Path(__file__).parent / "data" / "runs"
+
+
+@pytest.fixture(scope="module")
+def rerank_config(tiny_cross_encoder: Path) -> Any:
+    from searchkit.config import RerankConfig
+
+    return RerankConfig(str(tiny_cross_encoder), device="cpu", dtype="fp32", depth=3)
+
+
+def test_rerank_run_scores_another_systems_run_as_the_cross_encoder_does(
+    tiny_hybrid_index: Any, tiny_cross_encoder: Path, rerank_config: Any
+) -> None:
+    from scipy.special import logit
+    from sentence_transformers import CrossEncoder
+
+    from searchkit.formats import document_text
+
+    run = read_run(RUNS / "other-system.trec")
+    texts = {q.query_id: q.text for q in read_queries(TINY)}
+    reranked = Searcher(tiny_hybrid_index, rerank=rerank_config).rerank_run(texts, run)
+    oracle = CrossEncoder(str(tiny_cross_encoder), device="cpu")  # sigmoid of the logits, in fp32
+    assert list(reranked) == list(run)
+    for qid, hits in run.items():
+        head = hits[:3]
+        pairs = [(texts[qid], document_text(tiny_hybrid_index.document(h.doc_id))) for h in head]
+        expected = dict(zip([h.doc_id for h in head], logit(oracle.predict(pairs)).tolist(), strict=True))
+        got = reranked[qid]
+        assert {h.doc_id for h in got[:3]} == set(expected)
+        assert [h.score for h in got[:3]] == pytest.approx([expected[h.doc_id] for h in got[:3]], abs=1e-4)
+        assert [h.doc_id for h in got[3:]] == [h.doc_id for h in hits[3:]]  # the tail keeps its order, below
+        assert all(t.score < min(h.score for h in got[:3]) for t in got[3:])
+
+
+def test_reranking_a_searchkit_run_file_is_the_searchers_own_rerank(
+    tiny_hybrid_index: Any, rerank_config: Any, tmp_path: Path
+) -> None:
+    queries = list(read_queries(TINY))
+    path = tmp_path / "bm25.trec"
+    write_run(run_queries(Searcher(tiny_hybrid_index, mode="bm25"), queries, 8), path)
+    own = run_queries(Searcher(tiny_hybrid_index, mode="bm25", rerank=rerank_config), queries, 8)
+    texts = {q.query_id: q.text for q in queries}
+    from_file = Searcher(tiny_hybrid_index, rerank=rerank_config).rerank_run(texts, read_run(path), batch_size=2)
+    assert {qid: hits for qid, hits in from_file.items() if hits} == {qid: hits for qid, hits in own.items() if hits}
+
+
+def test_rerank_cli_reports_the_input_runs_recall_at_depth(
+    tiny_hybrid_index: Any, tiny_cross_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    out = tmp_path / "reranked.trec"
+    base = ["rerank", str(tiny_hybrid_index.path), str(RUNS / "other-system.trec"), "-o", str(out)]
+    args = [*base, "--queries", str(TINY), "--model", str(tiny_cross_encoder), "--depth", "3", "--device", "cpu"]
+    code, stdout, stderr = run_cli([*args, "--qrels", str(TINY), "-m", "nDCG@10", "--json"], capsys)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    # R@3 by hand: q1 {d1, d5} -> d1 of the top 3: 1/2; q2 {d3, d8}: 1; q4 {007}: 1; q3 {d2}, not in the run: 0
+    assert report["input"]["R@3"] == pytest.approx(0.625)
+    assert report["reranked"]["R@3"] == pytest.approx(0.625)  # reranking the top 3 cannot change what it holds
+    assert set(report["reranked"]) == {"R@3", "nDCG@10"}
+    assert read_run(out).keys() == {"q1", "q2", "q4"}
+
+    code, stdout, _ = run_cli([*args, "--qrels", str(TINY)], capsys)
+    assert code == 0 and "input other-system.trec" in stdout and "R@3" in stdout
+    by_corpus = tmp_path / "by-corpus.trec"
+    code, _, stderr = run_cli([*args[:4], str(by_corpus), *args[5:], "--corpus", str(TINY)], capsys)
+    assert code == 0, stderr
+    assert _close(read_run(by_corpus), read_run(out))
+
+
+def _close(a: Run, b: Run) -> bool:
+    return a.keys() == b.keys() and all(
+        [h.doc_id for h in a[q]] == [h.doc_id for h in b[q]]
+        and [h.score for h in a[q]] == pytest.approx([h.score for h in b[q]], abs=1e-5)
+        for q in a
+    )
+
+
+def test_rerank_candidates_missing_from_the_store_are_one_line(
+    tiny_hybrid_index: Any, tiny_cross_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["rerank", str(tiny_hybrid_index.path), str(RUNS / "unknown-docs.trec"), "-o", str(tmp_path / "o.trec")]
+    code, stdout, stderr = run_cli([*args, "--queries", str(TINY), "--model", str(tiny_cross_encoder)], capsys)
+    assert code == 1 and stdout == ""
+    lines = [line for line in stderr.splitlines() if line.strip() and "Loading weights" not in line]  # their bar
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "2 candidates" in stderr and "q1:d99" in stderr and "q2:x-17" in stderr and "--corpus" in stderr
+    assert not (tmp_path / "o.trec").exists()
+    texts = {"q1": "cats"}
+    with pytest.raises(DataError, match="1 of the run's 2 queries have no text"):
+        Searcher(tiny_hybrid_index, rerank=_config(tiny_cross_encoder)).rerank_run(
+            texts, read_run(RUNS / "unknown-docs.trec")
+        )
+
+
+def _config(model: Path) -> Any:
+    from searchkit.config import RerankConfig
+
+    return RerankConfig(str(model), device="cpu", dtype="fp32")
