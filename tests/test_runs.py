@@ -199,8 +199,9 @@ def test_rerank_cli_reports_the_input_runs_recall_at_depth(
     code, stdout, _ = run_cli([*args, "--qrels", str(TINY)], capsys)
     assert code == 0 and "input other-system.trec" in stdout and "R@3" in stdout
     by_corpus = tmp_path / "by-corpus.trec"
-    code, _, stderr = run_cli([*args[:4], str(by_corpus), *args[5:], "--corpus", str(TINY)], capsys)
+    code, stdout, stderr = run_cli([*args[:4], str(by_corpus), *args[5:], "--corpus", str(TINY), "--json"], capsys)
     assert code == 0, stderr
+    assert json.loads(stdout) == {"output": str(by_corpus), "depth": 3, "queries": 3}
     assert _close(read_run(by_corpus), read_run(out))
 
 

@@ -104,7 +104,7 @@ def fuse_command(
 @click.option("--split", default="test", show_default=True, help="Qrels split when --qrels is a BEIR folder.")
 @click.option("-m", "--metric", "metrics", multiple=True, help="Metric for the report (repeatable).")
 @click.option("--tag", default="searchkit-rerank", show_default=True, help="Run tag (TREC column 6).")
-@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The report (or, without --qrels, what was written) as JSON.")
 def rerank_command(
     directory: Path,
     run_file: Path,
@@ -142,7 +142,10 @@ def rerank_command(
     write_run(reranked, output, tag=tag)
     message = f"wrote {output}: {len(reranked)} queries, top {searcher.rerank_depth} reranked"
     if qrels is None:
-        click.echo(message)
+        if as_json:
+            echo_json({"output": str(output), "depth": searcher.rerank_depth, "queries": len(reranked)})
+        else:
+            click.echo(message)
         return
     chosen = tuple(metrics) or DEFAULT_METRICS
     report = run_rerank_evaluation(first_stage, reranked, searcher.rerank_depth, read_qrels(qrels, split), chosen)
