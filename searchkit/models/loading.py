@@ -222,7 +222,7 @@ Face cache (`hf download org/m` where there is network; HF_HUB_CACHE names the c
     """
     text = " ".join(str(err).split())
     if "couldn't connect" in text or "offline mode" in text.lower():
-        text += f"; {hub_fix(name)}"
+        text = f"{text.rstrip('.')}; {hub_fix(name)}"
     return ConfigError(f"cannot load {what} {name!r}: {text}")
 
 
