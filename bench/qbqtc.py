@@ -224,7 +224,7 @@ def main() -> int:
             "",
             f"Dev: {len(dev)} train queries (seeded, graded >= 1); test: {len(test)} queries, read once per row.",
             "",
-            "| condition | k1 | b | dev nDCG@10 | test nDCG@10 | test MRR@10 | test R@100 | bm25s test nDCG@10 "
+            "| condition | k1 | b | dev nDCG@10 | test nDCG@10 | test RR@10 | test R@100 | bm25s test nDCG@10 "
             "| analysis docs/s | query p50 / p99 ms |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]

@@ -69,7 +69,7 @@ from searchkit.config import (
     load_dense_train_recipe,
     load_train_recipe,
 )
-from searchkit.evaluate.metrics import display_name
+from searchkit.evaluate.metrics import canonical_metric
 from searchkit.evaluate.tables import format_score, render_table
 from searchkit.experiments.suite import SuiteResult, run_suite
 from searchkit.experiments.suite_file import Condition, Suite, load_suite, with_reranker
@@ -351,7 +351,7 @@ def ensure_trained(
 
 def table(metrics: Sequence[str], rows: list[tuple[str, dict[str, float] | None, dict[str, Any] | None]]) -> str:
     """One line per reranked row: its metrics, then the training time and train pairs/s of the model behind it."""
-    body = [["row", *(display_name(m) for m in metrics), "train s", "pairs/s"]]
+    body = [["row", *(canonical_metric(m) for m in metrics), "train s", "pairs/s"]]
     for label, scores, figures in rows:
         seconds, rate = (figures or {}).get("seconds"), (figures or {}).get("pairs_per_second")
         body.append(

@@ -29,7 +29,7 @@ from searchkit.models.cross_encoder import CrossEncoderReranker
 from searchkit.ranking.arrays import DocIdTable, Ranking, sort_ranking
 from searchkit.ranking.fusion import convex_rows, mix_scores, reranker_only, rrf_rows
 from searchkit.retrieval.filters import FilterSpec, parse_filter
-from searchkit.types import ConfigError, Hit, Retriever, check_k
+from searchkit.types import ConfigError, DataError, Document, Hit, Retriever, Run, check_k, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,54 @@ class Searcher:
             fused = [convex_rows(first, second, keys, self.fusion.alpha) for first, second in per_query]
         return {**rows, "hybrid": fused}
 
+    def rerank_run(
+        self,
+        queries: Mapping[str, str],
+        run: Run,
+        *,
+        documents: Mapping[str, Document] | None = None,
+        batch_size: int = 256,
+    ) -> Run:
+        """Any run's candidates (a TREC run of another system, ``read_run``) re-scored by this Searcher's reranker,
+        exactly as ``search`` reranks its own first stage: the top :attr:`rerank_depth` of each query re-scored, in
+        query batches of ``batch_size``, mixed with the run's scores (and this index's BM25 and dense rankings, for a
+        card's learned fusion) as the card says; the rest keep their order below. ``queries[query_id]`` is each run
+        query's text. Texts come from this index's doc store (its stored tokens when the reranker's tokenizer matches)
+        or from ``documents`` (doc id -> Document, e.g. read from the corpus the run was made from).
+
+        A run query without a text, or a candidate missing from the store, is a DataError of one line (how many,
+        examples, and the fix).
+
+        >>> from searchkit.index import Index
+        >>> from searchkit.models.tiny import make_tiny_cross_encoder
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> index = Index.build("tests/data/tiny", folder / "idx")
+        >>> model = make_tiny_cross_encoder(folder / "ce", words=["cats", "mice", "solar"])
+        >>> searcher = Searcher(index, rerank=RerankConfig(str(model), device="cpu", dtype="fp32"))
+        >>> reranked = searcher.rerank_run({"q": "cats"}, {"q": [Hit("d1", 2.0), Hit("d2", 1.0)]})
+        >>> sorted(hit.doc_id for hit in reranked["q"])
+        ['d1', 'd2']
+        """
+        if self.reranker is None:
+            raise ConfigError("rerank_run needs a Searcher with a reranker (rerank=RerankConfig(MODEL))")
+        check_k(batch_size)
+        query_ids = list(run)
+        _check_rerank_inputs(query_ids, queries, run, self.rerank_depth, documents, self.index)
+        fusion = getattr(self.reranker, "fusion", None)
+        reranked: Run = {}
+        for start in range(0, len(query_ids), batch_size):
+            batch = query_ids[start : start + batch_size]
+            texts = [queries[qid] for qid in batch]
+            results = [sort_hits(run[qid]) for qid in batch]
+            stages = None
+            if fusion is not None and not reranker_only(fusion):  # the card's BM25 / dense features: this index's
+                stages = self._stages(texts, self.rerank_depth)
+            with self._timed("rerank"):
+                hits = self._reranked(texts, results, stages, documents)
+            reranked.update(zip(batch, hits, strict=True))
+        return reranked
+
     def _rerank(
         self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
     ) -> list[list[Hit]]:
@@ -255,21 +303,27 @@ class Searcher:
             return self._reranked(queries, results, stages)
 
     def _reranked(
-        self, queries: list[str], results: list[list[Hit]], stages: dict[str, list[list[Hit]]]
+        self,
+        queries: list[str],
+        results: list[list[Hit]],
+        stages: dict[str, list[list[Hit]]] | None,
+        documents: Mapping[str, Document] | None = None,
     ) -> list[list[Hit]]:
         assert self.reranker is not None
         heads = [hits[: self.rerank_depth] for hits in results]
         kwargs: dict[str, Any] = {}
-        stored = self._reranker_tokens()
+        stored = self._reranker_tokens() if documents is None else None
         texts: list[list[str]] | None = None
         if stored is not None:  # the index's token ids: the documents are neither read nor tokenized
             kwargs["doc_tokens"] = [stored.rows([self.index.row(hit.doc_id) for hit in head]) for head in heads]
+        elif documents is not None:
+            texts = [[document_text(documents[hit.doc_id]) for hit in head] for head in heads]
         else:
             texts = [[document_text(d) for d in self.index.documents([hit.doc_id for hit in head])] for head in heads]
         reranked = self.reranker.rerank_batch(queries, heads, texts, **kwargs)  # type: ignore[arg-type]
         fusion = getattr(self.reranker, "fusion", None)
         if fusion is not None and not reranker_only(fusion):  # the card's mix of its scores with the first stage's
-            per_query = self.per_query_stages(stages)
+            per_query = self.per_query_stages(stages or {}) or [{} for _ in heads]
             logits = [
                 [own[hit.doc_id] for hit in head]
                 for head, own in zip(heads, ({h.doc_id: h.score for h in new} for new in reranked), strict=True)
@@ -312,6 +366,42 @@ class Searcher:
         logger.info("reranker: scoring the index's stored document tokens (only queries are tokenized)")
         self._stored_tokens = stored
         return stored
+
+
+def _check_rerank_inputs(
+    query_ids: Sequence[str],
+    queries: Mapping[str, str],
+    run: Run,
+    depth: int,
+    documents: Mapping[str, Document] | None,
+    index: IndexBundle,
+) -> None:
+    """Every run query has a text and every candidate the reranker will score has a document, or one DataError line."""
+    textless = [qid for qid in query_ids if qid not in queries]
+    if textless:
+        raise DataError(
+            f"{len(textless)} of the run's {len(query_ids)} queries have no text in the queries given, e.g. "
+            f"{', '.join(textless[:5])}: pass the queries the run was made for"
+        )
+    missing = []
+    for qid in query_ids:
+        for hit in sort_hits(run[qid])[:depth]:
+            if documents is not None:
+                absent = hit.doc_id not in documents
+            else:
+                try:
+                    index.row(hit.doc_id)
+                    absent = False
+                except KeyError:
+                    absent = True
+            if absent:
+                missing.append(f"{qid}:{hit.doc_id}")
+    if missing:
+        where = "the corpus given" if documents is not None else f"{index.path}'s doc store"
+        raise DataError(
+            f"{len(missing)} candidates of the run's top {depth} are not in {where}, e.g. {', '.join(missing[:5])}: "
+            "rerank with the collection the run was made from (an index of it, or --corpus / documents=)"
+        )
 
 
 class _Filtered:

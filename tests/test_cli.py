@@ -87,8 +87,8 @@ def test_run_score_round_trip(index_dir: Path, tmp_path: Path, capsys: pytest.Ca
     assert code == 0, err
     lines = run_file.read_text().splitlines()
     assert lines[0].split()[:4] == ["q1", "Q0", "d1", "1"]
-    code, out, _ = run_cli(["score", str(TINY), str(run_file), "-m", "nDCG@10", "-m", "RR@10"], capsys)
-    assert code == 0 and "MRR@10" in out and "nDCG@10" in out
+    code, out, _ = run_cli(["score", str(TINY), str(run_file), "-m", "ndcg_cut_10", "-m", "mrr@10"], capsys)
+    assert code == 0 and out.splitlines()[0].split() == ["run", "nDCG@10", "RR@10"]
     code, out, _ = run_cli(["score", str(TINY), str(run_file), "--json"], capsys)
     assert set(json.loads(out)["aggregate"]) >= {"nDCG@10", "RR@10", "R@100", "AP"}
 
@@ -247,3 +247,12 @@ def test_index_analyze_shows_the_terms(index_dir: Path, capsys: pytest.CaptureFi
     assert "not in the index (ignored at query time): zebra" in out
     code, out, _ = run_cli(["index", "analyze", str(index_dir), "the of and"], capsys)
     assert "no terms" in out
+
+
+def test_score_help_states_the_tie_rule_and_the_names_it_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["score", "--help"], capsys)
+    text = " ".join(out.split())
+    assert code == 0
+    assert "by score, then by doc id, both descending (trec_eval's order)" in text
+    assert "RR@10 0.3333 here and from trec_eval, 1.0 from ir_measures.calc_aggregate" in text
+    assert "ndcg_cut_10" in text and "mrr@10" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from searchkit.evaluate.metrics import DEFAULT_METRICS, Evaluation, display_name, evaluate
+from searchkit.evaluate.metrics import DEFAULT_METRICS, Evaluation, canonical_metric, evaluate
 from searchkit.evaluate.runs import run_queries
 from searchkit.evaluate.tables import format_table, to_json
 from searchkit.types import ConfigError, DataError, Hit, Query
@@ -141,14 +141,81 @@ def test_nothing_to_evaluate_is_an_error() -> None:
         evaluate(GOLDEN_RUN, {}, ["RR@10"])
 
 
-def test_metric_names() -> None:
-    assert display_name("RR@10") == "MRR@10"
-    assert display_name("RR") == "MRR"
-    assert display_name("nDCG@10") == "nDCG@10"
-    assert display_name("R@100") == "R@100"
-    assert display_name("AP") == "AP"
-    # MRR@10 is accepted as input and keyed by its ir-measures name
-    assert set(evaluate(GOLDEN_RUN, GOLDEN_QRELS, ["MRR@10"]).aggregate) == {"RR@10"}
+PEER_NAMES = {
+    # trec_eval
+    "ndcg_cut_10": "nDCG@10",
+    "ndcg_cut.10": "nDCG@10",
+    "map": "AP",
+    "map_cut_100": "AP@100",
+    "recip_rank": "RR",
+    "P_5": "P@5",
+    "P.5": "P@5",
+    "recall_100": "R@100",
+    "success_10": "Success@10",
+    "ndcg": "nDCG",
+    "bpref": "Bpref",
+    "Rprec": "Rprec",
+    # ranx
+    "mrr@10": "RR@10",
+    "mrr": "RR",
+    "ndcg@10": "nDCG@10",
+    "recall@100": "R@100",
+    "precision@5": "P@5",
+    "map@100": "AP@100",
+    "hit_rate@10": "Success@10",
+    "r-precision": "Rprec",
+    # ir-measures, and the MRR alias it knows
+    "nDCG@10": "nDCG@10",
+    "RR@10": "RR@10",
+    "MRR@10": "RR@10",
+    "R@100": "R@100",
+    "P@5": "P@5",
+    "AP": "AP",
+}
+
+
+@pytest.mark.parametrize(("name", "canonical"), sorted(PEER_NAMES.items()))
+def test_peer_metric_names_are_one_metric(name: str, canonical: str) -> None:
+    assert canonical_metric(name) == canonical
+    ev = evaluate(GOLDEN_RUN, GOLDEN_QRELS, [name])
+    assert set(ev.aggregate) == {canonical}
+    assert ev.aggregate == evaluate(GOLDEN_RUN, GOLDEN_QRELS, [canonical]).aggregate
+
+
+def test_ranx_spellings_score_what_ranx_scores() -> None:
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import evaluate as ranx_evaluate
+
+    qrels = {"q1": {"d1": 1, "d3": 1}, "q2": {"d2": 1}}
+    run = {"q1": [Hit("d2", 3.0), Hit("d1", 2.0), Hit("d3", 1.0)], "q2": [Hit("d1", 2.0), Hit("d2", 1.0)]}
+    names = ["ndcg@10", "mrr@10", "map@100", "recall@2", "precision@2", "hit_rate@1", "r-precision"]
+    theirs = ranx_evaluate(
+        RanxQrels(qrels),
+        RanxRun({q: {h.doc_id: h.score for h in hits} for q, hits in run.items()}),
+        names,
+    )
+    ours = evaluate(run, qrels, names).aggregate
+    assert [ours[canonical_metric(n)] for n in names] == pytest.approx([theirs[n] for n in names])
+
+
+def test_a_trec_eval_name_for_several_metrics_is_refused() -> None:
+    with pytest.raises(ConfigError, match="trec_eval's name for 9 metrics"):
+        evaluate(GOLDEN_RUN, GOLDEN_QRELS, ["P"])
+
+
+def test_ties_follow_trec_eval_not_ir_measures_default() -> None:
+    """The tie rule written in `searchkit score --help` and the README, with its example."""
+    import ir_measures
+
+    run = {"q": [Hit("d1", 1.0), Hit("d2", 1.0), Hit("d3", 1.0)]}
+    qrels = {"q": {"d1": 1}}
+    assert evaluate(run, qrels, ["RR@10"]).aggregate["RR@10"] == pytest.approx(1 / 3)  # ranked d3, d2, d1
+    scores = {"q": {hit.doc_id: hit.score for hit in run["q"]}}
+    assert ir_measures.calc_aggregate([ir_measures.RR @ 10], qrels, scores)[ir_measures.RR @ 10] == 1.0
+    assert ir_measures.pytrec_eval.calc_aggregate([ir_measures.RR @ 10], qrels, scores)[
+        ir_measures.RR @ 10
+    ] == pytest.approx(1 / 3)
 
 
 @pytest.mark.parametrize("metric", ["FOO@10", "nDCG@x", "", "nDCG(junk=1)@10"])
@@ -161,7 +228,7 @@ def test_format_table_and_json() -> None:
     ev = evaluate(GOLDEN_RUN, GOLDEN_QRELS)
     table = format_table({"toy": ev, "other": {"nDCG@10": 0.5}}, DEFAULT_METRICS)
     lines = table.splitlines()
-    assert lines[0].split() == ["run", "nDCG@10", "MRR@10", "R@100", "AP"]
+    assert lines[0].split() == ["run", "nDCG@10", "RR@10", "R@100", "AP"]
     assert lines[2].split() == ["toy", "0.4637", "0.5000", "0.6667", "0.4444"]
     assert lines[3].split() == ["other", "0.5000", "-", "-", "-"]
     assert format_table([("toy", ev.aggregate)], ["RR@10"]).splitlines()[2].split() == ["toy", "0.5000"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import gzip
 import hashlib
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -461,6 +462,69 @@ def test_irds_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     for call in (read_corpus, read_queries, read_qrels):
         with pytest.raises(ConfigError, match="pip install ir-datasets"):
             call("irds:beir/scifact/test")
+
+
+def test_an_unknown_irds_id_is_one_line_with_the_fix() -> None:
+    pytest.importorskip("ir_datasets")
+    for call in (read_corpus, read_queries, read_qrels):
+        with pytest.raises(DataError) as err:
+            call("irds:beir/scifact/tset")
+        message = str(err.value)
+        assert "\n" not in message
+        assert message.startswith("irds:beir/scifact/tset: unknown ir-datasets id 'beir/scifact/tset'")
+        assert "https://ir-datasets.com" in message
+
+
+OFFLINE_SCRIPT = """
+import sys
+import requests
+
+def no_network(*args, **kwargs):  # what requests raises when DNS fails, at ir-datasets' download layer
+    raise requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='public.ukp.informatik.tu-darmstadt.de', port=443): Max retries exceeded "
+        "(Caused by NameResolutionError(\\"Failed to resolve 'public.ukp.informatik.tu-darmstadt.de' ([Errno -2] "
+        "Name or service not known)\\"))"
+    )
+
+requests.get = no_network
+requests.Session.get = no_network
+from searchkit.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_irds_offline_is_one_line_naming_the_id_and_the_fix(tmp_path: Path, verbose: bool) -> None:
+    """A subprocess over an empty IR_DATASETS_HOME (ir-datasets fixes its paths at import), the network cut where
+    ir-datasets downloads: one error line, and ir-datasets' own log lines only with -v."""
+    import subprocess
+
+    pytest.importorskip("ir_datasets")
+    script = tmp_path / "offline.py"
+    script.write_text(OFFLINE_SCRIPT)
+    home = tmp_path / "irds-home"
+    env = {**os.environ, "IR_DATASETS_HOME": str(home), "PYTHONPATH": str(REPO)}
+    args = [sys.executable, str(script), *(["-v"] if verbose else []), "index", "build"]
+    done = subprocess.run(
+        [*args, "--corpus", "irds:beir/scifact/test", "-o", str(tmp_path / "index")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    stderr = done.stderr.decode()  # bytes: text mode would turn a progress bar's \r into line ends
+    assert done.returncode == 1, stderr
+    lines = [line for line in stderr.split("\n") if line.strip() and "\r" not in line]  # \r: ir-datasets' bar
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert errors[0].startswith("error: irds:beir/scifact/test: ir-datasets could not download the docs")
+    assert "cannot resolve public.ukp.informatik.tu-darmstadt.de" in errors[0]
+    assert f"IR_DATASETS_HOME ({home})" in errors[0] and "where there is network" in errors[0]
+    irds_logs = [line for line in lines if line.startswith(("[INFO]", "[WARNING]"))]
+    assert bool(irds_logs) == verbose, stderr
+    if not verbose:
+        assert lines == errors
+    assert not (tmp_path / "index").exists()
 
 
 # --- the real SciFact files -------------------------------------------------------------------------------

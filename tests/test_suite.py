@@ -134,7 +134,7 @@ def test_run_suite_check_passes(tmp_path: Path) -> None:
     rows = {c.metric: c for c in cond.comparisons}
     assert rows["nDCG@10"].ok and rows["RR@10"].ok and rows["AP"].ok is None
     text = result.format()
-    assert "MRR@10" in text and "passed" in text and "k1=1.5" in text
+    assert "RR@10" in text and "MRR@10" not in text and "passed" in text and "k1=1.5" in text
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved["passed"] is True
     assert saved["conditions"][0]["index"]["fingerprint"] == cond.index["fingerprint"]

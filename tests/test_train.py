@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,7 @@ def test_init_from_continues_a_fine_tuned_reranker(straight: TrainResult, worksp
     config = json.loads((workspace / "base" / "config.json").read_text())
     config.update(id2label={"0": "no", "1": "yes"}, label2id={"no": 0, "yes": 1})
     (two / "config.json").write_text(json.dumps(config))
+    shutil.copyfile(workspace / "base" / "model.safetensors", two / "model.safetensors")  # a complete folder
     with pytest.raises(ConfigError, match="ONE output"):
         train(_config(workspace, "bad-parent", init_from=str(two)))
 

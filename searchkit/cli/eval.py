@@ -20,7 +20,16 @@ from searchkit.formats import read_qrels, read_queries, read_run
 @click.command("score", short_help="Score a TREC run against qrels.")
 @click.argument("qrels")
 @click.argument("run_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-m", "--metric", "metrics", multiple=True, help="ir-measures name (repeatable). Default: standard set.")
+@click.option(
+    "-m",
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metric (repeatable) in ir-measures (nDCG@10, RR@10, R@100, AP), trec_eval (ndcg_cut_10, recip_rank, map, "
+    "P_5) or ranx (ndcg@10, mrr@10, recall@100) spelling; printed by its ir-measures name. Default: "
+    + ", ".join(DEFAULT_METRICS)
+    + ".",
+)
 @click.option("--split", default="test", show_default=True, help="Qrels split when QRELS is a BEIR folder.")
 @click.option("--queries", default=None, help="Full query set: unjudged queries count as 0 (see --unjudged).")
 @click.option("--unjudged", default="zero", show_default=True, type=click.Choice(["zero", "skip"]))
@@ -36,7 +45,13 @@ def score_command(
     per_query: bool,
     as_json: bool,
 ) -> None:
-    """Score a TREC RUN_FILE against QRELS.  Python: evaluate(read_run(run), read_qrels(qrels), metrics)"""
+    """Score a TREC RUN_FILE against QRELS.  Python: evaluate(read_run(run), read_qrels(qrels), metrics)
+
+    Ties: hits are ranked by score, then by doc id, both descending (trec_eval's order), for every metric, whatever
+    the rank column says. ir-measures' default differs on ties (its RR keeps tied hits in file order): a query whose
+    hits d1, d2, d3 all score 1.0, with d1 relevant, gets RR@10 0.3333 here and from trec_eval, 1.0 from
+    ir_measures.calc_aggregate.
+    """
 
     chosen = tuple(metrics) or DEFAULT_METRICS
     query_ids = [query.query_id for query in read_queries(queries)] if queries else None

@@ -41,7 +41,11 @@ COMMANDS = {
     "fit-fusion": LazyCommand(
         "searchkit.cli.train", "fit_fusion_command", "Fit a trained reranker's learned fusion on its dev queries."
     ),
+    "fuse": LazyCommand("searchkit.cli.runs", "fuse_command", "Fuse TREC run files (RRF, convex, CombSUM, CombMNZ)."),
     "index": LazyCommand("searchkit.cli.index", "index", "Build, inspect, update and verify index folders."),
+    "rerank": LazyCommand(
+        "searchkit.cli.runs", "rerank_command", "Rerank any TREC run's candidates with a cross-encoder."
+    ),
     "run": LazyCommand("searchkit.cli.search", "run_command", "Search a query set and write a TREC run file."),
     "score": LazyCommand("searchkit.cli.eval", "score_command", "Score a TREC run against qrels."),
     "search": LazyCommand("searchkit.cli.search", "search_command", "Search an index for one query."),

@@ -1,7 +1,8 @@
 """Evaluation: run queries through any retriever, score runs with ir-measures, and run expected-score suites.
 
-Every metric is computed by ir-measures and named by its strings (``nDCG@10``, ``RR@10``, ``R@100``, ``AP``);
-``RR@k`` is printed as ``MRR@k``. The evaluator is built so it cannot be fooled:
+Every metric is computed by ir-measures and named by its strings (``nDCG@10``, ``RR@10``, ``R@100``, ``AP``), in
+tables and JSON alike; trec_eval's and ranx's spellings (``ndcg_cut_10``, ``recip_rank``, ``map``, ``mrr@10``) are
+accepted and read as those (:func:`parse_metric`). The evaluator is built so it cannot be fooled:
 
 - a query with judgments but no results scores 0 and stays in the mean (trec_eval ``-c``);
 - with ``query_ids`` (the full query set), queries without any judgment score 0 and stay in the mean
@@ -9,7 +10,10 @@ Every metric is computed by ir-measures and named by its strings (``nDCG@10``, `
   published tables follow); the report says which;
 - ties are broken one way for every metric, :func:`searchkit.types.sort_hits`'s (score, then doc_id, both
   descending, as trec_eval): hits are handed to ir-measures with scores derived from their rank in that order,
-  so no backend can re-break a tie;
+  so no backend can re-break a tie. ir-measures' own default differs on ties: it computes ``RR`` with its
+  ``msmarco`` provider, which keeps tied hits in the order given, so a query whose three hits ``d1, d2, d3`` all
+  score 1.0 with ``d1`` relevant gets RR@10 1/3 here (trec_eval ranks ``d3, d2, d1``) and 1.0 from
+  ``ir_measures.calc_aggregate``;
 - duplicate hits (the first, best-ranked one is kept), run queries without judgments and qrels documents
   unknown to the corpus are counted in an :class:`EvalReport` and logged, never silently dropped;
 - ids are strings; an int id is refused, since it has already lost its leading zeros.
@@ -25,6 +29,7 @@ Suites of expected scores (``eval/*.toml``) live in :mod:`searchkit.experiments.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,33 +50,82 @@ UNJUDGED_MODES = ("zero", "skip")
 EXAMPLES = 5
 
 
+RANX_NAMES = {
+    "ndcg": "nDCG",
+    "mrr": "RR",
+    "rr": "RR",
+    "map": "AP",
+    "ap": "AP",
+    "recall": "R",
+    "r": "R",
+    "precision": "P",
+    "p": "P",
+    "hit_rate": "Success",
+    "success": "Success",
+    "r-precision": "Rprec",
+    "rprec": "Rprec",
+    "bpref": "Bpref",
+}
+"""ranx's metric spellings (and lower-case ir-measures ones) -> ir-measures names; ``@k`` carries over as the cutoff."""
+
+
+_RANX_NAME = re.compile(r"(?P<name>[a-z_-]+)(?:@(?P<cutoff>\d+))?")
+
+
 def parse_metric(metric: str) -> Any:
-    """The ir-measures measure for ``metric``; an unknown or malformed name is a ConfigError."""
+    """The ir-measures measure for ``metric`` in any peer's spelling, by one parser: ir-measures' own names
+    (``nDCG@10``, ``RR@10``, ``MRR@10``, ``R@100``, ``P@5``, ``AP``), trec_eval's (``ndcg_cut_10``, ``ndcg_cut.10``,
+    ``map``, ``recip_rank``, ``P_5``, ``recall_100``, ``success_10``; through ``ir_measures.parse_trec_measure``) and
+    ranx's (``ndcg@10``, ``mrr@10``, ``map@100``, ``recall@100``, ``precision@5``, ``hit_rate@10``,
+    ``r-precision``). An unknown or malformed name, or a trec_eval name that stands for several metrics (``P``), is
+    a ConfigError.
+
+    >>> [str(parse_metric(m)) for m in ["ndcg_cut_10", "map", "recip_rank", "mrr@10", "recall@100", "P_5"]]
+    ['nDCG@10', 'AP', 'RR', 'RR@10', 'R@100', 'P@5']
+    """
+    text = metric.strip()
     try:
-        measure = ir_measures.parse_measure(metric)
+        return _checked(ir_measures.parse_measure(text))
+    except Exception as err:  # ir-measures raises NameError, ValueError, ... for bad names
+        reason = str(err)
+    try:
+        trec = ir_measures.parse_trec_measure(text)
+    except Exception:  # not a trec_eval name either
+        trec = None
+    if trec is not None and len(trec) > 1:
+        names = ", ".join(str(m) for m in trec)
+        raise ConfigError(f"metric {metric!r} is trec_eval's name for {len(trec)} metrics ({names}); give one")
+    if trec:
+        return _checked(trec[0])
+    ranx = _RANX_NAME.fullmatch(text.lower())
+    if ranx and ranx["name"] in RANX_NAMES:
+        cutoff = f"@{ranx['cutoff']}" if ranx["cutoff"] else ""
+        return _checked(ir_measures.parse_measure(RANX_NAMES[ranx["name"]] + cutoff))
+    raise ConfigError(
+        f"unknown metric {metric!r} ({reason}); use ir-measures (nDCG@10, RR@10, AP), trec_eval (ndcg_cut_10, "
+        "recip_rank, map) or ranx (ndcg@10, mrr@10, map) names"
+    )
+
+
+def _checked(measure: Any) -> Any:
+    try:
         measure.validate_params()  # parse_measure accepts any parameter name
         str(measure)
-        return measure
-    except Exception as err:  # ir-measures raises NameError, ValueError, ... for bad names
+    except Exception as err:
         raise ConfigError(
-            f"unknown metric {metric!r} ({err}); use ir-measures names such as nDCG@10, RR@10, AP"
+            f"unknown metric {measure!r} ({err}); use ir-measures names such as nDCG@10, RR@10, AP"
         ) from None
+    return measure
 
 
 def canonical_metric(metric: str) -> str:
-    """The ir-measures string of ``metric`` (``"MRR@10"`` -> ``"RR@10"``): the key used in every result."""
-    return str(parse_metric(metric))
+    """The ir-measures string of ``metric`` (``"MRR@10"``, ``"recip_rank"`` -> ``"RR@10"``, ``"RR"``): the one name
+    of a metric in every table, JSON file and result key.
 
-
-def display_name(metric: str) -> str:
-    """The name users expect to read: ``RR@10`` is printed ``MRR@10``; every other metric is unchanged.
-
-    >>> display_name("RR@10"), display_name("nDCG@10")
-    ('MRR@10', 'nDCG@10')
+    >>> canonical_metric("mrr@10"), canonical_metric("ndcg_cut.10"), canonical_metric("MRR@10")
+    ('RR@10', 'nDCG@10', 'RR@10')
     """
-    if metric == "RR" or metric.startswith(("RR@", "RR(")):
-        return "M" + metric
-    return metric
+    return str(parse_metric(metric))
 
 
 def check_unique(ids: Sequence[str], what: str) -> None:
@@ -140,7 +194,7 @@ class EvalReport:
 class Evaluation:
     """Scores of one run: ``aggregate[metric]`` over ``num_queries`` queries and ``per_query[qid][metric]``.
 
-    Metric keys are ir-measures strings (``"RR@10"``, printed ``MRR@10`` by :func:`display_name`).
+    Metric keys are ir-measures strings (``"RR@10"``), the names tables print too.
     """
 
     aggregate: dict[str, float]

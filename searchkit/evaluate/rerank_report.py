@@ -75,3 +75,32 @@ def rerank_evaluation(
         for name, run in runs.items()
     }
     return RerankEvaluation(depth, results["first_stage"], results["reranker"], results.get("fused"), runs)
+
+
+def run_rerank_evaluation(
+    first_stage: Run,
+    reranked: Run,
+    depth: int,
+    qrels: Qrels,
+    metrics: Sequence[str],
+    *,
+    query_ids: Iterable[str] | None = None,
+    unjudged: str = "zero",
+) -> RerankEvaluation:
+    """The report of a reranked run file (``searchkit rerank``), as suites give it: the input run with ``R@depth``
+    (what the reranker was handed) beside the reranked run (``reranker``: the run as the Searcher returns it, the
+    card's fusion included; ``fused`` is None), both over every metric and ``R@depth``.
+
+    >>> ev = run_rerank_evaluation({"q": [Hit("a", 2.0), Hit("b", 1.0), Hit("c", 0.5)]},
+    ...                            {"q": [Hit("b", 3.0), Hit("a", 1.0), Hit("c", -1.0)]}, 2, {"q": {"b": 1, "c": 1}},
+    ...                            ["RR@10"])
+    >>> ev.first_stage, ev.reranker
+    ({'R@2': 0.5, 'RR@10': 0.5}, {'R@2': 0.5, 'RR@10': 1.0})
+    """
+    wanted = list(dict.fromkeys([f"R@{max(depth, 1)}", *(canonical_metric(m) for m in metrics)]))
+    runs = {"first_stage": first_stage, "reranker": reranked}
+    results = {
+        name: evaluate(run, qrels, wanted, query_ids=query_ids, unjudged=unjudged, log_problems=name == "reranker")
+        for name, run in runs.items()
+    }
+    return RerankEvaluation(depth, results["first_stage"].aggregate, results["reranker"].aggregate, None, runs)

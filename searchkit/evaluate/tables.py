@@ -1,9 +1,10 @@
-"""Tables for people and JSON for machines: evaluation results as aligned text, metric names as users know them.
+"""Tables for people and JSON for machines: evaluation results as aligned text.
 
-Metrics keep their ir-measures names in JSON; tables print them as users expect (``RR@10`` as ``MRR@10``).
+A metric has one name everywhere, its ir-measures string (``RR@10``, ``nDCG@10``), in tables and JSON alike, however
+it was asked for (``mrr@10``, ``recip_rank``, ``MRR@10``: :func:`searchkit.evaluate.metrics.canonical_metric`).
 
->>> print(format_table([("bm25", {"nDCG@10": 0.5, "RR@10": 0.25})], ["nDCG@10", "RR@10"]))
-run   nDCG@10  MRR@10
+>>> print(format_table([("bm25", {"nDCG@10": 0.5, "RR@10": 0.25})], ["ndcg_cut_10", "mrr@10"]))
+run   nDCG@10   RR@10
 ----  -------  ------
 bm25   0.5000  0.2500
 """
@@ -17,23 +18,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from searchkit.evaluate.metrics import Evaluation, canonical_metric, display_name
+from searchkit.evaluate.metrics import Evaluation, canonical_metric
 
 TableRows = Mapping[str, "Evaluation | Mapping[str, float]"] | Sequence[tuple[str, "Evaluation | Mapping[str, float]"]]
 
 
 def format_table(rows: TableRows, metrics: Sequence[str]) -> str:
-    """A plain-text table: one row per named run, one column per metric (display names, 4 decimals).
+    """A plain-text table: one row per named run, one column per metric (ir-measures names, 4 decimals).
 
     ``rows``: ``{name: Evaluation or aggregate dict}`` or a list of ``(name, ...)`` pairs.
 
     >>> print(format_table([("bm25", {"nDCG@10": 0.68, "RR@10": 0.64})], ["nDCG@10", "RR@10"]))
-    run   nDCG@10  MRR@10
+    run   nDCG@10   RR@10
     ----  -------  ------
     bm25   0.6800  0.6400
     """
     keys = [canonical_metric(metric) for metric in metrics]
-    header = ["run", *(display_name(key) for key in keys)]
+    header = ["run", *keys]
     body = []
     for name, row in rows.items() if isinstance(rows, Mapping) else rows:
         values = row.aggregate if isinstance(row, Evaluation) else row

@@ -26,7 +26,6 @@ from searchkit.config import (
 )
 from searchkit.evaluate.metrics import (
     Evaluation,
-    display_name,
     evaluate,
 )
 from searchkit.evaluate.runs import run_queries
@@ -116,10 +115,10 @@ class SuiteResult:
             for c in cond.comparisons:
                 ok = "" if c.ok is None else ("ok" if c.ok else "FAIL")
                 delta = "" if c.delta is None else f"{c.delta:+.4f}".replace("-0.0000", "+0.0000")
-                table.append([display_name(c.metric), format_score(c.expected), format_score(c.got), delta, ok])
+                table.append([c.metric, format_score(c.expected), format_score(c.got), delta, ok])
             parts.append(_indent(render_table(table)))
             if cond.first_stage is not None:
-                values = ", ".join(f"{display_name(m)} {v:.4f}" for m, v in cond.first_stage.items())
+                values = ", ".join(f"{m} {v:.4f}" for m, v in cond.first_stage.items())
                 parts.append(_indent(f"first stage alone (what the reranker was given): {values}"))
             parts.extend(_indent(line) for line in cond.evaluation.report.lines())
         metrics = list(dict.fromkeys(m for cond in self.conditions for m in cond.evaluation.aggregate))

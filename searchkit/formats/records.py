@@ -4,8 +4,11 @@ no lone surrogates; each failure a DataError naming the file, line and field."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import os
 import re
 import sys
 import unicodedata
@@ -222,23 +225,73 @@ def get_text(record: dict[str, Any], name: str, path: Source, line: int, require
 
 def irds_records(source: str, kind: str, text_field: str = "", fallback: str = "") -> Records:
     """ir-datasets namedtuples (``docs``/``queries``/``qrels``) as dicts; text taken from ``text_field``, else
-    from ``fallback``, else from ``default_text()``."""
+    from ``fallback``, else from ``default_text()``.
+
+    Failures are one line naming the id and what to do: an unknown id, and data ir-datasets cannot fetch (offline: it
+    downloads on first use into ``IR_DATASETS_HOME``). ir-datasets' own log lines are kept quiet unless searchkit
+    logs at INFO (``-v``); its download bar still shows.
+    """
     try:
         import ir_datasets
     except ImportError:
         raise ConfigError(f"reading {source} needs ir-datasets: pip install ir-datasets") from None
+    name = source[len(IRDS_PREFIX) :]
+    with _irds_quiet(ir_datasets):
+        try:
+            dataset = ir_datasets.load(name)
+        except KeyError:
+            raise DataError(
+                f"unknown ir-datasets id {name!r}: ids are listed at https://ir-datasets.com (e.g. beir/scifact/test, "
+                "written irds:beir/scifact/test)",
+                source,
+            ) from None
+    return _irds_rows(ir_datasets, source, kind, dataset, text_field, fallback)
+
+
+def _irds_rows(module: Any, source: str, kind: str, dataset: Any, text_field: str, fallback: str) -> Records:
+    with _irds_quiet(module):
+        try:
+            items = getattr(dataset, f"{kind}_iter")()
+            for number, item in enumerate(items, start=1):
+                record = dict(item._asdict())
+                if text_field and text_field not in record and fallback in record:
+                    record[text_field] = record[fallback]
+                elif text_field and text_field not in record and hasattr(item, "default_text"):
+                    record[text_field] = item.default_text()
+                yield number, record
+        except (OSError, RuntimeError) as err:  # requests' errors are OSErrors; several mirrors: a RuntimeError
+            raise _irds_failure(source, kind, err) from None
+
+
+def _irds_failure(source: str, kind: str, err: BaseException) -> DataError:
+    """One line for data ir-datasets could not fetch or read: the id, the cause in short, and the fix."""
+    reason = " ".join(str(err).split())
+    resolve = re.search(r"Failed to resolve '([^']+)'", reason)
+    if resolve:
+        reason = f"cannot resolve {resolve[1]}"
+    elif len(reason) > 160:
+        reason = reason[:157] + "..."
+    home = os.environ.get("IR_DATASETS_HOME", "~/.ir_datasets")
+    network = type(err).__module__.split(".")[0] in ("requests", "urllib3") or "download sources failed" in reason
+    fix = (
+        f"ir-datasets downloads its data on first use into IR_DATASETS_HOME ({home}): run once where there is "
+        "network (or copy that folder here), or read a local copy (a BEIR folder or a .jsonl file)"
+        if network
+        else f"check or delete its files under IR_DATASETS_HOME ({home}) and try again"
+    )
+    what = "download" if network else "read"
+    return DataError(f"ir-datasets could not {what} the {kind} ({type(err).__name__}: {reason}); {fix}", source)
+
+
+@contextlib.contextmanager
+def _irds_quiet(module: Any) -> Iterator[None]:
+    """ir-datasets' logger (its own handler, on stderr) at ERROR while it works for us, unless searchkit logs INFO."""
+    easy = getattr(getattr(module, "log", None), "easy", None)  # creating it through ir-datasets sets its handler
+    logger = easy().logger() if easy is not None else logging.getLogger("ir_datasets")
+    previous = logger.level
+    if not logging.getLogger("searchkit").isEnabledFor(logging.INFO):
+        logger.setLevel(logging.ERROR)
     try:
-        dataset = ir_datasets.load(source[len(IRDS_PREFIX) :])
-    except KeyError:
-        raise DataError("unknown ir-datasets id", source) from None
-    return _irds_rows(getattr(dataset, f"{kind}_iter")(), text_field, fallback)
-
-
-def _irds_rows(items: Iterator[Any], text_field: str, fallback: str) -> Records:
-    for number, item in enumerate(items, start=1):
-        record = dict(item._asdict())
-        if text_field and text_field not in record and fallback in record:
-            record[text_field] = record[fallback]
-        elif text_field and text_field not in record and hasattr(item, "default_text"):
-            record[text_field] = item.default_text()
-        yield number, record
+        yield
+    finally:
+        logger.setLevel(previous)

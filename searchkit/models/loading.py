@@ -11,7 +11,10 @@ the tokenizer, the trainers' base models and ``init_from``):
 
 - a path that does not exist is "no such folder or model"; so is a Hugging Face name that is not in the local
   cache while ``HF_HUB_OFFLINE`` is set (rather than Hugging Face's ``Repo id must be in the form ...`` or a
-  connection error). A cached hub model is checked in its cache folder, then loads as before;
+  connection error), with the fix (put it in the cache, or pass a folder). A cached hub model is checked in its
+  cache folder, then loads as before;
+- a folder with a transformers ``config.json`` (a reranker's, or a sentence-transformers model's transformer
+  module) but no ``*.safetensors`` weights is incomplete, and refused naming the folder;
 - code that comes with a model is never run: an ``auto_map`` in ``config.json`` or ``tokenizer_config.json``, or a
   sentence-transformers module class outside ``sentence_transformers``, needs ``trust_remote_code``, which searchkit
   never enables (loaders also pass ``trust_remote_code=False``, so transformers refuses instead of prompting);
@@ -130,9 +133,17 @@ def check_model_source(name: str, what: str, *, source: str | None = None, layou
         raise ConfigError(
             f"{what} {name!r}: no such folder or model (no folder {path.absolute()}, and no Hugging Face model "
             f"{source!r} in the local cache {constants.HF_HUB_CACHE}; HF_HUB_OFFLINE is set, so nothing is "
-            "downloaded: pass a model folder, or unset HF_HUB_OFFLINE to download it)"
+            f"downloaded: {hub_fix(source)}, or unset HF_HUB_OFFLINE to download it)"
         )
     return source
+
+
+def hub_fix(source: str) -> str:
+    """What to do about a Hugging Face model that cannot be fetched: put it in the cache, or pass a folder."""
+    return (
+        f"put it in the Hugging Face cache (`hf download {source}` where there is network; HF_HUB_CACHE names the "
+        "cache), pass a model folder"
+    )
 
 
 def _check_folder(folder: Path, name: str, what: str, layout: str, weights: bool) -> None:
@@ -170,6 +181,13 @@ def _check_folder(folder: Path, name: str, what: str, layout: str, weights: bool
                 "you trust, with transformers (from_pretrained(folder, use_safetensors=False) in the model's own "
                 "class, then save_pretrained(folder), which writes model.safetensors)"
             )
+        config = _read_json(sub / "config.json")
+        if isinstance(config, dict) and "model_type" in config and not any(sub.glob("*.safetensors")):
+            raise ConfigError(
+                f"{what} {name!r}: {sub} has a model config (config.json) but no weights file (model.safetensors): "
+                "the folder is incomplete; copy the weights next to config.json, or pass the complete folder "
+                "(save_pretrained and SentenceTransformer.save write model.safetensors)"
+            )
 
 
 def _read_json(path: Path) -> Any:
@@ -195,8 +213,17 @@ def check_loaded_weights(name: str, what: str, missing: Collection[str]) -> None
 
 
 def load_error(what: str, name: str, err: BaseException) -> ConfigError:
-    """One ConfigError line for what a loader raised (Hugging Face's messages span several lines)."""
-    return ConfigError(f"cannot load {what} {name!r}: {' '.join(str(err).split())}")
+    """One ConfigError line for what a loader raised (Hugging Face's messages span several lines); a hub model that
+    could not be fetched gets the fix (:func:`hub_fix`).
+
+    >>> str(load_error("reranker", "org/m", OSError("We couldn't connect to 'https://huggingface.co' to load")))
+    "cannot load reranker 'org/m': We couldn't connect to 'https://huggingface.co' to load; put it in the Hugging \
+Face cache (`hf download org/m` where there is network; HF_HUB_CACHE names the cache), pass a model folder"
+    """
+    text = " ".join(str(err).split())
+    if "couldn't connect" in text or "offline mode" in text.lower():
+        text = f"{text.rstrip('.')}; {hub_fix(name)}"
+    return ConfigError(f"cannot load {what} {name!r}: {text}")
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}

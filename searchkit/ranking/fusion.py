@@ -2,8 +2,9 @@
 normalisation, and the learned fusion of a reranker's scores with every first-stage score.
 
 First stages (the Searcher's hybrid mode, ``searchkit fuse``): :func:`rrf_rows` (reciprocal-rank fusion,
-``sum 1 / (k + rank)``) and :func:`convex_rows` (``alpha * dense + (1 - alpha) * sparse`` on per-query min-max
-normalised scores) on ranked arrays, :func:`rrf_fuse` / :func:`convex_fuse` on Hit lists.
+``sum 1 / (k + rank)``), :func:`convex_rows` (``alpha * dense + (1 - alpha) * sparse`` on per-query min-max
+normalised scores) and :func:`sum_rows` (weighted sums, CombSUM, CombMNZ of normalised scores) on ranked arrays,
+:func:`rrf_fuse` / :func:`convex_fuse` on Hit lists, :func:`fuse_runs` on whole runs (run files).
 
 After a reranker (:class:`searchkit.config.LearnedFusion`, fitted by :mod:`searchkit.training.fusion`): features,
 per query, over the candidates the reranker scored: the reranker's logits, the first-stage score, and the BM25 and
@@ -31,7 +32,7 @@ import numpy as np
 
 from searchkit.config import LearnedFusion
 from searchkit.ranking.arrays import Ranking, sort_ranking, tie_keys
-from searchkit.types import DataError, Hit, sort_hits
+from searchkit.types import ConfigError, DataError, Hit, Run, sort_hits
 
 
 # ---------------------------------------------------------------------- fusion
@@ -54,12 +55,116 @@ def rrf_rows(rankings: Sequence[Ranking], keys: np.ndarray, k: int = 60) -> Rank
 
 def convex_rows(sparse: Ranking, dense: Ranking, keys: np.ndarray, alpha: float = 0.5) -> Ranking:
     """``alpha * dense + (1 - alpha) * sparse`` on per-query min-max-normalized scores (a missing row counts 0)."""
-    rows = np.union1d(sparse.rows, dense.rows)
+    return sum_rows([sparse, dense], keys, [1.0 - alpha, alpha])
+
+
+def sum_rows(
+    rankings: Sequence[Ranking],
+    keys: np.ndarray,
+    weights: Sequence[float] | None = None,
+    norm: str = "minmax",
+    *,
+    mnz: bool = False,
+) -> Ranking:
+    """``sum_i weights[i] * normalize(scores_i)`` over the rankings that hold a row (a missing row counts 0):
+    convex fusion with weights, CombSUM with none (all 1); ``mnz`` (CombMNZ) multiplies each row's sum by the number
+    of rankings that returned it. Rankings are added in the order given.
+
+    >>> from searchkit.ranking.arrays import tie_keys
+    >>> a, b = Ranking(np.array([0, 1]), np.array([3.0, 1.0])), Ranking(np.array([1, 2]), np.array([2.0, 0.0]))
+    >>> sum_rows([a, b], tie_keys(["x", "y", "z"]), mnz=True).scores.tolist()   # y: (0 + 1) * 2
+    [2.0, 1.0, 0.0]
+    """
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    if len(weights) != len(rankings):
+        raise ConfigError(f"{len(weights)} weights for {len(rankings)} rankings: give one weight per run")
+    parts = [r.rows for r in rankings if len(r.rows)]
+    rows = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
     total = np.zeros(len(rows), dtype=np.float64)
-    for ranking, weight in ((sparse, 1.0 - alpha), (dense, alpha)):
+    count = np.zeros(len(rows), dtype=np.int64)
+    for ranking, weight in zip(rankings, weights, strict=True):
         if len(ranking.rows):
-            total[np.searchsorted(rows, ranking.rows)] += weight * minmax(ranking.scores)
+            at = np.searchsorted(rows, ranking.rows)
+            total[at] += float(weight) * normalize(ranking.scores, norm)
+            count[at] += 1
+    if mnz:
+        total *= count
     return sort_ranking(rows, total, keys)
+
+
+FUSE_METHODS = ("rrf", "convex", "combsum", "combmnz")
+"""What :func:`fuse_runs` combines runs by: reciprocal ranks, a weighted sum, CombSUM and CombMNZ of normalised
+scores."""
+
+
+NORMS = ("minmax", "max", "sum", "zmuv", "none")
+"""Per-query score normalisations (:func:`normalize`), ranx's names less the hyphen."""
+
+
+def normalize(scores: np.ndarray, norm: str = "minmax") -> np.ndarray:
+    """One ranking's scores normalised by ``norm``: ``minmax`` (:func:`minmax`), ``max`` (``s / max``), ``sum``
+    (``(s - min) / sum(s - min)``), ``zmuv`` (``(s - mean) / std``) or ``none``. The divisors are floored at 1e-9,
+    as ranx's are; ``minmax`` maps constant scores to 1.0 (ranx: 0.0).
+
+    >>> normalize(np.array([4.0, 2.0, 2.0]), "sum").tolist(), normalize(np.array([4.0, 2.0]), "max").tolist()
+    ([1.0, 0.0, 0.0], [1.0, 0.5])
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if norm == "minmax":
+        return minmax(scores)
+    if norm == "none" or scores.size == 0:
+        return scores
+    if norm == "max":
+        return scores / max(float(scores.max()), 1e-9)
+    if norm == "sum":
+        low = float(scores.min())
+        return (scores - low) / max(float(scores.sum()) - low * len(scores), 1e-9)
+    if norm == "zmuv":
+        return (scores - float(scores.mean())) / max(float(scores.std()), 1e-9)
+    raise ConfigError(f"unknown normalisation {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def fuse_runs(
+    runs: Sequence[Run],
+    method: str = "rrf",
+    *,
+    weights: Sequence[float] | None = None,
+    rrf_k: int = 60,
+    norm: str = "minmax",
+) -> Run:
+    """Several runs fused per query with the Searcher's arithmetic (``searchkit fuse``): ``rrf`` (:func:`rrf_rows`,
+    ``rrf_k``), ``convex`` (:func:`sum_rows` with ``weights``, by default equal ones summing to 1: two runs with
+    ``[1 - alpha, alpha]`` are the Searcher's convex hybrid), ``combsum`` and ``combmnz`` (:func:`sum_rows`), the
+    last three on ``norm``-normalised scores. A query missing from a run gets nothing from it; ranks are each run's
+    :func:`searchkit.types.sort_hits` order. Queries come in the order they first appear.
+
+    >>> fuse_runs([{"q": [Hit("a", 2.0), Hit("b", 1.0)]}, {"q": [Hit("b", 5.0)]}], "combmnz")
+    {'q': [Hit(doc_id='b', score=2.0), Hit(doc_id='a', score=1.0)]}
+    """
+    if method not in FUSE_METHODS:
+        raise ConfigError(f"unknown fusion method {method!r}; choose one of {', '.join(FUSE_METHODS)}")
+    if len(runs) < 2:
+        raise ConfigError(f"fusion needs two runs or more, got {len(runs)}")
+    if norm not in NORMS:
+        raise ConfigError(f"unknown normalisation {norm!r}; choose one of {', '.join(NORMS)}")
+    if weights is not None and method != "convex":
+        raise ConfigError(f"weights apply to convex fusion, not {method}")
+    if method == "convex" and weights is None:
+        weights = [1.0 / len(runs)] * len(runs)
+    if weights is not None and len(weights) != len(runs):
+        raise ConfigError(f"{len(weights)} weights for {len(runs)} runs: give one weight per run")
+    if rrf_k < 0:
+        raise ConfigError(f"rrf_k must be >= 0, got {rrf_k}")
+    fused: Run = {}
+    for query_id in dict.fromkeys(qid for run in runs for qid in run):
+        rankings, ids, keys = _as_rankings([sort_hits(run.get(query_id, [])) for run in runs])
+        if method == "rrf":
+            ranking = rrf_rows(rankings, keys, rrf_k)
+        else:
+            ranking = sum_rows(rankings, keys, weights, norm, mnz=method == "combmnz")
+        fused[query_id] = ranking.to_hits(ids)
+    return fused
 
 
 def _as_rankings(lists: Sequence[Sequence[Hit]]) -> tuple[list[Ranking], np.ndarray, np.ndarray]:

@@ -39,7 +39,13 @@ MESSAGES = {
     "relative path": r"no such folder or model \(/\S+/no/such/model does not exist, and it is not a Hugging Face",
     "hub name not cached": (
         rf"no such folder or model \(no folder \S+, and no Hugging Face model '{HUB_NAME}' in the local cache \S+; "
-        r"HF_HUB_OFFLINE is set, so nothing is downloaded: pass a model folder, or unset HF_HUB_OFFLINE"
+        r"HF_HUB_OFFLINE is set, so nothing is downloaded: put it in the Hugging Face cache \(`hf download "
+        rf"{HUB_NAME}` where there is network; HF_HUB_CACHE names the cache\), pass a model folder, or unset "
+        r"HF_HUB_OFFLINE"
+    ),
+    "no weights": (
+        r"\S+ has a model config \(config\.json\) but no weights file \(model\.safetensors\): the folder is "
+        r"incomplete; copy the weights next to config\.json, or pass the complete folder"
     ),
     "remote code": (
         r"\S+/config\.json maps (AutoConfig, )?AutoModel\S* to code that comes with the model \(auto_map\), which "
@@ -121,6 +127,14 @@ def _pickled(source: Path, folder: Path, runs_code: bool = False) -> Path:
     return folder
 
 
+def _without_weights(source: Path, folder: Path) -> Path:
+    """A folder whose config and tokenizer are all there, but not its weights (a half-copied model)."""
+    _copy(source, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    return folder
+
+
 Maker = Callable[[Path, Path], Path]
 RERANKER_CASES: dict[str, Maker | str] = {
     "no classifier": _without_classifier,
@@ -131,6 +145,7 @@ RERANKER_CASES: dict[str, Maker | str] = {
     "remote code, unknown architecture": lambda source, folder: _remote_code(source, folder, "my-custom"),
     "pickled weights": _pickled,
     "pickled code": lambda source, folder: _pickled(source, folder, runs_code=True),
+    "no weights": _without_weights,
 }
 ENCODER_CASES: dict[str, Maker | str] = {
     "missing path": lambda source, folder: folder / "missing",
@@ -141,6 +156,7 @@ ENCODER_CASES: dict[str, Maker | str] = {
     "remote module": _remote_module,
     "pickled weights": _pickled,
     "pickled code": lambda source, folder: _pickled(source, folder, runs_code=True),
+    "no weights": _without_weights,
 }
 TOKENIZER_CASES = ["missing path", "relative path", "hub name not cached", "remote code, unknown architecture"]
 
@@ -267,7 +283,14 @@ def _train_config(workspace: Path, name: str, **changes: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-INIT_FROM_CASES = ["no classifier", "missing path", "hub name not cached", "remote code", "pickled weights"]
+INIT_FROM_CASES = [
+    "no classifier",
+    "missing path",
+    "hub name not cached",
+    "remote code",
+    "pickled weights",
+    "no weights",
+]
 
 
 @pytest.mark.parametrize("kind", INIT_FROM_CASES)
