@@ -518,3 +518,25 @@ def test_passages_longer_than_the_model_reads_are_refused(tmp_path: Path, tiny_e
     config = DenseConfig(**{**tiny_encoder_config.__dict__, "max_length": 8, "passages": PassageConfig(8, 4)})
     with pytest.raises(ConfigError, match=r"PassageConfig\.tokens=8 is more than the dense model reads of a passage"):
         _passage_index(tmp_path / "long", config, synthetic_documents(3))
+
+
+def test_cli_index_build_with_passages(
+    tmp_path: Path, tiny_bi_encoder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import TINY as TINY_DIR
+    from conftest import run_cli
+
+    from searchkit.config import PassageConfig
+    from searchkit.index import Index
+
+    out = tmp_path / "index"
+    args = ["index", "build", "--corpus", str(TINY_DIR), "-o", str(out), "--dense", str(tiny_bi_encoder)]
+    code, _, err = run_cli([*args, "--device", "cpu", "--passages", "4,2"], capsys)
+    assert code == 0, err
+    built = Index.open(out)
+    assert built.components["dense"].passages == PassageConfig(4, 2)
+    assert built.dense.num_vectors > built.num_docs
+    code, _, err = run_cli([*args[:-2], "--passages", "4,2"], capsys)  # without --dense
+    assert code != 0 and "--passages needs --dense MODEL" in err
+    code, _, err = run_cli([*args, "--passages", "4,8", "--overwrite"], capsys)
+    assert code != 0 and "stride (8) is more than tokens (4)" in err
