@@ -162,7 +162,8 @@ def main() -> None:
     if args.json:
         kept = {"metric": METRIC, "permutations": PERMUTATIONS, "sources": [str(p) for p in args.results]}
         runs = [{key: r[key] for key in ("created", "git_commit", "searchkit_version")} for r in results]
-        args.json.write_text(json.dumps({**kept, "runs": runs, "rows": table}, indent=1) + "\n", encoding="utf-8")
+        document = {**kept, "runs": runs, "rows": table, "results": results}  # the suite results, per query too
+        args.json.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
 
