@@ -540,3 +540,45 @@ def test_cli_index_build_with_passages(
     assert code != 0 and "--passages needs --dense MODEL" in err
     code, _, err = run_cli([*args, "--passages", "4,8", "--overwrite"], capsys)
     assert code != 0 and "stride (8) is more than tokens (4)" in err
+
+
+def test_passages_from_stored_tokens_only_when_no_document_was_cut(
+    tmp_path: Path, tiny_encoder_config: DenseConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from conftest import synthetic_documents
+
+    from searchkit.config import PassageConfig, TokensConfig
+    from searchkit.index import Index
+
+    docs = synthetic_documents(20)
+    dense = replace(tiny_encoder_config, passages=PassageConfig(3, 2))
+    texts = Index.build(docs, tmp_path / "texts", dense=dense)
+    whole = TokensConfig(model=dense.model, max_length=64)  # longer than any document: none cut
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        stored = Index.build(docs, tmp_path / "stored", dense=dense, tokens=whole)
+    assert "encoding the index's stored document tokens" in caplog.text
+    np.testing.assert_allclose(
+        np.asarray(stored.dense.embeddings, np.float32), np.asarray(texts.dense.embeddings, np.float32), atol=2e-3
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        cut = Index.build(docs, tmp_path / "cut", dense=dense, tokens=TokensConfig(model=dense.model, max_length=3))
+    assert "passages read every token of a document, the index stores at most 3" in caplog.text
+    np.testing.assert_array_equal(
+        np.load(cut.path / "dense" / "passages.npy"), np.load(texts.path / "dense" / "passages.npy")
+    )
+
+
+def test_passages_are_not_encoded_on_ray(tmp_path: Path) -> None:
+    from searchkit.config import PassageConfig
+    from searchkit.retrieval.dense import encode_shards
+
+    class Elsewhere:
+        def encode_shards(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("not reached")
+
+    config = DenseConfig(passages=PassageConfig())
+    with pytest.raises(ConfigError, match="dense passages are encoded in this process only"):
+        encode_shards([], tmp_path, config, ["d1"], {"name": "m"}, False, encoding=Elsewhere(), store=tmp_path)

@@ -351,3 +351,25 @@ def test_maxp_is_the_max_of_its_passages_pair_scores(model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="more than a pair holds"):
         CrossEncoderReranker(model_dir, max_length=16, device="cpu", passages=PassageConfig(16, 8))
     assert CrossEncoderReranker.from_config(maxp.config).config.passages == PassageConfig(12, 6)
+
+
+def test_the_searcher_reranks_passages_from_stored_tokens_only_when_whole(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from searchkit.config import PassageConfig, TokensConfig
+    from searchkit.index import Index
+    from searchkit.search import Searcher
+
+    config = RerankConfig(str(model_dir), max_length=48, device="cpu", dtype="fp32", passages=PassageConfig(8, 4))
+    plain = Index.build(TINY, tmp_path / "plain")
+    whole = Index.build(TINY, tmp_path / "whole", tokens=TokensConfig(model=str(model_dir), max_length=64))
+    cut = Index.build(TINY, tmp_path / "cut", tokens=TokensConfig(model=str(model_dir), max_length=8))
+    query = "solar electricity wind"
+    expected = Searcher(plain, rerank=config).search(query, k=5)
+    with caplog.at_level(logging.INFO, logger="searchkit.search"):
+        assert Searcher(whole, rerank=config).search(query, k=5) == expected
+    assert "scoring the index's stored document tokens" in caplog.text  # every document stored whole
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="searchkit.search"):
+        assert Searcher(cut, rerank=config).search(query, k=5) == expected  # the texts, not the cut tokens
+    assert "passages read every token of a document, the index stores at most 8" in caplog.text
