@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from searchkit.config import BM25Config, DenseConfig, FusionConfig, RerankConfig, TokensConfig
+from searchkit.config import BM25Config, DenseConfig, FusionConfig, PassageConfig, RerankConfig, TokensConfig
 from searchkit.types import (
     ConfigError,
     DataError,
@@ -60,6 +60,7 @@ __all__ = [
     "FusionConfig",
     "Hit",
     "IndexFormatError",
+    "PassageConfig",
     "Qrels",
     "Query",
     "RerankConfig",

@@ -136,6 +136,53 @@ class BM25Config:
             raise ConfigError(f"BM25Config.min_token_length must be 1 or 2, got {self.min_token_length}")
 
 
+PASSAGE_AGGREGATES = ("max", "first")
+
+
+@dataclass(frozen=True)
+class PassageConfig:
+    """Documents split into overlapping token windows, a document scored by its passages (``passages`` of
+    :class:`DenseConfig` and :class:`RerankConfig`; None there: a document is cut to the model's length).
+
+    ``tokens``: document tokens per passage (without special tokens; at most what the model reads); ``stride``:
+    tokens from one passage's start to the next (``stride < tokens`` overlaps them). A document of ``n`` tokens
+    gets passages starting at 0, stride, 2 * stride, ... until one reaches its end: ``1 + ceil((n - tokens) /
+    stride)`` of them when ``n > tokens``, else one. ``aggregate``: ``max`` scores a document by its best passage
+    (MaxP), ``first`` by its first (FirstP: the same as cutting it to ``tokens``).
+
+    >>> PassageConfig(tokens=128, stride=64).aggregate
+    'max'
+    """
+
+    tokens: int = 128
+    stride: int = 64
+    aggregate: str = "max"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.tokens <= 0 or self.stride <= 0:
+            raise ConfigError(f"PassageConfig tokens and stride must be > 0, got {self.tokens} and {self.stride}")
+        if self.stride > self.tokens:
+            raise ConfigError(
+                f"PassageConfig.stride ({self.stride}) is more than tokens ({self.tokens}): text between passages "
+                "would never be read; use a stride <= tokens"
+            )
+        if self.aggregate not in PASSAGE_AGGREGATES:
+            raise ConfigError(
+                f"unknown PassageConfig.aggregate {self.aggregate!r}; choose one of {', '.join(PASSAGE_AGGREGATES)}"
+            )
+
+
+def _passages_field(config: Any) -> None:
+    """A config's ``passages`` given as a table (a manifest's or a recipe's dict) made a :class:`PassageConfig`."""
+    value = config.passages
+    if isinstance(value, Mapping):
+        try:
+            object.__setattr__(config, "passages", config_from_dict(PassageConfig, value))
+        except TypeError as err:
+            raise ConfigError(f"{type(config).__name__}.passages: {err}") from None
+
+
 @dataclass(frozen=True)
 class DenseConfig:
     """Dense retrieval settings: the encoder and the FAISS index built over its embeddings.
@@ -148,6 +195,8 @@ class DenseConfig:
     one encoder batch and ``batch_tokens`` its padded tokens (batches are cut from length-sorted texts; None:
     chosen for the model and device by :func:`searchkit.models.device.auto_batch_tokens`). ``max_unknown``: a build
     whose sampled documents are more than this share unknown tokens to the model is refused (:data:`MAX_UNKNOWN`).
+    ``passages``: a :class:`PassageConfig` to encode every passage of a document and score it by them (MaxP or
+    FirstP); None (the default) encodes its first ``max_length`` tokens (the build logs how many were cut).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -165,8 +214,10 @@ class DenseConfig:
     dtype: str = "auto"
     batch_tokens: int | None = None
     max_unknown: float = MAX_UNKNOWN
+    passages: PassageConfig | None = None
 
     def __post_init__(self) -> None:
+        _passages_field(self)
         check_types(self)
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown DenseConfig.dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -338,7 +389,8 @@ class RerankConfig:
     ``interpolation`` is ``"auto"``; None ignores it. ``depth``: how many first-stage candidates a Searcher hands
     the reranker; None (the default) is the depth the card's learned fusion was fitted (and chosen) at when the
     reranker uses one, else :data:`DEFAULT_RERANK_DEPTH` (:meth:`resolved_depth`; the Searcher, the CLI, suites
-    and the server read it from there).
+    and the server read it from there). ``passages``: a :class:`PassageConfig` to score each (query, passage) pair
+    of a document and take the best (``max``) or the first; None: one pair, the document cut to fit.
 
     >>> RerankConfig("training/scifact-reranker", dtype="bf16").resolved_depth(None)
     100
@@ -355,6 +407,7 @@ class RerankConfig:
     depth: int | None = None
     fusion: str | None = "auto"
     batch_tokens: int | None = None
+    passages: PassageConfig | None = None
 
     def resolved_depth(self, fitted_depth: int | None) -> int:
         """The rerank depth: ``depth`` when set, else ``fitted_depth`` (the learned fusion's, when one is used),
@@ -362,6 +415,7 @@ class RerankConfig:
         return self.depth or fitted_depth or DEFAULT_RERANK_DEPTH
 
     def __post_init__(self) -> None:
+        _passages_field(self)
         check_types(self)
         if self.max_length is not None and self.max_length < 8:
             raise ConfigError(f"RerankConfig.max_length must be >= 8, got {self.max_length}")

@@ -359,7 +359,10 @@ class Searcher:
         stored = self.index.component("tokens")
         fingerprint = getattr(reranker, "tokenizer_fingerprint", None)
         needed = getattr(reranker, "max_document_tokens", stored.max_length)
-        reason = stored.mismatch(fingerprint, needed)
+        passages = getattr(getattr(reranker, "config", None), "passages", None)
+        reason = stored.mismatch(fingerprint, 0 if passages is not None else needed)
+        if reason is None and passages is not None and not stored.complete():  # passages read every token
+            reason = f"passages read every token of a document, the index stores at most {stored.max_length}"
         if reason is not None:
             logger.info("reranker: scoring document texts, not the index's stored tokens: %s", reason)
             return None

@@ -4,6 +4,7 @@ encoder parity with SentenceTransformer.encode, and a tiny end-to-end search wit
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -247,13 +248,13 @@ def test_resume_after_interrupt(
     ids = [d.doc_id for d in docs]
     config = DenseConfig(model=MODEL, device="cpu", shard_size=3)  # 8 docs -> shards of 3, 3, 2
     calls: list[int] = []
-    real_encode = Encoder.encode
+    real_embed = Encoder.embed_tokens
 
-    def counting(self: Encoder, texts: list[str], progress: object = None) -> np.ndarray:
-        calls.append(len(texts))
-        return real_encode(self, texts, progress)
+    def counting(self: Encoder, ids: list[list[int]], progress: object = None, *, alone: bool = False) -> np.ndarray:
+        calls.append(len(ids))
+        return real_embed(self, ids, progress, alone=alone)
 
-    monkeypatch.setattr(Encoder, "encode", counting)
+    monkeypatch.setattr(Encoder, "embed_tokens", counting)
     folder = tmp_path / "dense"
     with pytest.raises(KeyboardInterrupt):
         DenseRetriever.build(interrupted(docs, 4), folder, config, ids)
@@ -375,3 +376,209 @@ def same_ranking(a: list[Hit], b: list[Hit], tol: float) -> bool:
     return all(
         x.doc_id == y.doc_id or abs(x.score - score.get(y.doc_id, -1e9)) <= tol for x, y in zip(a, b, strict=True)
     )
+
+
+# ---------------------------------------------------------------- passages (MaxP / FirstP), the tiny bi-encoder
+
+
+def _passage_index(folder: Path, config: DenseConfig, docs: list[Document]) -> DenseRetriever:
+    return DenseRetriever.build(iter(docs), folder, config, [doc.doc_id for doc in docs])
+
+
+def _maxp_oracle(retriever: DenseRetriever, docs: list[Document], queries: list[str], k: int) -> list[list[Hit]]:
+    """Brute force: every passage of every document scored with numpy, a document's score its best passage's,
+    ranked as sort_hits ranks (score down, then doc id)."""
+    from searchkit.formats import document_text
+    from searchkit.text.passages import split_passages
+
+    passages = retriever.config.passages
+    assert passages is not None
+    encoder = get_encoder(retriever.config)
+    ids = encoder.document_ids([document_text(doc) for doc in docs])
+    windows, counts = split_passages(ids, passages.tokens, passages.stride)
+    stored = np.asarray(retriever.embeddings, dtype=np.float32)
+    assert stored.shape[0] == len(windows) == int(counts.sum())
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    result = []
+    for vector in retriever.encode_queries(queries):
+        scores = stored @ vector
+        best = [float(scores[a:b].max()) for a, b in itertools.pairwise(bounds)]
+        hits = sorted(
+            (Hit(doc.doc_id, s) for doc, s in zip(docs, best, strict=True)), key=lambda h: (-h.score, h.doc_id)
+        )
+        result.append(hits[:k])
+    return result
+
+
+def test_passages_are_the_windows_and_maxp_is_the_numpy_max(tmp_path: Path, tiny_encoder_config: DenseConfig) -> None:
+    from conftest import WORDS, synthetic_documents
+
+    from searchkit.config import PassageConfig
+    from searchkit.formats import document_text
+
+    docs = synthetic_documents(30)
+    config = DenseConfig(**{**tiny_encoder_config.__dict__, "passages": PassageConfig(tokens=3, stride=2)})
+    retriever = _passage_index(tmp_path / "maxp", config, docs)
+    encoder = get_encoder(config)
+    lengths = [len(ids) for ids in encoder.document_ids([document_text(doc) for doc in docs])]
+    # by hand: a document of n > 3 tokens has 1 + ceil((n - 3) / 2) passages, else one
+    want = [1 if n <= 3 else 1 + -(-(n - 3) // 2) for n in lengths]
+    assert np.diff(np.load(tmp_path / "maxp" / "passages.npy")).tolist() == want
+    assert retriever.num_docs == 30 and retriever.num_vectors == sum(want) > 30
+    assert retriever.index.ntotal == sum(want) and retriever.verify() == []
+    # each passage is encoded on its own, as the encoder encodes that window with its special tokens
+    first = encoder.embed_tokens(encoder.with_special_tokens([encoder.document_ids([document_text(docs[0])])[0][:3]]))
+    np.testing.assert_allclose(np.asarray(retriever.embeddings[0], dtype=np.float32), first[0], atol=2e-3)
+
+    queries = [f"about {word}" for word in WORDS[:12]] + ["notes on apple and banana"]
+    for k in (1, 5, 30):
+        got = retriever.search_batch(queries, k)
+        want_hits = _maxp_oracle(retriever, docs, queries, k)
+        for query, ours, oracle in zip(queries, got, want_hits, strict=True):
+            assert len({hit.doc_id for hit in ours}) == len(ours) == k  # k distinct documents
+            # every document's score is its numpy MaxP, and the scores are the oracle's top k (order up to near-ties
+            # of float rounding: BLAS sums a subset of rows in another order than the whole matrix)
+            every = {hit.doc_id: hit.score for hit in _maxp_oracle(retriever, docs, [query], 30)[0]}
+            assert all(abs(hit.score - every[hit.doc_id]) < 1e-5 for hit in ours)
+            assert [hit.score for hit in ours] == sorted((hit.score for hit in ours), reverse=True)
+            np.testing.assert_allclose([hit.score for hit in ours], [hit.score for hit in oracle], atol=1e-5)
+    # each query alone or in a batch: the same hits (batch invariance)
+    alone = [retriever.search_batch([query], 5)[0] for query in queries]
+    assert alone == retriever.search_batch(queries, 5)
+    # a filter (allowed rows) keeps the documents it allows only, still k distinct ones
+    allowed = np.zeros(30, dtype=bool)
+    allowed[::3] = True
+    filtered = retriever.search_batch(queries, 7, allowed=allowed)
+    allowed_ids = {docs[i].doc_id for i in np.flatnonzero(allowed)}
+    assert all(len({h.doc_id for h in hits}) == 7 and {h.doc_id for h in hits} <= allowed_ids for hits in filtered)
+    # cascade's re-scoring of given rows is the same MaxP number
+    rows = [[0, 4, 9]]
+    vector = retriever.encode_queries(queries[:1])[0]
+    oracle_scores = {hit.doc_id: hit.score for hit in _maxp_oracle(retriever, docs, queries[:1], 30)[0]}
+    np.testing.assert_allclose(
+        retriever.score_rows(queries[:1], rows)[0], [oracle_scores[docs[r].doc_id] for r in rows[0]], atol=1e-5
+    )
+    assert retriever.score_vector(vector, np.array([], dtype=np.int64)).shape == (0,)
+
+
+def test_firstp_equals_truncation(tmp_path: Path, tiny_encoder_config: DenseConfig) -> None:
+    from conftest import WORDS, synthetic_documents
+
+    from searchkit.config import PassageConfig
+
+    docs = synthetic_documents(30, seed=3)
+    base = tiny_encoder_config.__dict__
+    first = _passage_index(
+        tmp_path / "firstp",
+        DenseConfig(**{**base, "passages": PassageConfig(tokens=4, stride=2, aggregate="first")}),
+        docs,
+    )
+    cut = _passage_index(tmp_path / "cut", DenseConfig(**{**base, "max_length": 4 + 2}), docs)  # 4 tokens + CLS, SEP
+    queries = [f"about {word}" for word in WORDS[:10]]
+    rows = [list(range(30))] * len(queries)
+    for ours, truncated in zip(first.score_rows(queries, rows), cut.score_rows(queries, rows), strict=True):
+        np.testing.assert_allclose(ours, truncated, atol=2e-3)
+    for ours, truncated in zip(first.search_batch(queries, 30), cut.search_batch(queries, 30), strict=True):
+        assert {hit.doc_id for hit in ours} == {hit.doc_id for hit in truncated}
+        assert ours[0].doc_id == truncated[0].doc_id
+
+
+def test_truncated_documents_are_counted_and_logged(
+    tmp_path: Path, tiny_encoder_config: DenseConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import synthetic_documents
+
+    from searchkit.formats import document_text
+
+    docs = synthetic_documents(30)
+    config = DenseConfig(**{**tiny_encoder_config.__dict__, "max_length": 8})
+    lengths = [len(ids) for ids in get_encoder(config).document_ids([document_text(doc) for doc in docs])]
+    longer = sum(n > 8 - 2 for n in lengths)
+    assert 0 < longer < 30
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        _passage_index(tmp_path / "cut", config, docs)
+    lines = [r.getMessage() for r in caplog.records if "were truncated" in r.getMessage()]
+    assert lines == [
+        f"dense: {longer} of 30 documents longer than the model's 8 tokens were truncated; set passages to score every "
+        "part of them (DenseConfig(passages=PassageConfig()), [dense.passages] in a recipe)"
+    ]
+    caplog.clear()
+    from searchkit.config import PassageConfig
+
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        _passage_index(tmp_path / "passages", DenseConfig(**{**config.__dict__, "passages": PassageConfig(4, 2)}), docs)
+    assert "were truncated" not in caplog.text
+
+
+def test_passages_longer_than_the_model_reads_are_refused(tmp_path: Path, tiny_encoder_config: DenseConfig) -> None:
+    from conftest import synthetic_documents
+
+    from searchkit.config import PassageConfig
+
+    config = DenseConfig(**{**tiny_encoder_config.__dict__, "max_length": 8, "passages": PassageConfig(8, 4)})
+    with pytest.raises(ConfigError, match=r"PassageConfig\.tokens=8 is more than the dense model reads of a passage"):
+        _passage_index(tmp_path / "long", config, synthetic_documents(3))
+
+
+def test_cli_index_build_with_passages(
+    tmp_path: Path, tiny_bi_encoder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import TINY as TINY_DIR
+    from conftest import run_cli
+
+    from searchkit.config import PassageConfig
+    from searchkit.index import Index
+
+    out = tmp_path / "index"
+    args = ["index", "build", "--corpus", str(TINY_DIR), "-o", str(out), "--dense", str(tiny_bi_encoder)]
+    code, _, err = run_cli([*args, "--device", "cpu", "--passages", "4,2"], capsys)
+    assert code == 0, err
+    built = Index.open(out)
+    assert built.components["dense"].passages == PassageConfig(4, 2)
+    assert built.dense.num_vectors > built.num_docs
+    code, _, err = run_cli([*args[:-2], "--passages", "4,2"], capsys)  # without --dense
+    assert code != 0 and "--passages needs --dense MODEL" in err
+    code, _, err = run_cli([*args, "--passages", "4,8", "--overwrite"], capsys)
+    assert code != 0 and "stride (8) is more than tokens (4)" in err
+
+
+def test_passages_from_stored_tokens_only_when_no_document_was_cut(
+    tmp_path: Path, tiny_encoder_config: DenseConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from conftest import synthetic_documents
+
+    from searchkit.config import PassageConfig, TokensConfig
+    from searchkit.index import Index
+
+    docs = synthetic_documents(20)
+    dense = replace(tiny_encoder_config, passages=PassageConfig(3, 2))
+    texts = Index.build(docs, tmp_path / "texts", dense=dense)
+    whole = TokensConfig(model=dense.model, max_length=64)  # longer than any document: none cut
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        stored = Index.build(docs, tmp_path / "stored", dense=dense, tokens=whole)
+    assert "encoding the index's stored document tokens" in caplog.text
+    np.testing.assert_allclose(
+        np.asarray(stored.dense.embeddings, np.float32), np.asarray(texts.dense.embeddings, np.float32), atol=2e-3
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="searchkit.retrieval.dense"):
+        cut = Index.build(docs, tmp_path / "cut", dense=dense, tokens=TokensConfig(model=dense.model, max_length=3))
+    assert "passages read every token of a document, the index stores at most 3" in caplog.text
+    np.testing.assert_array_equal(
+        np.load(cut.path / "dense" / "passages.npy"), np.load(texts.path / "dense" / "passages.npy")
+    )
+
+
+def test_passages_are_not_encoded_on_ray(tmp_path: Path) -> None:
+    from searchkit.config import PassageConfig
+    from searchkit.retrieval.dense import encode_shards
+
+    class Elsewhere:
+        def encode_shards(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("not reached")
+
+    config = DenseConfig(passages=PassageConfig())
+    with pytest.raises(ConfigError, match="dense passages are encoded in this process only"):
+        encode_shards([], tmp_path, config, ["d1"], {"name": "m"}, False, encoding=Elsewhere(), store=tmp_path)

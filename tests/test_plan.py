@@ -41,6 +41,7 @@ def actual_disk(folder: Path) -> dict[str, int]:
         "tokens": _size(folder / "tokens"),
         "dense_embeddings": _size(folder / "dense" / "embeddings.npy"),
         "dense_faiss": _size(folder / "dense" / "index.faiss"),
+        "dense_passages": _size(folder / "dense" / "passages.npy"),
         "filters": _size(folder / "filters"),
         "manifest": sum(_size(folder / name) for name in ("manifest.json", "dense/faiss.json", "dense/model.json")),
     }
@@ -51,7 +52,7 @@ def assert_disk_close(plan: BuildPlan, folder: Path) -> None:
     """Exact for what the plan counts byte by byte; the JSON side files within a few hundred bytes."""
     actual = actual_disk(folder)
     assert set(plan.disk) == set(actual)
-    for name in ("docstore", "docids", "dense_embeddings", "dense_faiss"):
+    for name in ("docstore", "docids", "dense_embeddings", "dense_faiss", "dense_passages"):
         if name in actual:
             assert plan.disk[name] == actual[name], name
     for name in ("bm25", "tokens", "filters", "manifest"):
@@ -73,6 +74,18 @@ def test_plan_matches_a_tiny_hybrid_build(tmp_path: Path, tiny_encoder_config: D
     encode = plan.encode
     assert encode["sample_docs"] == 8 and encode["docs_per_s"] > 0 and encode["seconds"] > 0
     assert [option.factory for option in plan.faiss] == suggest_factories(8, plan.dense["dim"])
+
+
+def test_plan_of_a_passage_build_counts_its_passages(tmp_path: Path, tiny_encoder_config: DenseConfig) -> None:
+    from dataclasses import replace
+
+    from searchkit.config import PassageConfig
+
+    dense = replace(tiny_encoder_config, passages=PassageConfig(tokens=4, stride=2))
+    plan = plan_build(TINY, dense=dense, measure=False)
+    built = Index.build(TINY, tmp_path / "tiny", dense=dense)
+    assert round(plan.stats["passages"] * built.num_docs) == built.dense.num_vectors > built.num_docs
+    assert_disk_close(plan, built.path)  # embeddings, FAISS and passages.npy to the byte
 
 
 def test_plan_of_documents_with_filters(tmp_path: Path) -> None:

@@ -310,3 +310,66 @@ def test_tokenizer_fingerprint_tells_tokenizers_apart(reranker: CrossEncoderRera
     assert re.fullmatch(r"[0-9a-f]{64}", reranker.tokenizer_fingerprint or "")
     assert same.tokenizer_fingerprint == reranker.tokenizer_fingerprint  # max_length is not the tokenizer's
     assert CrossEncoderReranker(other, device="cpu", dtype="fp32").tokenizer_fingerprint != same.tokenizer_fingerprint
+
+
+# ---------------------------------------------------------------------- passages (MaxP / FirstP)
+def test_maxp_is_the_max_of_its_passages_pair_scores(model_dir: Path) -> None:
+    from searchkit.config import PassageConfig
+    from searchkit.text.passages import passage_spans
+
+    plain = CrossEncoderReranker(model_dir, max_length=48, device="cpu", dtype="fp32")
+    maxp = CrossEncoderReranker(model_dir, max_length=48, device="cpu", dtype="fp32", passages=PassageConfig(12, 6))
+    first = CrossEncoderReranker(
+        model_dir, max_length=48, device="cpu", dtype="fp32", passages=PassageConfig(12, 6, aggregate="first")
+    )
+    candidates = [[Hit(f"d{i}", 0.0) for i in range(len(TEXTS))], [Hit("d1", 1.0), Hit("d4", 0.5)]]
+    texts = [TEXTS, [TEXTS[1], TEXTS[4]]]
+    got = {
+        (q, hit.doc_id): hit.score
+        for q, hits in enumerate(maxp.rerank_batch(QUERIES[:2], candidates, texts))
+        for hit in hits
+    }
+    firsts = {
+        (q, hit.doc_id): hit.score
+        for q, hits in enumerate(first.rerank_batch(QUERIES[:2], candidates, texts))
+        for hit in hits
+    }
+    for q, (query, hits, group) in enumerate(zip(QUERIES[:2], candidates, texts, strict=True)):
+        for hit, text in zip(hits, group, strict=True):
+            ids = plain.encoder.tokenize([text])[0]
+            windows = [ids[a:b] for a, b in passage_spans(len(ids), 12, 6)]
+            scores = plain.score_tokens([query] * len(windows), windows)  # each passage's pair, scored on its own
+            assert abs(got[q, hit.doc_id] - float(np.max(scores))) < 1e-5, (query, hit.doc_id)
+            # FirstP is the document cut to its first 12 tokens
+            assert abs(firsts[q, hit.doc_id] - float(plain.score_tokens([query], [ids[:12]])[0])) < 1e-5
+    assert len(plain.encoder.tokenize([LONG])[0]) > 12 * 3  # the long document has many passages
+    # stored token ids score as the texts do
+    doc_tokens = [maxp.encoder.tokenize(group) for group in texts]
+    assert maxp.rerank_batch(QUERIES[:2], candidates, None, doc_tokens=doc_tokens) == maxp.rerank_batch(
+        QUERIES[:2], candidates, texts
+    )
+    with pytest.raises(ConfigError, match="more than a pair holds"):
+        CrossEncoderReranker(model_dir, max_length=16, device="cpu", passages=PassageConfig(16, 8))
+    assert CrossEncoderReranker.from_config(maxp.config).config.passages == PassageConfig(12, 6)
+
+
+def test_the_searcher_reranks_passages_from_stored_tokens_only_when_whole(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from searchkit.config import PassageConfig, TokensConfig
+    from searchkit.index import Index
+    from searchkit.search import Searcher
+
+    config = RerankConfig(str(model_dir), max_length=48, device="cpu", dtype="fp32", passages=PassageConfig(8, 4))
+    plain = Index.build(TINY, tmp_path / "plain")
+    whole = Index.build(TINY, tmp_path / "whole", tokens=TokensConfig(model=str(model_dir), max_length=64))
+    cut = Index.build(TINY, tmp_path / "cut", tokens=TokensConfig(model=str(model_dir), max_length=8))
+    query = "solar electricity wind"
+    expected = Searcher(plain, rerank=config).search(query, k=5)
+    with caplog.at_level(logging.INFO, logger="searchkit.search"):
+        assert Searcher(whole, rerank=config).search(query, k=5) == expected
+    assert "scoring the index's stored document tokens" in caplog.text  # every document stored whole
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="searchkit.search"):
+        assert Searcher(cut, rerank=config).search(query, k=5) == expected  # the texts, not the cut tokens
+    assert "passages read every token of a document, the index stores at most 8" in caplog.text

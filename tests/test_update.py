@@ -395,3 +395,31 @@ def test_scifact_delete_a_tenth_and_readd_them_edited_equals_a_rebuild(tmp_path:
     ours, oracle = Searcher(index, mode="bm25"), Searcher(fresh, mode="bm25")
     assert ours.search_batch(queries, 100) == oracle.search_batch(queries, 100)
     index.verify()
+
+
+# ---------------------------------------------------------------------- dense passages
+def test_updates_of_a_passage_index_equal_a_fresh_build(tmp_path: Path, tiny_encoder_config: Any) -> None:
+    from dataclasses import replace
+
+    from searchkit.config import PassageConfig
+
+    dense = replace(tiny_encoder_config, passages=PassageConfig(tokens=3, stride=2))
+    index = Index.build(synthetic_documents(20), tmp_path / "index", dense=dense)
+    saved = json.loads((index.path / "manifest.json").read_text())["components"]["dense"]
+    assert saved["config"]["passages"] == {"tokens": 3, "stride": 2, "aggregate": "max"}
+    assert saved["num_passages"] == index.dense.num_vectors > index.num_docs
+    reopened = Index.open(index.path)  # the manifest round trip: the same config, passages and all
+    assert reopened.components["dense"] == dense and reopened.dense.passage_offsets is not None
+    added = synthetic_documents(4, start=18, seed=5)  # s18, s19 replaced; s20, s21 new
+    updated = index.update(add=added, delete=["s3", "s7"], compact=False)
+    assert len(updated.deleted_rows) == 4
+    updated.verify()
+    assert_same_results(updated, _fresh(updated, tmp_path / "fresh"), modes=("dense", "hybrid"))
+    compacted = updated.compact()
+    assert compacted.dense.num_vectors == int(np.diff(compacted.dense.passage_offsets).sum())
+    compacted.verify()
+    fresh = _fresh(compacted, tmp_path / "fresh-compacted")
+    assert_same_results(compacted, fresh, modes=("dense", "hybrid"))
+    np.testing.assert_array_equal(
+        np.load(compacted.path / "dense" / "passages.npy"), np.load(fresh.path / "dense" / "passages.npy")
+    )

@@ -13,6 +13,7 @@ from searchkit.cli.options import (
     bm25_config,
     echo_json,
     metadata_options,
+    passages_option,
     ray_config,
     ray_options,
     tokens_config,
@@ -34,6 +35,13 @@ def ray_encoding(config: RayConfig | None) -> RayEncoding | None:
     return None if config is None else RayEncoding(config)
 
 
+DENSE_PASSAGES_HELP = (
+    "Split documents into passages of TOKENS tokens every STRIDE tokens for the dense component and score a "
+    "document by its best passage (max, the default) or its first; without it documents are cut to the model's "
+    "length (the build logs how many)."
+)
+
+
 @click.group(short_help="Build, inspect, update and verify index folders.")
 def index() -> None:
     """Build, inspect and verify index folders."""
@@ -45,6 +53,7 @@ def index() -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Index folder to create.")
 @click.option("--dense", "dense_model", help="Also build a dense component with this model (e.g. all-MiniLM-L6-v2).")
 @click.option("--no-bm25", is_flag=True, help="Skip the BM25 component (dense only).")
+@passages_option(DENSE_PASSAGES_HELP)
 @tokens_options
 @click.option(
     "--bm25-method", default=BM25Config.method, show_default=True, help="lucene, robertson, atire, bm25l, bm25+."
@@ -88,6 +97,7 @@ def index_build(
     output: Path | None,
     dense_model: str | None,
     no_bm25: bool,
+    passages: Any,
     tokens_model: str | None,
     tokens_max_length: int | None,
     bm25_method: str,
@@ -116,6 +126,8 @@ def index_build(
     filters=FilterConfig(["year:number", "lang"]), metadata_fields=[...])
     """
 
+    if passages is not None and (recipe is not None or not dense_model):
+        raise ConfigError("--passages needs --dense MODEL (a recipe sets them in its [dense.passages] table)")
     if recipe is not None:
         if corpus or output:
             raise ConfigError("give either RECIPE.toml or --corpus/-o, not both")
@@ -141,7 +153,7 @@ def index_build(
                 bm25_config(bm25_method, k1, b, stemmer, stopwords, analyzer, min_token_length)
                 for analyzer in analyzers or [BM25Config.analyzer]
             ],
-            "dense": DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device)
+            "dense": DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device, passages=passages)
             if dense_model
             else None,
             "tokens": tokens_config(tokens_model, tokens_max_length),
@@ -254,6 +266,7 @@ def index_plan(
 @click.option("--faiss", "faiss_factory", default=DenseConfig.faiss_factory, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--bm25", "add_bm25", is_flag=True, help="Add a BM25 component (default settings).")
+@passages_option(DENSE_PASSAGES_HELP)
 @tokens_options
 @ray_options
 @click.option("--overwrite", is_flag=True, help="Replace the component if the index has one.")
@@ -265,6 +278,7 @@ def index_add(
     faiss_factory: str,
     device: str,
     add_bm25: bool,
+    passages: Any,
     tokens_model: str | None,
     tokens_max_length: int | None,
     ray_address: str | None,
@@ -276,7 +290,13 @@ def index_add(
     Python: Index.open(directory).add(dense=DenseConfig(model=...), tokens=TokensConfig(model=...))
     """
 
-    dense = DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device) if dense_model else None
+    if passages is not None and not dense_model:
+        raise ConfigError("--passages needs --dense MODEL")
+    dense = (
+        DenseConfig(model=dense_model, faiss_factory=faiss_factory, device=device, passages=passages)
+        if dense_model
+        else None
+    )
     updated = Index.open(directory).add(
         bm25=BM25Config() if add_bm25 else None,
         dense=dense,

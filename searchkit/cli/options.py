@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from searchkit.config import DEFAULT_DENSE_MODEL, BM25Config, FusionConfig, RayConfig, RerankConfig, TokensConfig
+from searchkit.config import (
+    DEFAULT_DENSE_MODEL,
+    BM25Config,
+    FusionConfig,
+    PassageConfig,
+    RayConfig,
+    RerankConfig,
+    TokensConfig,
+)
 from searchkit.distributed.queries import SearcherSpec
 from searchkit.types import ConfigError
 
@@ -70,6 +78,31 @@ def tokens_options(func: Any) -> Any:
         ),
     ]
     return with_options(func, options)
+
+
+PASSAGES_METAVAR = "TOKENS,STRIDE[,max|first]"
+
+
+def parse_passages(ctx: click.Context | None, param: Any, value: str | None) -> PassageConfig | None:
+    """``--passages 128,64`` (or ``128,64,first``) as a PassageConfig; None when not given.
+
+    >>> parse_passages(None, None, "128,64,first")
+    PassageConfig(tokens=128, stride=64, aggregate='first')
+    """
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if len(parts) not in (2, 3) or not all(part.isdigit() for part in parts[:2]):
+        raise click.BadParameter(f"expected {PASSAGES_METAVAR} (e.g. 128,64), got {value!r}")
+    try:
+        return PassageConfig(int(parts[0]), int(parts[1]), *parts[2:])
+    except ConfigError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def passages_option(help_text: str) -> Any:
+    """``--passages TOKENS,STRIDE[,max|first]`` parsed into a PassageConfig (:func:`parse_passages`)."""
+    return click.option("--passages", callback=parse_passages, metavar=PASSAGES_METAVAR, help=help_text)
 
 
 def tokens_config(model: str | None, max_length: int | None) -> Any:

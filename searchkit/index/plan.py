@@ -85,6 +85,7 @@ from searchkit.index.measure import (
 )
 from searchkit.models.encoder import get_encoder
 from searchkit.models.loading import resolve_model
+from searchkit.text.passages import passage_spans
 from searchkit.types import ConfigError, Document
 
 logger = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ _DISK_LABELS = {
     "tokens": "tokens/ (int32 ids + offsets)",
     "dense_embeddings": "dense/embeddings.npy (fp16)",
     "dense_faiss": "dense/index.faiss",
+    "dense_passages": "dense/passages.npy (passage -> document)",
     "filters": "filters/",
     "manifest": "manifest + side files",
 }
@@ -462,8 +464,15 @@ def _plan(
     if dense is not None:
         dims = model_dims(resolve_model(dense.model))
         counts, specials = model_tokens[dense.model]
-        lengths = [min(length + specials, dense.max_length) for length in counts]
-        tokens_per_doc = sum(lengths) / max(1, len(lengths))
+        vectors = n
+        if dense.passages is None:
+            lengths = [min(length + specials, dense.max_length) for length in counts]
+        else:  # every passage is encoded and stored: rows of embeddings.npy and FAISS are passages
+            spans = [passage_spans(length, dense.passages.tokens, dense.passages.stride) for length in counts]
+            lengths = [end - start + specials for doc in spans for start, end in doc]
+            vectors = round(n * len(lengths) / max(1, len(counts)))
+            per_doc["passages"] = len(lengths) / max(1, len(counts))
+        tokens_per_doc = sum(lengths) / max(1, len(counts))
         per_doc["model_tokens"] = tokens_per_doc
         if measure:  # first: the encoder's resident memory is measured from before torch loads
             step = max(1, len(reservoir) // ENCODE_SAMPLE)
@@ -475,13 +484,15 @@ def _plan(
         weights = dims.get("params", 0) * (4 if dtype == "float32" else 2)
         dense_info = {"model": dense.model, "dim": dim, "device": device, "dtype": dtype}
         dense_info["factory"] = dense.faiss_factory
-        disk["dense_embeddings"] = NPY_HEADER + n * dim * 2
-        temporary = math.ceil(n / dense.shard_size) * NPY_HEADER + n * dim * 2
+        disk["dense_embeddings"] = NPY_HEADER + vectors * dim * 2
+        if dense.passages is not None:
+            disk["dense_passages"] = NPY_HEADER + 8 * (n + 1)
+        temporary = math.ceil(n / dense.shard_size) * NPY_HEADER + vectors * dim * 2
         gpu = device.startswith("cuda")
         wanted = list(factories) if factories is not None else (suggest_factories(n, dim) if measure else [])
         if dense.faiss_factory not in wanted:
             wanted.insert(0, dense.faiss_factory)
-        options = [_faiss_option(factory, n, dim, dense.train_sample) for factory in wanted]
+        options = [_faiss_option(factory, vectors, dim, dense.train_sample) for factory in wanted]
         configured = next(option for option in options if option.factory == dense.faiss_factory)
         disk["dense_faiss"] = configured.disk
         files += 4

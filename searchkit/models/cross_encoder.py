@@ -51,7 +51,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchkit.config import MAX_UNKNOWN, LearnedFusion, RerankConfig, config_from_dict
+from searchkit.config import MAX_UNKNOWN, LearnedFusion, PassageConfig, RerankConfig, config_from_dict
 from searchkit.formats import sha256_file
 from searchkit.models.cards import MODEL_CARD, read_reranker_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
@@ -59,6 +59,7 @@ from searchkit.models.loading import check_loaded_weights, check_model_source, l
 from searchkit.models.tokenizers import tokenizer_fingerprint, unreadable, unreadable_message
 from searchkit.ranking.fusion import interpolation_model, mix_scores
 from searchkit.text.batching import grouped_batches, pad_rows, token_budget_batches
+from searchkit.text.passages import aggregate_scores, split_passages
 from searchkit.types import ConfigError, DataError, Hit
 
 logger = logging.getLogger(__name__)
@@ -343,9 +344,10 @@ class CrossEncoderReranker:
         fusion: str | None = _AUTO,
         depth: int | None = RerankConfig.depth,
         batch_tokens: int | None = RerankConfig.batch_tokens,
+        passages: PassageConfig | None = RerankConfig.passages,
     ) -> None:
         settings = RerankConfig(
-            str(model), max_length, batch_size, device, dtype, interpolation, depth, fusion, batch_tokens
+            str(model), max_length, batch_size, device, dtype, interpolation, depth, fusion, batch_tokens, passages
         )
         self.device = resolve_device(device, "reranker")
         torch_dtype = resolve_dtype(dtype, self.device, "reranker")
@@ -367,6 +369,7 @@ class CrossEncoderReranker:
             config.fusion,
             config.depth,
             config.batch_tokens,
+            config.passages,
         )
 
     @classmethod
@@ -400,6 +403,11 @@ class CrossEncoderReranker:
         self.max_length = min(wanted, limit)
         self.config = settings
         self.encoder = PairEncoder(tokenizer, self.max_length)
+        if settings.passages is not None and settings.passages.tokens > self.max_document_tokens:
+            raise ConfigError(
+                f"PassageConfig.tokens={settings.passages.tokens} is more than a pair holds of a document "
+                f"({self.max_document_tokens} tokens at max_length={self.max_length}, before the query's); use fewer"
+            )
         where = str(Path(settings.model) / MODEL_CARD)
         self.fusion: LearnedFusion | None = resolve_fusion(card, settings.interpolation, settings.fusion, where)
         self._warn_depth()
@@ -571,6 +579,19 @@ class CrossEncoderReranker:
                 scores[order] = torch.cat(outputs).cpu().numpy()
         return scores
 
+    def _score_passages(
+        self, queries: Sequence[str], ids: Sequence[Sequence[int]], groups: np.ndarray, passages: PassageConfig
+    ) -> np.ndarray:
+        """A (query, document) logit from its passages' pairs: the best (``max``, MaxP) or the first (``first``,
+        FirstP: only the first passage is scored). Each query's pairs still share batches with their own only."""
+        if passages.aggregate == "first":
+            windows, counts = [list(row[: passages.tokens]) for row in ids], np.ones(len(ids), dtype=np.int64)
+        else:
+            windows, counts = split_passages(ids, passages.tokens, passages.stride)
+        pair_queries = [query for query, count in zip(queries, counts.tolist(), strict=True) for _ in range(count)]
+        logits = self.score_tokens(pair_queries, windows, groups=np.repeat(groups, counts))
+        return aggregate_scores(logits, counts, passages.aggregate) if len(ids) else logits
+
     def _count_truncation(self, truncated: int, total: int) -> None:
         self.scored_pairs += total
         self.truncated_pairs += truncated
@@ -590,6 +611,9 @@ class CrossEncoderReranker:
         doc_tokens: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> list[list[Hit]]:
         """Re-score each query's candidates by their logits (``texts[i][j]`` is the text of ``candidates[i][j]``).
+
+        With ``passages`` (:class:`searchkit.config.PassageConfig`) a candidate's logit is its best passage's
+        (``max``) or its first passage's (``first``): every passage is paired with the query and scored.
 
         ``doc_tokens`` (instead of ``texts``, which may then be None): ``doc_tokens[i][j]`` are the token ids of
         ``candidates[i][j]`` under this reranker's tokenizer, without special tokens (an index's stored tokens
@@ -625,7 +649,10 @@ class CrossEncoderReranker:
             flat_documents.extend(hit_documents)
         # each query's pairs batched on their own, even when two queries are the same text
         groups = np.repeat(np.arange(len(candidates)), [len(hits) for hits in candidates])
-        if doc_tokens is not None:
+        if self.config.passages is not None:
+            ids = flat_documents if doc_tokens is not None else self.encoder.tokenize(flat_documents)
+            scores = self._score_passages(flat_queries, ids, groups, self.config.passages)
+        elif doc_tokens is not None:
             scores = self.score_tokens(flat_queries, flat_documents, groups=groups)
         else:
             scores = self.score(flat_queries, flat_documents, groups=groups)

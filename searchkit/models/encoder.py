@@ -100,6 +100,21 @@ class Encoder:
         )
         return [list(ids) for ids in encoded["input_ids"]]
 
+    def document_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text without special tokens and without truncation (every token of a document: what
+        :meth:`with_special_tokens` cuts to the model's length, or passages are cut from)."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
     @property
     def tokenizer_fingerprint(self) -> str | None:
         """:func:`searchkit.models.tokenizers.tokenizer_fingerprint` of this encoder's tokenizer (computed once)."""

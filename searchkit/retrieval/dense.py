@@ -8,6 +8,8 @@ Files this component writes in the folder it is given (the index owns the manife
                      faiss_version, parts, mmap (whether faiss memory-maps the type: then loads map it)
     model.json       the encoder's identity (name, where it resolved, sha256 of its weight files), dim, and the
                      query-side settings (query_prefix, normalize, max_length) the manifest must agree with
+    passages.npy     only with ``DenseConfig.passages``: int64 (num_docs + 1,), document row i's passages are
+                     embeddings rows passages[i]:passages[i + 1] (at least one each); FAISS holds every passage
     shards/          only during a build: shard-00000.npy ... (fp16) + state.json, for resuming
 
 Encoding keeps tokenization apart from the model call (texts -> token ids -> batches sorted by length -> the
@@ -16,11 +18,18 @@ SentenceTransformer modules), runs fp16 on a GPU and fp32 on the CPU. When the i
 of the texts (:func:`usable_tokens`): no document is read or tokenized again. Heavy libraries (torch, faiss,
 sentence-transformers) are imported inside functions, and the model loads at the first query, not at ``load``.
 
-Rows are FAISS ids: row i of the index is vector i. An update (:meth:`DenseRetriever.rewrite`) appends the new
-documents' vectors after the others, so every id stays what it was; a deleted row stays in FAISS as a tombstone
-(:meth:`DenseRetriever.set_deleted`) that searches exclude with an ID selector, until a compaction rebuilds the FAISS
-index from the kept embeddings (no re-encoding). A metadata filter (``allowed``) is the same kind of selector, so
-the top k is taken among the allowed rows only.
+Passages (``DenseConfig.passages``, :mod:`searchkit.text.passages`): every document is split into overlapping token
+windows, each encoded on its own; embeddings and FAISS hold passage vectors, ``passages.npy`` maps them to their
+documents. A search fetches passages until it has enough distinct documents, and scores each document found by its
+best passage (``max``, MaxP, over all its passages, from the stored embeddings) or by its first (``first``, FirstP:
+FAISS then searches first passages only). Everything outside this module sees document rows. Without passages a
+document is cut to ``max_length`` tokens, and the build logs how many were.
+
+Rows are FAISS ids: row i of the index is vector i (a document's row when there are no passages). An update
+(:meth:`DenseRetriever.rewrite`) appends the new documents' vectors after the others, so every id stays what it
+was; a deleted row stays in FAISS as a tombstone (:meth:`DenseRetriever.set_deleted`) that searches exclude with an
+ID selector, until a compaction rebuilds the FAISS index from the kept embeddings (no re-encoding). A metadata
+filter (``allowed``) is the same kind of selector, so the top k is taken among the allowed rows only.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ from searchkit.retrieval.faiss_index import (
     search_selected,
     write_faiss_atomic,
 )
+from searchkit.text.passages import aggregate_scores, split_passages
 from searchkit.types import (
     ConfigError,
     DataError,
@@ -75,6 +85,7 @@ logger = logging.getLogger(__name__)
 
 
 STATE_VERSION = 1
+PASSAGES = "passages.npy"
 RESCORE_MARGIN = 8
 """Candidates FAISS returns beyond k, all re-scored from the stored embeddings one query at a time: a query's
 scores and top k then never depend on the queries searched with it (FAISS's batched and single-query inner products
@@ -134,9 +145,80 @@ def _completed_shards(shard_dir: Path, state: dict[str, Any], bounds: list[tuple
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError):
             continue
-        if array.ndim == 2 and array.shape[0] == hi - lo and array.dtype == np.float16:
+        rows = hi - lo
+        if state.get("passages") is not None:
+            try:
+                counts = np.load(_counts_path(path), allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if counts.shape != (hi - lo,) or (counts <= 0).any():
+                continue
+            rows = int(counts.sum())
+        if array.ndim == 2 and array.shape[0] == rows and array.dtype == np.float16:
             done.add(number)
     return done
+
+
+def _counts_path(shard: Path) -> Path:
+    """The passage counts (int64, one per document) saved beside a shard's embeddings when passages are on."""
+    return shard.with_name(shard.stem + ".passages.npy")
+
+
+def _windows(config: DenseConfig) -> list[int] | None:
+    """The passage settings that decide the embeddings (tokens, stride), or None without passages (the aggregate is
+    a search-time choice: the same vectors serve MaxP and FirstP)."""
+    return None if config.passages is None else [config.passages.tokens, config.passages.stride]
+
+
+class DocumentEncoding:
+    """One build's (or update's) way from documents to the rows it stores: every passage (``config.passages``) or
+    the document cut to the model's length, counting the cut documents to log them once at the end."""
+
+    def __init__(self, encoder: Encoder, config: DenseConfig) -> None:
+        self.encoder = encoder
+        self.config = config
+        self.room = encoder.max_length - encoder.num_special_tokens
+        self.prefix = encoder.document_ids([config.doc_prefix])[0] if config.doc_prefix else []
+        passages = config.passages
+        if passages is not None and passages.tokens + len(self.prefix) > self.room:
+            raise ConfigError(
+                f"PassageConfig.tokens={passages.tokens} is more than the dense model reads of a passage "
+                f"({self.room - len(self.prefix)} tokens at DenseConfig.max_length={encoder.max_length}); "
+                "use fewer tokens or a larger max_length"
+            )
+        self.documents = 0
+        self.truncated = 0
+
+    def encode(
+        self, texts: Sequence[str] | None, ids: Sequence[Sequence[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(fp32 embeddings of the stored rows, passages per document) of documents given as texts (the document
+        text, without ``doc_prefix``) or as token ids without special tokens."""
+        if ids is None:  # without passages the prefix is tokenized with the text, as the encoder always did
+            prefix = self.config.doc_prefix if self.config.passages is None else ""
+            ids = self.encoder.document_ids([prefix + text for text in texts or []])
+        self.documents += len(ids)
+        passages = self.config.passages
+        if passages is None:
+            self.truncated += sum(len(row) > self.room for row in ids)
+            counts = np.ones(len(ids), dtype=np.int64)
+            rows: list[Sequence[int]] = list(ids)
+        else:
+            windows, counts = split_passages(ids, passages.tokens, passages.stride)
+            rows = [[*self.prefix, *row] for row in windows] if self.prefix else list(windows)
+        embeddings = self.encoder.embed_tokens(self.encoder.with_special_tokens(rows))
+        return embeddings, counts
+
+    def log_truncated(self) -> None:
+        """One line when documents were cut to the model's length (never with passages)."""
+        if self.truncated:
+            logger.warning(
+                "dense: %d of %d documents longer than the model's %d tokens were truncated; set passages to "
+                "score every part of them (DenseConfig(passages=PassageConfig()), [dense.passages] in a recipe)",
+                self.truncated,
+                self.documents,
+                self.encoder.max_length,
+            )
 
 
 def encode_shards(
@@ -163,6 +245,7 @@ def encode_shards(
         "dtype": "float16" if device.startswith("cuda") else "float32",
         "num_docs": n,
         "docids_sha256": _docids_sha256(docids),
+        "passages": _windows(config),
     }
     shard_dir = folder / "shards"
     done = _completed_shards(shard_dir, state, bounds)
@@ -173,6 +256,8 @@ def encode_shards(
     logger.info("dense: encoding %d docs in %d shards of %d into %s", n, len(bounds), size, shard_dir)
 
     if encoding is not None:  # the same shard files, encoded elsewhere (Ray actors) from the rows they read
+        if config.passages is not None:
+            raise ConfigError("dense passages are encoded in this process only: build without --ray (Ray encoding)")
         if store is None:
             raise ConfigError("an encoding backend needs the doc store folder of the index being built (store=)")
         todo = [(number, lo, hi) for number, (lo, hi) in enumerate(bounds) if number not in done]
@@ -190,6 +275,7 @@ def encode_shards(
     stream = iter(docs if tokens is None else [Document(doc_id, "") for doc_id in docids])
     paths = []
     checked = False
+    documents: DocumentEncoding | None = None
     with tqdm(total=n, unit="doc", desc="dense encode", disable=not show_progress) as bar:
         for number, (lo, hi) in enumerate(bounds):
             chunk = list(islice(stream, hi - lo))
@@ -211,15 +297,20 @@ def encode_shards(
                     chunk[:UNKNOWN_SAMPLE],
                     tokens.rows(range(lo, min(hi, lo + UNKNOWN_SAMPLE))) if tokens is not None else None,
                 )
+            documents = documents or DocumentEncoding(encoder, config)
             if tokens is not None:
-                ids = encoder.with_special_tokens(tokens.rows(range(lo, hi)))
-                embeddings = encoder.embed_tokens(ids, progress=bar)
+                embeddings, counts = documents.encode(None, tokens.rows(range(lo, hi)))
             else:
-                embeddings = encoder.encode([config.doc_prefix + document_text(doc) for doc in chunk], progress=bar)
+                embeddings, counts = documents.encode([document_text(doc) for doc in chunk])
+            bar.update(hi - lo)
+            if config.passages is not None:
+                save_npy_atomic(_counts_path(path), counts)
             save_npy_atomic(path, embeddings.astype(np.float16))
             checkpoint("dense.shard")
     if next(stream, None) is not None:
         raise DataError(f"the corpus has more documents than the {n} docids")
+    if documents is not None:
+        documents.log_truncated()
     return paths
 
 
@@ -256,6 +347,13 @@ def _concatenate(paths: list[Path], target: Path, num_docs: int, dim: int) -> No
     os.replace(tmp, target)
 
 
+def _passage_offsets(counts: np.ndarray) -> np.ndarray:
+    """``passages.npy`` from the passages per document: document i's rows are offsets[i]:offsets[i + 1]."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
 def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> DocumentTokens | None:
     """``tokens`` when the encoder of ``config`` can embed them instead of the texts (same tokenizer, no doc prefix,
     no document stored shorter than the encoder reads it), else None (the reason logged)."""
@@ -265,7 +363,12 @@ def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> Documen
         reason: str | None = f"DenseConfig.doc_prefix={config.doc_prefix!r} is not in them"
     else:
         encoder = get_encoder(config)
-        reason = tokens.mismatch(encoder.tokenizer_fingerprint, encoder.max_length - encoder.num_special_tokens)
+        if config.passages is None:
+            reason = tokens.mismatch(encoder.tokenizer_fingerprint, encoder.max_length - encoder.num_special_tokens)
+        else:  # every token of a document: usable when no stored document was cut
+            reason = tokens.mismatch(encoder.tokenizer_fingerprint, 0)
+            if reason is None and not tokens.complete():
+                reason = f"passages read every token of a document, the index stores at most {tokens.max_length}"
     if reason is not None:
         logger.info("dense: encoding document texts, not the index's stored tokens: %s", reason)
         return None
@@ -276,6 +379,7 @@ def usable_tokens(tokens: DocumentTokens | None, config: DenseConfig) -> Documen
 # The DenseConfig fields that decide document embeddings; the others (FAISS type, search parameters, batch size,
 # device, query prefix) can change without re-encoding the corpus.
 EMBEDDING_FIELDS = ("model", "max_length", "normalize", "doc_prefix", "dtype")
+"""With the passage windows (tokens, stride; not the aggregate), compared by :func:`same_embeddings`."""
 QUERY_FIELDS = ("query_prefix", "normalize", "max_length")
 """The DenseConfig settings queries are encoded with: recorded in model.json at build and checked against the
 manifest's config on every open, so an edited manifest cannot change how queries are encoded."""
@@ -294,7 +398,8 @@ def same_embeddings(old: DenseConfig, new: DenseConfig) -> bool:
     >>> same_embeddings(DenseConfig(), DenseConfig(max_length=128))
     False
     """
-    return all(getattr(old, name) == getattr(new, name) for name in EMBEDDING_FIELDS)
+    same = all(getattr(old, name) == getattr(new, name) for name in EMBEDDING_FIELDS)
+    return same and _windows(old) == _windows(new)
 
 
 class DenseRetriever:
@@ -317,6 +422,10 @@ class DenseRetriever:
         self._encoder: Encoder | None = None
         self._deleted: np.ndarray | None = None  # bool over rows: tombstones every search excludes
         self._queries_checked = False
+        self.passage_offsets: np.ndarray | None = None  # with passages: document i's rows are [i]:[i + 1]
+        if (folder / PASSAGES).is_file():
+            self.passage_offsets = np.load(folder / PASSAGES, allow_pickle=False)
+        self._passage_docs: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return (
@@ -331,6 +440,26 @@ class DenseRetriever:
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+    @property
+    def num_vectors(self) -> int:
+        """Rows of embeddings.npy and vectors in FAISS: the passages, or one per document without them."""
+        return int(self.embeddings.shape[0])
+
+    @property
+    def passage_docs(self) -> np.ndarray:
+        """The document row of every stored vector (int64, ``num_vectors``): the passage -> document map."""
+        if self._passage_docs is None:
+            if self.passage_offsets is None:
+                self._passage_docs = np.arange(self.num_vectors, dtype=np.int64)
+            else:
+                counts = np.diff(self.passage_offsets)
+                self._passage_docs = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return self._passage_docs
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """What the manifest records beside the config: the number of passages, when documents are split."""
+        return {} if self.passage_offsets is None else {"num_passages": self.num_vectors}
 
     # -- build / load
 
@@ -360,7 +489,14 @@ class DenseRetriever:
         paths = encode_shards(docs, folder, config, docids, identity, show_progress, tokens, encoding, store)
         first = np.load(paths[0], mmap_mode="r", allow_pickle=False) if paths else None
         dim = int(first.shape[1]) if first is not None else get_encoder(config).dim
-        _concatenate(paths, folder / "embeddings.npy", len(docids), dim)
+        num_rows = len(docids)
+        if config.passages is not None:
+            counts = [np.load(_counts_path(path), allow_pickle=False) for path in paths]
+            offsets = _passage_offsets(np.concatenate([np.zeros(0, dtype=np.int64), *counts]))
+            save_npy_atomic(folder / PASSAGES, offsets)
+            num_rows = int(offsets[-1])
+            logger.info("dense: %d passages of %d documents", num_rows, len(docids))
+        _concatenate(paths, folder / "embeddings.npy", num_rows, dim)
         rebuild_index(folder, config.faiss_factory, train_sample=config.train_sample)
         write_json_atomic(folder / "model.json", model_record(identity, config, dim))
         shutil.rmtree(folder / "shards", ignore_errors=True)
@@ -395,6 +531,9 @@ class DenseRetriever:
         source, folder = Path(source), Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / "embeddings.npy", folder / "embeddings.npy")
+        (folder / PASSAGES).unlink(missing_ok=True)
+        if (source / PASSAGES).is_file():
+            shutil.copyfile(source / PASSAGES, folder / PASSAGES)
         recorded = json.loads((source / "model.json").read_text(encoding="utf-8"))
         identity = {key: value for key, value in recorded.items() if key not in ("dim", "query")}
         write_json_atomic(folder / "model.json", model_record(identity, config, int(recorded["dim"])))
@@ -424,9 +563,14 @@ class DenseRetriever:
         folder.mkdir(parents=True, exist_ok=True)
         config = source.config
         keep = np.asarray(keep, dtype=np.int64)
-        added = source._encode_new(new_docs, tokens, len(keep), show_progress)
-        embeddings = np.concatenate([np.asarray(source.embeddings)[keep], added])
+        added, counts = source._encode_new(new_docs, tokens, len(keep), show_progress)
+        kept_rows = source.vector_rows(keep)
+        embeddings = np.concatenate([np.asarray(source.embeddings)[kept_rows], added])
         save_npy_atomic(folder / "embeddings.npy", embeddings)
+        (folder / PASSAGES).unlink(missing_ok=True)
+        if source.passage_offsets is not None:
+            kept_counts = np.diff(source.passage_offsets)[keep]
+            save_npy_atomic(folder / PASSAGES, _passage_offsets(np.concatenate([kept_counts, counts])))
         shutil.copyfile(source.folder / "model.json", folder / "model.json")
         train_sample = int(source.faiss_info.get("train_sample", config.train_sample))
         if len(keep) == source.num_docs:
@@ -442,12 +586,25 @@ class DenseRetriever:
         logger.info("dense: %d rows kept, %d encoded and added", len(keep), len(added))
         return cls.load(folder, config, docids)
 
+    def vector_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors (passages) of document ``rows``, documents in the given order (int64)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.passage_offsets is None:
+            return rows
+        starts, ends = self.passage_offsets[rows], self.passage_offsets[rows + 1]
+        counts = ends - starts
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64)
+        shift = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return np.arange(int(counts.sum()), dtype=np.int64) + shift
+
     def _encode_new(
         self, docs: Sequence[Document], tokens: DocumentTokens | None, first_row: int, show_progress: bool
-    ) -> np.ndarray:
-        """fp16 embeddings of documents to add, by the model that encoded the index (refused when it changed)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """fp16 embeddings of documents to add (their passages, with passages), by the model that encoded the index
+        (refused when it changed), and the passages per document."""
         if not docs:
-            return np.empty((0, self.dim), dtype=np.float16)
+            return np.empty((0, self.dim), dtype=np.float16), np.zeros(0, dtype=np.int64)
         current = model_identity(self.config.model)
         if current.get("weights") and identity_key(current) != identity_key(self.model_info):
             raise ConfigError(
@@ -456,15 +613,16 @@ class DenseRetriever:
                 "update with the same model (Index.open(..., dense_model=PATH)) or rebuild the index"
             )
 
-        encoder = get_encoder(self.config)
+        documents = DocumentEncoding(get_encoder(self.config), self.config)
         stored = usable_tokens(tokens, self.config)
         with tqdm(total=len(docs), unit="doc", desc="dense encode", disable=not show_progress) as bar:
             if stored is not None:
-                ids = encoder.with_special_tokens(stored.rows(range(first_row, first_row + len(docs))))
-                vectors = encoder.embed_tokens(ids, progress=bar)
+                vectors, counts = documents.encode(None, stored.rows(range(first_row, first_row + len(docs))))
             else:
-                vectors = encoder.encode([self.config.doc_prefix + document_text(doc) for doc in docs], progress=bar)
-        return np.asarray(vectors).astype(np.float16)
+                vectors, counts = documents.encode([document_text(doc) for doc in docs])
+            bar.update(len(docs))
+        documents.log_truncated()
+        return np.asarray(vectors).astype(np.float16), counts
 
     def set_deleted(self, rows: np.ndarray) -> None:
         """Rows every search must skip (the index's tombstones); they stay in FAISS until a compaction."""
@@ -495,13 +653,14 @@ class DenseRetriever:
         return retriever
 
     def _problems(self) -> list[str]:
-        problems = []
-        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != self.num_docs:
-            problems.append(f"embeddings.npy has shape {self.embeddings.shape}, expected ({self.num_docs}, dim)")
+        problems = self._passage_problems()
+        rows = self.num_docs if self.passage_offsets is None or problems else int(self.passage_offsets[-1])
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != rows:
+            problems.append(f"embeddings.npy has shape {self.embeddings.shape}, expected ({rows}, dim)")
         if self.embeddings.dtype != np.float16:
             problems.append(f"embeddings.npy is {self.embeddings.dtype}, expected float16")
-        if self.index.ntotal != self.num_docs:
-            problems.append(f"index.faiss holds {self.index.ntotal} vectors, expected {self.num_docs}")
+        if self.index.ntotal != rows:
+            problems.append(f"index.faiss holds {self.index.ntotal} vectors, expected {rows}")
         if self.index.d != self.dim:
             problems.append(f"index.faiss has dimension {self.index.d}, embeddings have {self.dim}")
         if self.model_info.get("dim") != self.dim:
@@ -521,13 +680,27 @@ class DenseRetriever:
             )
         return problems
 
+    def _passage_problems(self) -> list[str]:
+        offsets = self.passage_offsets
+        if offsets is None:
+            if self.config.passages is not None:
+                return [f"the config splits documents into passages but {PASSAGES} is missing (rebuild)"]
+            return []
+        if self.config.passages is None:
+            return [f"{PASSAGES} holds passages but the config has passages=None (edited?)"]
+        if offsets.ndim != 1 or offsets.dtype != np.int64 or len(offsets) != self.num_docs + 1:
+            return [f"{PASSAGES} is {offsets.dtype} with shape {offsets.shape}, expected int64 ({self.num_docs + 1},)"]
+        if int(offsets[0]) != 0 or (np.diff(offsets) <= 0).any():
+            return [f"{PASSAGES} does not start at 0 with at least one passage a document"]
+        return []
+
     def verify(self) -> list[str]:
         """Problems with this component's files and their agreement with the doc ids (empty when sound)."""
         problems = self._problems()
         if self.model_info.get("name") != self.config.model:
             name = self.model_info.get("name")
             problems.append(f"model.json names model {name!r}, config says {self.config.model!r}")
-        for start in range(0, self.num_docs, ADD_CHUNK):
+        for start in range(0, self.num_vectors, ADD_CHUNK):
             if not np.isfinite(self.embeddings[start : start + ADD_CHUNK]).all():
                 problems.append(f"embeddings.npy has non-finite values in rows {start}..")
                 break
@@ -582,10 +755,12 @@ class DenseRetriever:
         k = min(k, self.num_docs if selected is None else int(np.count_nonzero(selected)))
         if k == 0 or len(vectors) == 0:
             return [Ranking.empty() for _ in range(len(vectors))]
+        queries = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.passage_offsets is not None:
+            return self._search_passages(queries, k, selected)
         index = self.index
         if self.where != "cpu" and (k > GPU_MAX_K or selected is not None):  # no ID selectors on the GPU
             index = self._large_k_index()
-        queries = np.ascontiguousarray(vectors, dtype=np.float32)
         wanted = min(k + RESCORE_MARGIN, self.num_docs if selected is None else int(np.count_nonzero(selected)))
         if selected is None:
             _, rows = index.search(queries, wanted)
@@ -600,12 +775,65 @@ class DenseRetriever:
             results.append(Ranking(ranked.rows[:k], ranked.scores[:k]))
         return results
 
+    def _search_passages(self, queries: np.ndarray, k: int, selected: np.ndarray | None) -> list[Ranking]:
+        """Top-k documents by passages: FAISS is asked for passages (first passages only for ``first``) until they
+        come from ``k + RESCORE_MARGIN`` distinct documents (or every searchable one), each query on its own after
+        the first batched call; the documents found are scored exactly (:meth:`score_vector`)."""
+        assert self.passage_offsets is not None and self.config.passages is not None
+        starts = self.passage_offsets[:-1]
+        mask: np.ndarray | None = None
+        if self.config.passages.aggregate == "first":
+            mask = np.zeros(self.num_vectors, dtype=bool)
+            mask[starts if selected is None else starts[selected]] = True
+        elif selected is not None:
+            mask = selected[self.passage_docs]
+        searchable = self.num_vectors if mask is None else int(np.count_nonzero(mask))
+        live = self.num_docs if selected is None else int(np.count_nonzero(selected))
+        need = min(k + RESCORE_MARGIN, live)
+        per_doc = -(-self.num_vectors // max(1, self.num_docs))  # mean passages a document, rounded up
+        wanted = min(searchable, need * per_doc)
+        rows = self._search_passage_rows(queries, wanted, mask)
+        results = []
+        for q in range(len(queries)):
+            found, asked = rows[q], wanted
+            docs = np.unique(self.passage_docs[found[found >= 0]])
+            while len(docs) < need and asked < searchable:  # a query whose passages crowd few documents
+                asked = min(searchable, asked * 2)
+                found = self._search_passage_rows(queries[q : q + 1], asked, mask)[0]
+                docs = np.unique(self.passage_docs[found[found >= 0]])
+            ranked = sort_ranking(docs, self.score_vector(queries[q], docs), self._table.keys)
+            results.append(Ranking(ranked.rows[:k], ranked.scores[:k]))
+        return results
+
+    def _search_passage_rows(self, queries: np.ndarray, wanted: int, mask: np.ndarray | None) -> np.ndarray:
+        index = self.index
+        if self.where != "cpu" and (wanted > GPU_MAX_K or mask is not None):  # no ID selectors on the GPU
+            index = self._large_k_index()
+        if mask is None:
+            _, rows = index.search(queries, wanted)
+        else:
+            _, rows = search_selected(index, queries, wanted, mask, self.config)
+        result: np.ndarray = rows.astype(np.int64, copy=False)
+        return result
+
     def score_vector(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The inner products of ``vector`` with the stored embeddings of ``rows`` (float32 from the fp16 rows, one
-        query at a time): every dense score searchkit reports, in search and in cascade, is this one number."""
-        picked = np.asarray(self.embeddings[np.asarray(rows, dtype=np.int64)], dtype=np.float32)
-        scores: np.ndarray = (picked @ np.asarray(vector, dtype=np.float32)).astype(np.float64)
-        return scores
+        """The inner products of ``vector`` with the stored embeddings of document ``rows`` (float32 from the fp16
+        rows, one query at a time; with passages, the best of a document's passages or its first, as
+        ``passages.aggregate`` says): every dense score searchkit reports, in search and in cascade, is this one
+        number."""
+        rows = np.asarray(rows, dtype=np.int64)
+        vector = np.asarray(vector, dtype=np.float32)
+        if self.passage_offsets is None:
+            picked = np.asarray(self.embeddings[rows], dtype=np.float32)
+            scores: np.ndarray = (picked @ vector).astype(np.float64)
+            return scores
+        assert self.config.passages is not None
+        if self.config.passages.aggregate == "first":
+            first = np.asarray(self.embeddings[self.passage_offsets[rows]], dtype=np.float32)
+            return (first @ vector).astype(np.float64)
+        passages = np.asarray(self.embeddings[self.vector_rows(rows)], dtype=np.float32)
+        counts = self.passage_offsets[rows + 1] - self.passage_offsets[rows]
+        return aggregate_scores((passages @ vector).astype(np.float64), counts, "max")
 
     def _large_k_index(self) -> Any:
         if self._cpu_index is None:

@@ -107,6 +107,11 @@ class DocumentTokens:
         offsets, ids = self.offsets, self.ids
         return [ids[int(offsets[row]) : int(offsets[row + 1])].tolist() for row in rows]
 
+    def complete(self) -> bool:
+        """Whether every document is stored whole (none reached ``max_length``, so none was cut): what reading
+        every token of a document (passages) needs."""
+        return self.num_docs == 0 or int(np.diff(self.offsets).max()) < self.max_length
+
     def mismatch(self, fingerprint: str | None, needed: int) -> str | None:
         """Why a tokenizer with ``fingerprint`` that reads ``needed`` tokens of a document cannot use these ids
         (one line), or None when it can: the same tokenizer, and no document cut shorter than it would cut it."""
