@@ -179,7 +179,7 @@ def estimate_propensities(
         with np.errstate(invalid="ignore"):
             lower = np.nanquantile(np.where(np.isfinite(chained), chained, np.nan), tail, axis=0)
             upper = np.nanquantile(np.where(np.isfinite(chained), chained, np.nan), 1 - tail, axis=0)
-    source = ["estimated"] * depth
+    source = ["estimated" if estimated.any() or not links else "prior"] * depth  # rank 1 is 1 by definition
     for link in range(links):
         if not estimated[link]:
             source[link + 1 :] = ["prior"] * (depth - link - 1)
