@@ -479,6 +479,9 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields), tokens, filters)
 
 
+# Swapped impressions a rank link needs before its examination propensity is estimated from a feedback log
+# (searchkit.training.propensity); fewer: the position-based prior.
+FEEDBACK_MIN_SWAPS = 100
 # Paths a training recipe gives relative to its own folder.
 TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "feedback_log", "output", "init_from")
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
@@ -493,7 +496,8 @@ class TrainConfig:
     folder), ``split``; or ``pairs`` (a labelled pair file; ``pairs_doc``: its TSV doc column holds ``id``s or
     ``text``s); or ``feedback_log`` (a ``serve --feedback-log`` file: its clicks as pairs, weighted by inverse
     propensity up to ``feedback_clip`` unless ``feedback_naive``, over impressions with ``feedback_since <= time <
-    feedback_until``; see :mod:`searchkit.training.feedback`; needs ``index`` and ``weighting = "column"``).
+    feedback_until``, ranks estimated from ``feedback_min_swaps`` swaps; see :mod:`searchkit.training.feedback`;
+    needs ``index`` and ``weighting = "column"``).
     Mining: ``mine_mode`` first stage, its top ``mine_depth`` from rank ``skip_top`` + 1, at most
     ``negatives_per_query`` kept, plus ``random_negatives``. Smoke runs: ``limit_queries``, ``max_steps``;
     ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
@@ -523,6 +527,7 @@ class TrainConfig:
     feedback_clip: float = 10.0
     feedback_since: float | None = None
     feedback_until: float | None = None
+    feedback_min_swaps: int = FEEDBACK_MIN_SWAPS
     base_model: str = "all-MiniLM-L6-v2"
     init_from: str | None = None
     max_length: int = 256
@@ -585,6 +590,7 @@ class TrainConfig:
         check(self.pairs is None or self.feedback_log is None, "give pairs or feedback_log, not both")
         check(self.feedback_log is None or self.index is not None, "feedback_log names documents by id: set index")
         check(self.feedback_clip >= 1, f"feedback_clip must be >= 1, got {self.feedback_clip}")
+        check(self.feedback_min_swaps >= 0, f"feedback_min_swaps must be >= 0, got {self.feedback_min_swaps}")
         check(
             pairs or bool((self.corpus or self.qrels) and (self.corpus or self.queries)),
             "qrels training needs corpus (a BEIR folder) or both queries and qrels",

@@ -49,7 +49,7 @@ def test_explore_swaps_adjacent_pairs_uniformly(tmp_path: Path) -> None:
     swapped = [i for i in impressions if i.swapped is not None]
     assert counts.swapped == len(swapped)
     assert abs(len(swapped) / 9000 - 0.5) < 4.5 * np.sqrt(0.25 / 9000)
-    per_rank = np.bincount([i.swapped for i in swapped], minlength=10)[1:]
+    per_rank = np.bincount([i.swapped or 0 for i in swapped], minlength=10)[1:]
     expected = len(swapped) / 9
     assert np.all(np.abs(per_rank - expected) < 4.5 * np.sqrt(expected))
     for impression in swapped:

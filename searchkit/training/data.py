@@ -111,6 +111,7 @@ def load_training_data(cfg: TrainConfig, out: Path, show_progress: bool) -> Trai
             clip=cfg.feedback_clip,
             since=cfg.feedback_since,
             until=cfg.feedback_until,
+            min_swaps=cfg.feedback_min_swaps,
             seed=cfg.seed,
         )
         train, dev, texts = _pairs_data(cfg, index, export.pairs, cfg.feedback_log)

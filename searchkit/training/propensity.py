@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from searchkit.config import FEEDBACK_MIN_SWAPS
 from searchkit.formats import Feedback, Impression
 from searchkit.types import ConfigError
 
@@ -42,7 +43,7 @@ PBM_PRIOR = (0.68, 0.61, 0.48, 0.34, 0.28, 0.20, 0.11, 0.10, 0.08, 0.06)
 """Examination probability at ranks 1-10 of the position-based model as commonly parameterised (e.g. the ULTRA
 toolkit's and the Baidu-ULTR simulations); ranks past 10 take the last value."""
 
-MIN_SWAPS = 100
+MIN_SWAPS = FEEDBACK_MIN_SWAPS
 """Swapped impressions a rank link needs before its estimate replaces the prior's."""
 
 
