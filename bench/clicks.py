@@ -269,6 +269,18 @@ def _markdown(result: dict[str, Any]) -> str:
             f"{row['weighted']:.4f} | {row['weighted'] - row['naive']:+.4f} | {shown} ({estimated} of "
             f"{len(props['source']) - 1} links estimated) |"
         )
+    lines.append("")
+    for eta in dict.fromkeys(row["eta"] for row in result["runs"]):
+        rows = [row for row in result["runs"] if row["eta"] == eta]
+        matched = [row["sessions"] for row in rows if row["weighted"] >= test["qrels"]]
+        naive = [row["sessions"] for row in rows if row["naive"] >= test["qrels"]]
+        lines.append(
+            f"- eta {eta:g}: weighted clicks match the qrels-trained model from "
+            f"{f'{matched[0]} sessions' if matched else 'none of the session counts run'}; naive clicks from "
+            f"{f'{naive[0]} sessions' if naive else 'none of them'}. Weighted vs the start model: "
+            + ", ".join(f"{row['weighted'] - test['start']:+.4f} at {row['sessions']}" for row in rows)
+            + "."
+        )
     return "\n".join(lines) + "\n"
 
 
