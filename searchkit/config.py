@@ -533,8 +533,11 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
     return IndexRecipe(corpus, base / raw["output"], bm25, dense, dict(fields), tokens, filters)
 
 
+# Swapped impressions a rank link needs before its examination propensity is estimated from a feedback log
+# (searchkit.training.propensity); fewer: the position-based prior.
+FEEDBACK_MIN_SWAPS = 100
 # Paths a training recipe gives relative to its own folder.
-TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output", "init_from")
+TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "feedback_log", "output", "init_from")
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
 TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
 
@@ -545,7 +548,10 @@ class TrainConfig:
 
     Data: ``corpus`` (builds ``index`` when it is missing), ``queries``/``qrels`` (default: the corpus
     folder), ``split``; or ``pairs`` (a labelled pair file; ``pairs_doc``: its TSV doc column holds ``id``s or
-    ``text``s).
+    ``text``s); or ``feedback_log`` (a ``serve --feedback-log`` file: its clicks as pairs, weighted by inverse
+    propensity up to ``feedback_clip`` unless ``feedback_naive``, over impressions with ``feedback_since <= time <
+    feedback_until``, ranks estimated from ``feedback_min_swaps`` swaps; see :mod:`searchkit.training.feedback`;
+    needs ``index`` and ``weighting = "column"``).
     Mining: ``mine_mode`` first stage, its top ``mine_depth`` from rank ``skip_top`` + 1, at most
     ``negatives_per_query`` kept, plus ``random_negatives``. Smoke runs: ``limit_queries``, ``max_steps``;
     ``stop_after_epochs`` stops (as a kill would) without changing the schedule.
@@ -570,6 +576,12 @@ class TrainConfig:
     build_index: bool = True
     pairs: str | None = None
     pairs_doc: str = "id"
+    feedback_log: str | None = None
+    feedback_naive: bool = False
+    feedback_clip: float = 10.0
+    feedback_since: float | None = None
+    feedback_until: float | None = None
+    feedback_min_swaps: int = FEEDBACK_MIN_SWAPS
     base_model: str = "all-MiniLM-L6-v2"
     init_from: str | None = None
     max_length: int = 256
@@ -626,10 +638,15 @@ class TrainConfig:
             not (self.weighting == "class" and self.loss == "listwise"),
             "class weights need loss='pointwise' (listwise groups are weighted by grade or the column)",
         )
-        check(not (self.weighting == "column" and self.pairs is None), "weighting='column' needs a pairs file")
+        pairs = self.pairs is not None or self.feedback_log is not None
+        check(not (self.weighting == "column" and not pairs), "weighting='column' needs a pairs file or feedback_log")
         check(self.pairs is not None or self.index is not None, "give an index (qrels mining) or a pairs file")
+        check(self.pairs is None or self.feedback_log is None, "give pairs or feedback_log, not both")
+        check(self.feedback_log is None or self.index is not None, "feedback_log names documents by id: set index")
+        check(self.feedback_clip >= 1, f"feedback_clip must be >= 1, got {self.feedback_clip}")
+        check(self.feedback_min_swaps >= 0, f"feedback_min_swaps must be >= 0, got {self.feedback_min_swaps}")
         check(
-            self.pairs is not None or bool((self.corpus or self.qrels) and (self.corpus or self.queries)),
+            pairs or bool((self.corpus or self.qrels) and (self.corpus or self.queries)),
             "qrels training needs corpus (a BEIR folder) or both queries and qrels",
         )
         for name in ("max_length", "mine_depth", "epochs", "groups_per_step", "accumulation_steps", "dev_depth"):

@@ -3,7 +3,7 @@ and runs (all optionally gzip'd), and ir-datasets ids (``irds:beir/scifact/test`
 
 Modules: ``files`` (sources, paths, hashes, atomic writes, lines), ``records`` (JSON and TSV records, ids, the
 checks every field passes), ``documents`` (corpora, queries, id lists), ``trec`` (qrels and runs), ``feedback``
-(the server's impression and feedback log, SQLite). Every public
+(the server's impression and feedback log, SQLite), ``pairs`` (labelled training pairs). Every public
 name is importable from ``searchkit.formats``.
 
 A *source* is a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), one file
@@ -63,6 +63,7 @@ from searchkit.formats.files import (
     source_sha256,
     write_json_atomic,
 )
+from searchkit.formats.pairs import PAIRS_HEADER, LabelledPair, read_pairs, write_pairs
 from searchkit.formats.records import (
     DOC_ID_HEADERS,
     MAX_DIGITS,
@@ -86,10 +87,12 @@ __all__ = [
     "IRDS_PREFIX",
     "MAX_DIGITS",
     "MODEL_FILE_SUFFIXES",
+    "PAIRS_HEADER",
     "QUERY_ID_HEADERS",
     "Feedback",
     "FeedbackLog",
     "Impression",
+    "LabelledPair",
     "Records",
     "Source",
     "beir_file",
@@ -116,6 +119,7 @@ __all__ = [
     "parse_json_line",
     "read_corpus",
     "read_ids",
+    "read_pairs",
     "read_qrels",
     "read_queries",
     "read_records",
@@ -126,5 +130,6 @@ __all__ = [
     "source_sha256",
     "surrogate_problem",
     "write_json_atomic",
+    "write_pairs",
     "write_run",
 ]

@@ -23,101 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from searchkit.config import TrainConfig, config_to_dict
-from searchkit.formats import document_text, iter_lines, parse_json_line, read_qrels, read_queries, read_run, write_run
+from searchkit.formats import LabelledPair, document_text, read_pairs, read_qrels, read_queries, read_run, write_run
 from searchkit.index import Index
 from searchkit.search import Searcher
+from searchkit.training.feedback import feedback_pairs
 from searchkit.types import ConfigError, DataError, Hit, Qrels, Query
 
 logger = logging.getLogger(__name__)
-
-
-class LabelledPair(NamedTuple):
-    """A line of a pair file: query text, doc (an id or a text), grade (0: negative), optional weight."""
-
-    query: str
-    doc: str
-    label: int
-    weight: float | None
-    doc_is_id: bool
-    line: int
-
-
-def read_pairs(path: str | Path, doc: str = "id") -> list[LabelledPair]:
-    """Read labelled pairs: TSV ``query<TAB>doc<TAB>label[<TAB>weight]`` (header optional; ``doc`` says
-    whether that column holds doc ids or texts) or JSONL ``{"query", "doc_id" | "text", "label", "weight"?}``.
-
-    Labels are integer grades >= 0 (0: negative); weights finite and >= 0. A bad line raises a DataError
-    naming ``file:line``.
-
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pairs.tsv"
-    >>> _ = path.write_text("query\\tdoc\\tlabel\\tweight\\ncats\\td1\\t1\\t2.0\\ncats\\td2\\t0\\n")
-    >>> [(p.doc, p.label, p.weight) for p in read_pairs(path)]
-    [('d1', 1, 2.0), ('d2', 0, None)]
-    """
-
-    pairs: list[LabelledPair] = []
-    for number, line in iter_lines(path):
-        if line.lstrip().startswith("{"):
-            pairs.append(_json_pair(line, path, number))
-            continue
-        parts = line.split("\t")
-        if not pairs and len(parts) >= 3 and parts[2].strip().lower() == "label":
-            continue  # header
-        if len(parts) not in (3, 4):
-            raise DataError(
-                f"expected 3 or 4 tab-separated columns (query, doc, label[, weight]), found {len(parts)}",
-                path,
-                number,
-            )
-        query, doc_value = parts[0].strip(), parts[1].strip()
-        weight = parts[3] if len(parts) == 4 else None
-        pairs.append(_pair(query, doc_value, parts[2], weight, doc == "id", path, number))
-    if not pairs:
-        raise DataError("no labelled pairs found", path)
-    return pairs
-
-
-def _json_pair(line: str, path: str | Path, number: int) -> LabelledPair:
-    record = parse_json_line(line, path, number)
-    if not isinstance(record, dict) or not isinstance(record.get("query"), str) or "label" not in record:
-        raise DataError("expected an object with 'query' (a string), 'doc_id' or 'text', and 'label'", path, number)
-    if ("doc_id" in record) == ("text" in record):
-        raise DataError("give exactly one of 'doc_id' and 'text'", path, number)
-    is_id = "doc_id" in record
-    value = str(record["doc_id"] if is_id else record["text"])
-    return _pair(record["query"], value, record["label"], record.get("weight"), is_id, path, number)
-
-
-def _pair(query: str, doc: str, label: Any, weight: Any, is_id: bool, path: str | Path, number: int) -> LabelledPair:
-    if not query.strip() or not doc.strip():
-        raise DataError("empty query or doc", path, number)
-    try:
-        grade = int(str(label).strip())
-    except ValueError:
-        raise DataError(f"label must be an integer grade >= 0, found {label!r}", path, number) from None
-    if grade < 0:
-        raise DataError(f"label must be an integer grade >= 0, found {label!r}", path, number)
-    value: float | None = None
-    if weight is not None and str(weight).strip() != "":
-        try:
-            value = float(weight)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise DataError(f"weight must be a finite number >= 0, found {weight!r}", path, number)
-    return LabelledPair(query.strip(), doc.strip() if is_id else doc, grade, value, is_id, number)
 
 
 def mine_negatives(
@@ -182,9 +104,21 @@ def load_training_data(cfg: TrainConfig, out: Path, show_progress: bool) -> Trai
     first stage to ``out/cache/``). Raises DataError when no training query is left.
     """
     index = _open_index(cfg, show_progress)
-    if cfg.pairs is not None:
-        train, dev, texts = _pairs_data(cfg, index)
-        source: dict[str, Any] = {"pairs": cfg.pairs}
+    if cfg.feedback_log is not None:
+        export = feedback_pairs(
+            cfg.feedback_log,
+            naive=cfg.feedback_naive,
+            clip=cfg.feedback_clip,
+            since=cfg.feedback_since,
+            until=cfg.feedback_until,
+            min_swaps=cfg.feedback_min_swaps,
+            seed=cfg.seed,
+        )
+        train, dev, texts = _pairs_data(cfg, index, export.pairs, cfg.feedback_log)
+        source: dict[str, Any] = dict(export.record)
+    elif cfg.pairs is not None:
+        train, dev, texts = _pairs_data(cfg, index, read_pairs(cfg.pairs, cfg.pairs_doc), cfg.pairs)
+        source = {"pairs": cfg.pairs}
     else:
         train, dev, texts = _qrels_data(cfg, index, out, show_progress)
         source = {"qrels": cfg.qrels or cfg.corpus, "split": cfg.split}
@@ -450,19 +384,20 @@ def _random_negatives(docids: Sequence[str], exclude: set[str], count: int, rng:
     return picked
 
 
-def _pairs_data(cfg: TrainConfig, index: Any) -> tuple[list[TrainQuery], DevSet, dict[str, str]]:
+def _pairs_data(
+    cfg: TrainConfig, index: Any, pairs: list[LabelledPair], path: str
+) -> tuple[list[TrainQuery], DevSet, dict[str, str]]:
 
-    assert cfg.pairs is not None
-    pairs = read_pairs(cfg.pairs, cfg.pairs_doc)
     if any(pair.doc_is_id for pair in pairs) and index is None:
-        raise ConfigError(f"{cfg.pairs} names documents by id: set `index` so their texts can be read")
+        raise ConfigError(f"{path} names documents by id: set `index` so their texts can be read")
     known = set(index.docids) if index is not None else set()
     texts: dict[str, str] = {}
     by_query: dict[str, list[tuple[str, LabelledPair]]] = {}
     for pair in pairs:
         if pair.doc_is_id:
             if pair.doc not in known:
-                raise DataError(f"document {pair.doc!r} is not in the index {cfg.index}", cfg.pairs, pair.line)
+                where = pair.line if cfg.feedback_log is None else None
+                raise DataError(f"document {pair.doc!r} is not in the index {cfg.index}", path, where)
             key = pair.doc
         else:
             key = f"line{pair.line}"
@@ -475,7 +410,7 @@ def _pairs_data(cfg: TrainConfig, index: Any) -> tuple[list[TrainQuery], DevSet,
         logger.warning(
             "%d queries of %s have no positive pair and are not used: %s",
             len(without),
-            cfg.pairs,
+            path,
             ", ".join(without[:5]),
         )
     usable = [q for q in queries if q.query_id not in set(without)]
@@ -486,8 +421,13 @@ def _pairs_data(cfg: TrainConfig, index: Any) -> tuple[list[TrainQuery], DevSet,
         positives = [(k, p.label, _positive_weight(cfg, p.label, p.weight)) for k, p in items if p.label > 0]
         negatives = [(k, _negative_weight(cfg, p.weight)) for k, p in items if p.label == 0]
         train.append(TrainQuery(query.query_id, query.text, positives, negatives))
-    candidates = [[Hit(key, 0.0) for key, _ in by_query[q.text]] for q in dev_queries]
-    qrels = {q.query_id: {key: p.label for key, p in by_query[q.text]} for q in dev_queries}
+    # a doc listed twice in a query (clicked in one session, skipped in another) is one candidate, at its best grade
+    candidates = [[Hit(key, 0.0) for key in dict.fromkeys(key for key, _ in by_query[q.text])] for q in dev_queries]
+    qrels: Qrels = {}
+    for query in dev_queries:
+        grades = qrels.setdefault(query.query_id, {})
+        for key, pair in by_query[query.text]:
+            grades[key] = max(grades.get(key, 0), pair.label)
     needed = {key for q in by_query.values() for key, p in q if p.doc_is_id}
     if needed:
         chunk = sorted(needed)
