@@ -52,6 +52,7 @@ from searchkit.formats import document_text
 from searchkit.models.cards import MODEL_CARD, lineage, read_model_card, write_model_card
 from searchkit.models.device import cpu_bf16_support, resolve_device
 from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
+from searchkit.models.merging import merge_into
 from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
 from searchkit.training.bi_encoder_data import (
     DEV_METRICS,
@@ -265,7 +266,7 @@ class _DenseTrainer:
         )
         if interrupted:
             return result
-        return self._finish(result, trainer.model, data, ancestry, device, train_seconds)
+        return self._finish(result, trainer.model, data, ancestry, device, train_seconds, dev)
 
     # ------------------------------------------------------------------ output folder
     def _prepare_output(self) -> Path | None:
@@ -403,6 +404,7 @@ class _DenseTrainer:
         ancestry: list[dict[str, Any]],
         device: str,
         train_seconds: float,
+        dev: DevRetrieval | None = None,
     ) -> DenseTrainResult:
         cfg, out, metric = self.cfg, self.out, self.metric
         history = result.dev
@@ -424,6 +426,7 @@ class _DenseTrainer:
                     out,
                 )
                 model = _load_model(result.start_model, device, cfg.max_length)
+        merge = _merge_report(self, model, result.start_model, device, dev) if shipped is not False else None
         for name in (
             "modules.json",
             "config.json",
@@ -469,11 +472,50 @@ class _DenseTrainer:
             "train_pairs": round(result.pairs_per_second * train_seconds),
             "train_pairs_per_second": result.pairs_per_second,
         }
+        if merge is not None:
+            card["merge"] = merge
         write_model_card(out, "dense", card)
         if not cfg.keep_checkpoint:
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         logger.info("dense encoder written to %s (best epoch %d, shipped %s)", out, best_epoch, shipped)
         return dataclasses.replace(result, best_epoch=best_epoch, shipped=shipped)
+
+
+def _merge_report(
+    trainer: _DenseTrainer, model: Any, start: str, device: str, dev: DevRetrieval | None
+) -> dict[str, Any] | None:
+    """Merge the kept model with its starting weights in place (``merge_alpha``; see :mod:`searchkit.models.merging`)
+    and say how: alpha, how it was chosen, and the dev metric of every alpha tried (``"auto"``: the grid's best on
+    dev, the smallest alpha of ties, since it keeps the most of what the base knew)."""
+    cfg, metric = trainer.cfg, trainer.metric
+    if cfg.merge_alpha is None:
+        return None
+    base_state = {k: v.detach().clone() for k, v in _load_model(start, device, cfg.max_length).state_dict().items()}
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tried: dict[str, dict[str, float]] = {}
+    if cfg.merge_alpha == "auto":
+        assert dev is not None  # DenseTrainConfig refuses "auto" without dev queries
+        for alpha in cfg.merge_alpha_grid:
+            model.load_state_dict(tuned)
+            tried[str(alpha)] = dev(merge_into(model, base_state, alpha))
+            logger.info("merge alpha %.2f: dev %s %.4f", alpha, metric, tried[str(alpha)][metric])
+        best = max(tried[str(a)][metric] for a in cfg.merge_alpha_grid)
+        alpha = min(a for a in cfg.merge_alpha_grid if tried[str(a)][metric] == best)
+    else:
+        alpha = float(cfg.merge_alpha)
+    model.load_state_dict(tuned)
+    merge_into(model, base_state, alpha)
+    if dev is not None and str(alpha) not in tried:
+        tried[str(alpha)] = dev(model)
+    logger.info("shipping alpha=%.2f * fine-tuned + %.2f * %s", alpha, 1 - alpha, start)
+    return {
+        "alpha": alpha,
+        "chosen": "dev" if cfg.merge_alpha == "auto" else "set",
+        "formula": "alpha * fine-tuned + (1 - alpha) * starting weights",
+        "start_model": start,
+        "dev": tried,
+        "merged_dev": tried.get(str(alpha)),
+    }
 
 
 def _log_callback(trainer: _DenseTrainer, flags: dict[str, Any]) -> Any:
