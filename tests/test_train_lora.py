@@ -311,3 +311,103 @@ def test_another_collection_warns_once(
     warned = [r.getMessage() for r in caplog.records if "another collection" in r.getMessage()]
     assert len(warned) == 1
     assert "0.021-0.043 nDCG@10" in warned[0] and str(lora.output) in warned[0] and "searchkit train" in warned[0]
+
+
+# ---------------------------------------------------------------------- the bi-encoder
+@pytest.fixture(scope="module")
+def dense_lora(tmp_path_factory: pytest.TempPathFactory, tiny_bi_encoder: Path, synthetic_beir: Path) -> Any:
+    from searchkit.config import DenseTrainConfig
+    from searchkit.index import Index
+    from searchkit.training.bi_encoder import train_dense
+
+    folder = tmp_path_factory.mktemp("dense-lora")
+    Index.build(synthetic_beir, folder / "index")
+    cfg = DenseTrainConfig(
+        output=str(folder / "out"),
+        corpus=str(synthetic_beir),
+        index=str(folder / "index"),
+        base_model=str(tiny_bi_encoder),
+        max_length=32,
+        dev_max_length=32,
+        mine_mode="bm25",
+        mine_depth=8,
+        skip_top=1,
+        hard_negatives=2,
+        batch_size=4,
+        epochs=2,
+        lr=1e-2,
+        dev_queries=6,
+        dev_depth=10,
+        precision="fp32",
+        device="cpu",
+        seed=7,
+        log_every=1,
+        adapter="lora",
+        lora_rank=4,
+        lora_alpha=8.0,
+        lora_dropout=0.0,
+    )
+    return train_dense(cfg)
+
+
+def test_a_lora_bi_encoder_is_a_small_adapter_that_reloads(
+    dense_lora: Any, tiny_bi_encoder: Path, synthetic_beir: Path
+) -> None:
+    from searchkit.formats import document_text, read_corpus, read_qrels, read_queries
+    from searchkit.models.cards import read_model_card
+    from searchkit.models.encoder import Encoder, load_sentence_transformer
+    from searchkit.training.bi_encoder_data import DevRetrieval
+
+    out = dense_lora.output
+    assert dense_lora.shipped and dense_lora.best_epoch > 0
+    names = {path.name for path in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "modules.json", "searchkit.json"} <= names
+    assert "model.safetensors" not in names and "README.md" not in names
+    assert (out / "adapter_model.safetensors").stat().st_size < (
+        tiny_bi_encoder / "model.safetensors"
+    ).stat().st_size / 5
+    card = read_model_card(out, "dense")
+    assert card["adapter"]["method"] == "lora" and card["adapter"]["base_model"]["name"] == str(tiny_bi_encoder)
+    assert card["adapter"]["modules_to_save"] == []  # mean pooling: no head to train
+    # loaded over its base, the adapter reproduces the kept epoch's recorded dev scores
+    reloaded = load_sentence_transformer(str(out), str(out), "cpu")
+    corpus = synthetic_beir
+    docs = list(read_corpus(corpus))
+    dev_ids = (out / "data" / "dev_queries.txt").read_text().split()
+    queries = [q for q in read_queries(corpus, split="train") if q.query_id in dev_ids]
+    qrels = read_qrels(corpus, "train")
+    dev = DevRetrieval(
+        queries,
+        {q: qrels[q] for q in dev_ids},
+        [d.doc_id for d in docs],
+        [document_text(d) for d in docs],
+        depth=10,
+        max_length=32,
+    )
+    again = dev(reloaded)
+    for name, value in card["final_dev"].items():
+        assert again[name] == pytest.approx(value, abs=1e-5)
+    texts = [document_text(d) for d in docs[:5]]
+    ours = Encoder(str(out), device="cpu", max_length=32, dtype="fp32").encode(texts)
+    base = Encoder(str(tiny_bi_encoder), device="cpu", max_length=32, dtype="fp32").encode(texts)
+    np.testing.assert_allclose(ours, reloaded.encode(texts, normalize_embeddings=True), atol=1e-6)
+    assert np.abs(ours - base).max() > 1e-3  # the adapter changed the embeddings
+
+
+def test_sentence_transformers_loads_the_lora_bi_encoder(dense_lora: Any, tiny_bi_encoder: Path) -> None:
+    """sentence-transformers' own adapter loading (PeftAdapterMixin.load_adapter) gives the same vectors; it goes
+    through transformers' peft integration, which may need a newer peft than the one installed."""
+    from sentence_transformers import SentenceTransformer
+
+    from searchkit.models.encoder import Encoder
+
+    model = SentenceTransformer(str(tiny_bi_encoder), device="cpu")
+    try:
+        model.load_adapter(str(dense_lora.output))
+    except ValueError as err:
+        if "version of PEFT" not in str(err):
+            raise
+        pytest.skip(f"transformers' peft integration refuses the installed peft: {err}")
+    texts = ["about apple", "notes on river and violet"]
+    ours = Encoder(str(dense_lora.output), device="cpu", max_length=32, dtype="fp32").encode(texts)
+    np.testing.assert_allclose(ours, model.encode(texts, normalize_embeddings=True), atol=1e-5)
