@@ -302,7 +302,7 @@ def apply_adapter(model: Any, folder: str | Path, what: str) -> Any:
     found = _read_json(path / ADAPTER_CONFIG)
     whole = sorted(set(found.get("modules_to_save") or [])) if isinstance(found, dict) else []
     missing = [
-        f"{name} (saved whole)"
+        f"the {name} module it saves whole"
         for name in whole
         if hasattr(model, name) and not any(f".{name}." in key for key in saved)
     ]
@@ -320,7 +320,7 @@ def apply_adapter(model: Any, folder: str | Path, what: str) -> Any:
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ConfigError(
-            f"{what} {str(folder)!r}: {path / ADAPTER_WEIGHTS} lacks {len(missing)} tensor(s) of its adapter "
+            f"{what} {str(folder)!r}: {path / ADAPTER_WEIGHTS} lacks {len(missing)} part(s) of its adapter "
             f"({shown}), which would keep the base model's values; retrain the adapter"
         )
     return loaded.eval()
