@@ -317,18 +317,22 @@ def test_another_collection_warns_once(
 
 # ---------------------------------------------------------------------- the bi-encoder
 @pytest.fixture(scope="module")
-def dense_lora(tmp_path_factory: pytest.TempPathFactory, tiny_bi_encoder: Path, synthetic_beir: Path) -> Any:
-    from searchkit.config import DenseTrainConfig
+def dense_workspace(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Path) -> Path:
     from searchkit.index import Index
-    from searchkit.training.bi_encoder import train_dense
 
     folder = tmp_path_factory.mktemp("dense-lora")
     Index.build(synthetic_beir, folder / "index")
+    return folder
+
+
+def _dense_config(folder: Path, base: Path, corpus: Path, name: str, **changes: Any) -> Any:
+    from searchkit.config import DenseTrainConfig
+
     cfg = DenseTrainConfig(
-        output=str(folder / "out"),
-        corpus=str(synthetic_beir),
+        output=str(folder / name),
+        corpus=str(corpus),
         index=str(folder / "index"),
-        base_model=str(tiny_bi_encoder),
+        base_model=str(base),
         max_length=32,
         dev_max_length=32,
         mine_mode="bm25",
@@ -349,7 +353,50 @@ def dense_lora(tmp_path_factory: pytest.TempPathFactory, tiny_bi_encoder: Path, 
         lora_alpha=8.0,
         lora_dropout=0.0,
     )
-    return train_dense(cfg)
+    return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def dense_lora(dense_workspace: Path, tiny_bi_encoder: Path, synthetic_beir: Path) -> Any:
+    from searchkit.training.bi_encoder import train_dense
+
+    return train_dense(_dense_config(dense_workspace, tiny_bi_encoder, synthetic_beir, "out"))
+
+
+def _adapter_weights(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_a_resumed_lora_reranker_equals_a_straight_run(lora: TrainResult, workspace: Path) -> None:
+    killed = train(_config(workspace, "lora-resumed", stop_after_epochs=1))
+    assert killed.interrupted
+    resumed = train(_config(workspace, "lora-resumed", resume=True))
+    assert resumed.epochs_run == lora.epochs_run and resumed.best_epoch == lora.best_epoch
+    ours, reference = _adapter_weights(resumed.output), _adapter_weights(lora.output)
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        np.testing.assert_allclose(ours[key], reference[key], atol=1e-6, err_msg=key)
+
+
+def test_a_resumed_lora_bi_encoder_equals_a_straight_run(
+    dense_lora: Any, dense_workspace: Path, tiny_bi_encoder: Path, synthetic_beir: Path
+) -> None:
+    """The trainer restores checkpoints by loading their adapter weights (resume here; the best epoch at the end)."""
+    from searchkit.training.bi_encoder import train_dense
+
+    def config(**changes: Any) -> Any:
+        return _dense_config(dense_workspace, tiny_bi_encoder, synthetic_beir, "resumed", **changes)
+
+    killed = train_dense(config(stop_after_epochs=1))
+    assert killed.interrupted and killed.epochs_run == 1
+    resumed = train_dense(config(resume=True))
+    assert resumed.epochs_run == 2 and resumed.best_epoch == dense_lora.best_epoch
+    ours, reference = _adapter_weights(resumed.output), _adapter_weights(dense_lora.output)
+    assert ours.keys() == reference.keys()
+    for key in ours:
+        np.testing.assert_allclose(ours[key], reference[key], atol=1e-6, err_msg=key)
 
 
 def test_a_lora_bi_encoder_is_a_small_adapter_that_reloads(
