@@ -23,6 +23,11 @@ the tokenizer, the trainers' base models and ``init_from``):
   classifier head), which transformers would fill with random values, is refused (:func:`check_loaded_weights`),
   except for training's base model, which is given a fresh head on purpose (``fresh_head=True``, logged).
 
+A LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, written by ``searchkit train`` with
+``adapter = "lora"``) is loaded over the base model its card names, checked by the same rules and, when the card
+records them, by its weights' sha256 (:func:`adapter_base`), with every adapter tensor and the head it saves whole
+present in its weights file (:func:`apply_adapter`).
+
 For a hub name that is not cached while downloads are allowed, nothing can be looked at beforehand: transformers
 downloads it with ``trust_remote_code=False`` and ``use_safetensors=True``, which refuse the same things.
 
@@ -287,7 +292,8 @@ def adapter_base(folder: str | Path, what: str, card: Mapping[str, Any]) -> str:
 
 def apply_adapter(model: Any, folder: str | Path, what: str) -> Any:
     """``model`` (the loaded base) with the LoRA adapter of ``folder`` on top, for inference (a peft ``PeftModel``,
-    unmerged, so scores equal the trained model's exactly). Every LoRA tensor and every module the adapter saves
+    unmerged: the computation the trained model ran, so the same scores up to the CPU kernels' float rounding,
+    and bit for bit from one load to the next). Every LoRA tensor and every module the adapter saves
     whole (a reranker's classification head: ``modules_to_save``) must be in its weights file, or it is refused:
     a missing one would keep the base's (random, for a fresh head) values."""
     from peft import PeftModel
