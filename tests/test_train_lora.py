@@ -460,3 +460,25 @@ def test_sentence_transformers_loads_the_lora_bi_encoder(dense_lora: Any, tiny_b
     texts = ["about apple", "notes on river and violet"]
     ours = Encoder(str(dense_lora.output), device="cpu", max_length=32, dtype="fp32").encode(texts)
     np.testing.assert_allclose(ours, model.encode(texts, normalize_embeddings=True), atol=1e-5)
+
+
+def test_an_index_is_built_with_the_lora_bi_encoder(dense_lora: Any, synthetic_beir: Path, tmp_path: Path) -> None:
+    """``DenseConfig(model=ADAPTER_FOLDER)`` builds and searches an index; its scores are the adapter's cosines (up to
+    the index's fp16 storage)."""
+    from searchkit.config import DenseConfig
+    from searchkit.formats import document_text
+    from searchkit.index import Index
+    from searchkit.models.encoder import Encoder
+    from searchkit.search import Searcher
+
+    config = DenseConfig(model=str(dense_lora.output), device="cpu", max_length=32, dtype="fp32")
+    index = Index.build(synthetic_beir, tmp_path / "index", dense=config)
+    hits = Searcher(index, mode="dense").search("about apple", 3)
+    encoder = Encoder(str(dense_lora.output), device="cpu", max_length=32, dtype="fp32")
+    docs = list(index.iter_documents())
+    vectors = encoder.encode([document_text(doc) for doc in docs])
+    query = encoder.encode(["about apple"], alone=True)[0]
+    cosines = dict(zip([doc.doc_id for doc in docs], vectors @ query, strict=True))
+    for hit in hits:
+        assert hit.score == pytest.approx(float(cosines[hit.doc_id]), abs=2e-3)
+    assert min(hit.score for hit in hits) >= sorted(cosines.values())[-3] - 2e-3
