@@ -536,6 +536,40 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
 # Swapped impressions a rank link needs before its examination propensity is estimated from a feedback log
 # (searchkit.training.propensity); fewer: the position-based prior.
 FEEDBACK_MIN_SWAPS = 100
+
+
+ADAPTERS = ("lora",)
+"""Parameter-efficient fine-tuning methods of the trainers' ``adapter`` (through ``peft``; None trains every weight)."""
+
+
+def check_adapter(config: Any) -> None:
+    """The ``adapter`` / ``lora_*`` settings a TrainConfig and a DenseTrainConfig share, checked alike (one ConfigError
+    line naming the setting); ``lora_target_modules`` kept as a tuple.
+
+    >>> check_adapter(TrainConfig(output="o", pairs="p.tsv", adapter="lora", lora_rank=0))
+    Traceback (most recent call last):
+    ...
+    searchkit.types.ConfigError: TrainConfig: lora_rank must be > 0, got 0
+    """
+    name = type(config).__name__
+    problems = []
+    if config.adapter is not None and config.adapter not in ADAPTERS:
+        problems.append(f"adapter must be one of {', '.join(ADAPTERS)} or unset, got {config.adapter!r}")
+    if config.lora_rank <= 0:
+        problems.append(f"lora_rank must be > 0, got {config.lora_rank}")
+    if config.lora_alpha <= 0:
+        problems.append(f"lora_alpha must be > 0, got {config.lora_alpha}")
+    if not 0 <= config.lora_dropout < 1:
+        problems.append(f"lora_dropout must be in [0, 1), got {config.lora_dropout}")
+    targets = config.lora_target_modules
+    if targets is not None and (not targets or any(not target for target in targets)):
+        problems.append('lora_target_modules must name modules (e.g. ["query", "value"]), or be unset')
+    if problems:
+        raise ConfigError(f"{name}: {problems[0]}")
+    if targets is not None:
+        object.__setattr__(config, "lora_target_modules", tuple(targets))
+
+
 # Paths a training recipe gives relative to its own folder.
 TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "feedback_log", "output", "init_from")
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
@@ -561,6 +595,9 @@ class TrainConfig:
     CJK characters of the training data the base model's WordPiece vocabulary lacks, one token and one embedding row
     each (:mod:`searchkit.models.vocabulary`), before training. ``fit_fusion``: fit the
     learned fusion of every stage on dev at the end (:mod:`searchkit.ranking.fusion`; needs an index).
+    ``adapter = "lora"``: train a LoRA adapter (``lora_rank``, ``lora_alpha``, ``lora_dropout``,
+    ``lora_target_modules``) and the classification head instead of every weight; the output is an adapter folder
+    over the starting model (:mod:`searchkit.models.loading`).
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.negatives_per_group, cfg.lr
@@ -622,9 +659,15 @@ class TrainConfig:
     log_every: int = 10
     max_unknown: float = MAX_UNKNOWN
     extend_vocabulary: bool = False
+    adapter: str | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_target_modules: Sequence[str] | None = None  # kept as a tuple; unset: peft's choice for the architecture
 
     def __post_init__(self) -> None:
         check_types(self)
+        check_adapter(self)
 
         def check(ok: bool, message: str) -> None:
             if not ok:
@@ -661,6 +704,10 @@ class TrainConfig:
         check(self.positive_weight >= 0 and self.negative_weight >= 0, "class weights must be >= 0")
         check(self.dev_queries >= 0, "dev_queries must be >= 0 (a count, or a fraction below 1)")
         check(all(0.0 <= a <= 1.0 for a in self.interpolation_grid), "interpolation_grid values must be in [0, 1]")
+        check(
+            not (self.adapter and self.extend_vocabulary),
+            "extend_vocabulary adds embedding rows, which an adapter does not save: use one or the other",
+        )
         object.__setattr__(self, "interpolation_grid", tuple(float(a) for a in self.interpolation_grid))
 
 
@@ -759,7 +806,10 @@ class DenseTrainConfig:
     out (the reranker's split: same count, same seed, same queries), dense retrieval of the top ``dev_depth``
     over the whole index, ``dev_metric`` by ir-measures; ``patience`` epochs without gain stop the run.
     ``precision``: ``auto`` (bf16 autocast on a GPU or a CPU with AMX / AVX512-BF16, else fp32), ``fp32``,
-    ``bf16``.
+    ``bf16``. ``adapter = "lora"`` (``lora_*``): train a LoRA adapter instead of every weight (an adapter folder
+    sentence-transformers loads with ``load_adapter``). ``merge_alpha``: ship ``alpha * fine-tuned + (1 - alpha) *
+    starting weights`` (WiSE-FT / LM-Cocktail; :func:`searchkit.models.merging.merge_state_dicts`), ``"auto"``:
+    the alpha of ``merge_alpha_grid`` best on dev (the smallest of ties).
 
     >>> cfg = DenseTrainConfig(output="/tmp/out", corpus="tests/data/tiny", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.batch_size, cfg.dev_queries, cfg.seed
@@ -806,9 +856,17 @@ class DenseTrainConfig:
     keep_checkpoint: bool = False
     log_every: int = 10
     max_unknown: float = MAX_UNKNOWN
+    adapter: str | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    lora_target_modules: Sequence[str] | None = None  # kept as a tuple; unset: peft's choice for the architecture
+    merge_alpha: float | str | None = None
+    merge_alpha_grid: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0)  # kept as a tuple
 
     def __post_init__(self) -> None:
         check_types(self)
+        check_adapter(self)
 
         def check(ok: bool, message: str) -> None:
             if not ok:
@@ -832,6 +890,19 @@ class DenseTrainConfig:
         check(self.lr > 0 and 0 <= self.warmup_ratio < 1, "lr must be > 0 and warmup_ratio in [0, 1)")
         check(self.scale > 0 and self.max_grad_norm > 0, "scale and max_grad_norm must be > 0")
         check(self.dev_queries >= 0, "dev_queries must be >= 0 (a count, or a fraction below 1)")
+        alpha = self.merge_alpha
+        check(
+            alpha is None or alpha == "auto" or (not isinstance(alpha, str) and 0.0 <= alpha <= 1.0),
+            f'merge_alpha must be a number in [0, 1], "auto" (chosen on dev from merge_alpha_grid) or unset, '
+            f"got {alpha!r}",
+        )
+        check(
+            bool(self.merge_alpha_grid) and all(0.0 <= a <= 1.0 for a in self.merge_alpha_grid),
+            "merge_alpha_grid must hold values in [0, 1]",
+        )
+        check(not (alpha is not None and self.adapter), "merge_alpha merges full weights: it needs adapter unset")
+        check(not (alpha == "auto" and not self.dev_queries), 'merge_alpha = "auto" is chosen on dev: dev_queries > 0')
+        object.__setattr__(self, "merge_alpha_grid", tuple(sorted({float(a) for a in self.merge_alpha_grid})))
 
 
 def load_dense_train_recipe(path: str | Path) -> DenseTrainConfig:

@@ -118,6 +118,9 @@ class Searcher:
             reranker = CrossEncoderReranker.from_config(rerank)
         depth = getattr(reranker, "depth", None) if reranker is not None else None
         self.rerank_depth: int = int(depth) if depth is not None else DEFAULT_RERANK_DEPTH
+        check_collection = getattr(reranker, "check_collection", None)
+        if check_collection is not None:  # a reranker trained on another collection warns once (out of domain)
+            check_collection(index.manifest.get("source"))
         check_k(self.rerank_depth)
         self.index = index
         self._doc_table: DocIdTable | None = None

@@ -20,13 +20,46 @@ from typing import Any
 import numpy as np
 
 from searchkit.config import DenseConfig
+from searchkit.models.cards import read_model_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
-from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
+from searchkit.models.loading import (
+    adapter_base,
+    apply_adapter,
+    check_model_source,
+    is_adapter,
+    load_error,
+    model_identity,
+    resolve_model,
+)
 from searchkit.models.tokenizers import tokenizer_fingerprint
 from searchkit.text.batching import grouped_batches, pad_rows, token_budget_batches
 from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
+
+
+def load_sentence_transformer(name: str, resolved: str, device: str, what: str = "dense model") -> Any:
+    """``SentenceTransformer(resolved)`` (safetensors only, no remote code), errors as one ConfigError line.
+
+    A LoRA encoder folder (``adapter = "lora"`` training: ``adapter_config.json`` next to ``modules.json``) is
+    loaded over the base model its card names (:func:`searchkit.models.loading.adapter_base`): the base's modules,
+    the adapter on its transformer (:func:`searchkit.models.loading.apply_adapter`).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    source = resolved
+    if is_adapter(resolved):
+        source = resolve_model(adapter_base(resolved, what, read_model_card(resolved, "dense")))
+    try:
+        loaded = SentenceTransformer(
+            source, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise load_error(what, name, err) from None
+    if source != resolved:
+        loaded[0].model = apply_adapter(loaded[0].model, resolved, f"{what} {name}")
+        loaded.to(device)
+    return loaded
 
 
 class Encoder:
@@ -50,8 +83,6 @@ class Encoder:
         dtype: str = DenseConfig.dtype,
         batch_tokens: int | None = DenseConfig.batch_tokens,
     ) -> None:
-        from sentence_transformers import SentenceTransformer
-
         self.name = model
         self.resolved = resolve_model(model)
         self.device = resolve_device(device, "dense")
@@ -59,12 +90,7 @@ class Encoder:
         self.batch_size = batch_size
         self.normalize = normalize
         check_model_source(model, "dense model", source=self.resolved, layout="sentence-transformers")
-        try:
-            self.model = SentenceTransformer(
-                self.resolved, device=self.device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
-            )
-        except (OSError, ValueError, RuntimeError) as err:
-            raise load_error("dense model", model, err) from None
+        self.model = load_sentence_transformer(model, self.resolved, self.device)
         self.model.max_seq_length = max_length
         torch_dtype = resolve_dtype(dtype, self.device, "dense encoder")
         self.dtype = str(torch_dtype).removeprefix("torch.")

@@ -26,6 +26,11 @@ the tokenizer, the trainers' base models and ``init_from``):
   classifier head), which transformers would fill with random values, is refused (:func:`check_loaded_weights`),
   except for training's base model, which is given a fresh head on purpose (``fresh_head=True``, logged).
 
+A LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, written by ``searchkit train`` with
+``adapter = "lora"``) is loaded over the base model its card names, checked by the same rules and, when the card
+records them, by its weights' sha256 (:func:`adapter_base`), with every adapter tensor and the head it saves whole
+present in its weights file (:func:`apply_adapter`).
+
 For a hub name that is not cached while downloads are allowed, nothing can be looked at beforehand: transformers
 downloads it with ``trust_remote_code=False`` and ``use_safetensors=True``, which refuse the same things.
 
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +258,162 @@ def model_identity(name: str) -> dict[str, Any]:
 def identity_key(identity: dict[str, Any]) -> dict[str, Any]:
     """The part of a model identity that decides embeddings (not where it happens to be installed)."""
     return {"name": identity.get("name"), "weights": identity.get("weights")}
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+"""The file that makes a model folder a peft adapter (LoRA) over a base model rather than a whole model."""
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def is_adapter(model: str | Path) -> bool:
+    """Whether ``model`` is a local adapter folder (it holds ``adapter_config.json``), loaded over its base.
+
+    >>> is_adapter("/no/such/folder")
+    False
+    """
+    return (Path(model) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(folder: str | Path, what: str, card: Mapping[str, Any]) -> str:
+    """The base model an adapter folder is loaded over, checked (one ConfigError line naming the folder otherwise).
+
+    The base is the one searchkit's card names (``card["adapter"]["base_model"]``, a name such as
+    ``all-MiniLM-L6-v2`` or a folder, resolved like every model name); without a card, peft's
+    ``base_model_name_or_path``. The folder must hold a LoRA ``adapter_config.json`` and its weights as
+    ``adapter_model.safetensors``, and a base whose weights' sha256 the card records must still have them.
+    """
+    path = Path(folder)
+    found = _read_json(path / ADAPTER_CONFIG)
+    if not isinstance(found, dict) or found.get("peft_type") != "LORA":
+        kind = found.get("peft_type") if isinstance(found, dict) else None
+        raise ConfigError(
+            f"{what} {str(folder)!r}: {path / ADAPTER_CONFIG} is not a LoRA adapter config "
+            f"({'peft_type ' + repr(kind) if kind else 'unreadable JSON or not an object'}); retrain the adapter"
+        )
+    if found.get("auto_mapping"):
+        raise ConfigError(f"{what} {str(folder)!r}: {path / ADAPTER_CONFIG} maps code (auto_mapping), {NEVER_TRUSTED}")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError(
+            f"{what} {str(folder)!r}: no {ADAPTER_WEIGHTS} next to {ADAPTER_CONFIG} (searchkit loads safetensors "
+            "only); retrain the adapter, or save it with save_pretrained(folder, safe_serialization=True)"
+        )
+    recorded = card.get("adapter") if isinstance(card.get("adapter"), Mapping) else {}
+    base_entry = recorded.get("base_model") if isinstance(recorded, Mapping) else None
+    name = base_entry.get("name") if isinstance(base_entry, Mapping) else found.get("base_model_name_or_path")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{what} {str(folder)!r}: its adapter names no base model; retrain the adapter")
+    check_model_source(name, f"base model of {what} {folder}", source=resolve_model(name))
+    expected = base_entry.get("weights_sha256") if isinstance(base_entry, Mapping) else None
+    base_folder = Path(resolve_model(name))
+    if expected and base_folder.is_dir():
+        actual = {p.name: _cached_sha256(p) for p in sorted(base_folder.glob("*.safetensors"))}
+        if actual != {k: v for k, v in dict(expected).items() if str(k).endswith(".safetensors")}:
+            raise ConfigError(
+                f"{what} {str(folder)!r}: its base model {name!r} ({base_folder}) is not the one it was trained over "
+                "(its weights' sha256 differ from the card's); an adapter only fits its own base: retrain it"
+            )
+    return name
+
+
+def apply_adapter(model: Any, folder: str | Path, what: str) -> Any:
+    """``model`` (the loaded base) with the LoRA adapter of ``folder`` on top, for inference (a peft ``PeftModel``,
+    unmerged: the computation the trained model ran, so the same scores up to the CPU kernels' float rounding,
+    and bit for bit from one load to the next). Every LoRA tensor and every module the adapter saves
+    whole (a reranker's classification head: ``modules_to_save``) must be in its weights file, or it is refused:
+    a missing one would keep the base's (random, for a fresh head) values."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    path = Path(folder)
+    try:
+        with safe_open(str(path / ADAPTER_WEIGHTS), "pt") as handle:
+            saved = set(handle.keys())
+    except (OSError, ValueError, RuntimeError) as err:
+        raise load_error(what, str(folder), err) from None
+    found = _read_json(path / ADAPTER_CONFIG)
+    whole = sorted(set(found.get("modules_to_save") or [])) if isinstance(found, dict) else []
+    missing = [
+        f"the {name} module it saves whole"
+        for name in whole
+        if hasattr(model, name) and not any(f".{name}." in key for key in saved)
+    ]
+    if not missing:
+        try:
+            loaded = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            raise load_error(what, str(folder), err) from None
+        expected = {
+            name.replace(".default.", ".").replace(".modules_to_save.", ".")
+            for name, _ in loaded.named_parameters()
+            if "lora_" in name or ".modules_to_save." in name
+        }
+        missing = sorted(expected - saved)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ConfigError(
+            f"{what} {str(folder)!r}: {path / ADAPTER_WEIGHTS} lacks {len(missing)} part(s) of its adapter "
+            f"({shown}), which would keep the base model's values; retrain the adapter"
+        )
+    return loaded.eval()
+
+
+HEAD_NAMES = ("classifier", "score", "classification_head")
+"""Where sequence classifiers keep their head (BERT-likes, decoder-likes, BART-likes): trained and saved whole."""
+
+
+def add_lora(
+    model: Any,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules: Sequence[str] | None,
+    task: str,
+) -> Any:
+    """``model`` as a peft ``PeftModel`` whose LoRA adapters (rank ``rank``, scale ``alpha / rank``, ``dropout``, on
+    ``target_modules``: default peft's choice for the architecture, ``query`` and ``value`` for BERT) and, for a
+    reranker (``task="SEQ_CLS"``), its classification head (``modules_to_save``) are the only trainable weights.
+    ``task="FEATURE_EXTRACTION"``: a bi-encoder's transformer (no head). The model's own weights are frozen.
+    A target that names no module of the model is a ConfigError."""
+    from peft import LoraConfig, get_peft_model
+
+    head = [name for name in HEAD_NAMES if hasattr(model, name)][:1] if task == "SEQ_CLS" else None
+    config = LoraConfig(
+        task_type=task,
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates an int; the scale alpha / r is a float
+        lora_dropout=dropout,
+        target_modules=list(target_modules) if target_modules else None,
+        modules_to_save=head,
+    )
+    try:
+        wrapped = get_peft_model(model, config)
+    except ValueError as err:
+        raise ConfigError(
+            f"cannot add a LoRA adapter (lora_target_modules={target_modules}): {' '.join(str(err).split())}"
+        ) from None
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in wrapped.parameters())
+    logger.info(
+        "LoRA rank %d on %s: %d of %d parameters trainable", rank, sorted(config.target_modules or []), trainable, total
+    )
+    return wrapped
+
+
+def adapter_card(model: Any, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's ``adapter`` entry of a trained ``PeftModel``: method, settings, what it saves whole, its parameter
+    counts and the base it is loaded over (``base``: ``name`` and ``weights_sha256``, checked on load)."""
+    config = model.peft_config["default"]
+    return {
+        "method": "lora",
+        "rank": int(config.r),
+        "alpha": float(config.lora_alpha),
+        "dropout": float(config.lora_dropout),
+        "target_modules": sorted(config.target_modules or []),
+        "modules_to_save": sorted(set(config.modules_to_save or [])),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "all_parameters": sum(p.numel() for p in model.parameters()),
+        "base_model": {"name": base.get("name"), "weights_sha256": base.get("weights_sha256")},
+    }

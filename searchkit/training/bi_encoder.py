@@ -51,7 +51,18 @@ from searchkit.evaluate.metrics import canonical_metric
 from searchkit.formats import document_text
 from searchkit.models.cards import MODEL_CARD, lineage, read_model_card, write_model_card
 from searchkit.models.device import cpu_bf16_support, resolve_device
-from searchkit.models.loading import check_model_source, load_error, model_identity, resolve_model
+from searchkit.models.encoder import load_sentence_transformer
+from searchkit.models.loading import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    adapter_card,
+    add_lora,
+    check_model_source,
+    is_adapter,
+    model_identity,
+    resolve_model,
+)
+from searchkit.models.merging import merge_into
 from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
 from searchkit.training.bi_encoder_data import (
     DEV_METRICS,
@@ -182,6 +193,11 @@ class _DenseTrainer:
         started = time.perf_counter()
         start_name = cfg.init_from or cfg.base_model
         start_what = "base model" if cfg.init_from is None else "init_from"
+        if cfg.init_from is not None and is_adapter(cfg.init_from):
+            raise ConfigError(
+                f"init_from {cfg.init_from}: an adapter folder ({ADAPTER_CONFIG}); continue from a full encoder, "
+                "or train a new adapter over the adapter's base model"
+            )
         # the starting model's folder first, before the training data (its rules: searchkit.models.loading)
         check_model_source(start_name, start_what, source=resolve_model(start_name), layout="sentence-transformers")
         checkpoint = self._prepare_output()
@@ -197,6 +213,15 @@ class _DenseTrainer:
         if cfg.init_from is not None and data.dev_queries:
             check_parent_split(data.split, read_model_card(Path(cfg.init_from), "dense"), cfg.init_from)
         model = _load_model(start_name, device, cfg.max_length, start_what)
+        if cfg.adapter == "lora":  # the transformer's LoRA adapters train; its own weights stay frozen
+            model[0].model = add_lora(
+                model[0].model,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task="FEATURE_EXTRACTION",
+            )
         texts = [text for row in data.rows for text in (row["query"], row["positive"])]
         sample = texts[:: max(1, len(texts) // UNKNOWN_SAMPLE)]
         check_readable(model.tokenizer, sample, cfg.max_unknown, "model", start_name, "the training data")
@@ -265,7 +290,7 @@ class _DenseTrainer:
         )
         if interrupted:
             return result
-        return self._finish(result, trainer.model, data, ancestry, device, train_seconds)
+        return self._finish(result, trainer.model, data, ancestry, device, train_seconds, dev)
 
     # ------------------------------------------------------------------ output folder
     def _prepare_output(self) -> Path | None:
@@ -381,7 +406,8 @@ class _DenseTrainer:
         callbacks: list[Any] = [_log_callback(self, state)]
         if evaluator is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.patience))
-        trainer = SentenceTransformerTrainer(
+        trainer_class = _adapter_trainer(SentenceTransformerTrainer) if cfg.adapter else SentenceTransformerTrainer
+        trainer = trainer_class(
             model=model,
             args=args,
             train_dataset=dataset,
@@ -403,6 +429,7 @@ class _DenseTrainer:
         ancestry: list[dict[str, Any]],
         device: str,
         train_seconds: float,
+        dev: DevRetrieval | None = None,
     ) -> DenseTrainResult:
         cfg, out, metric = self.cfg, self.out, self.metric
         history = result.dev
@@ -424,11 +451,14 @@ class _DenseTrainer:
                     out,
                 )
                 model = _load_model(result.start_model, device, cfg.max_length)
+        merge = _merge_report(self, model, result.start_model, device, dev) if shipped is not False else None
         for name in (
             "modules.json",
             "config.json",
             "model.safetensors",
             "pytorch_model.bin",
+            ADAPTER_CONFIG,
+            ADAPTER_WEIGHTS,
             "1_Pooling",
             "2_Normalize",
         ):
@@ -436,6 +466,11 @@ class _DenseTrainer:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         model.max_seq_length = cfg.dev_max_length  # what SentenceTransformer(folder) uses: the evaluated length
         model.save(str(out), create_model_card=False)
+        adapter = None
+        if cfg.adapter and shipped is not False:
+            (out / "README.md").unlink(missing_ok=True)  # peft's hub card; searchkit.json is the card
+            start_weights = {"name": result.start_model, "weights_sha256": ancestry[-1]["sha256"]}
+            adapter = adapter_card(model[0].model, start_weights)
         start = history[0].get("dev") if history else None
         card = {
             "base_model": ancestry[0],
@@ -469,11 +504,70 @@ class _DenseTrainer:
             "train_pairs": round(result.pairs_per_second * train_seconds),
             "train_pairs_per_second": result.pairs_per_second,
         }
+        if merge is not None:
+            card["merge"] = merge
+        if adapter is not None:
+            card["adapter"] = adapter
         write_model_card(out, "dense", card)
         if not cfg.keep_checkpoint:
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         logger.info("dense encoder written to %s (best epoch %d, shipped %s)", out, best_epoch, shipped)
         return dataclasses.replace(result, best_epoch=best_epoch, shipped=shipped)
+
+
+def _merge_report(
+    trainer: _DenseTrainer, model: Any, start: str, device: str, dev: DevRetrieval | None
+) -> dict[str, Any] | None:
+    """Merge the kept model with its starting weights in place (``merge_alpha``; see :mod:`searchkit.models.merging`)
+    and say how: alpha, how it was chosen, and the dev metric of every alpha tried (``"auto"``: the grid's best on
+    dev, the smallest alpha of ties, since it keeps the most of what the base knew)."""
+    cfg, metric = trainer.cfg, trainer.metric
+    if cfg.merge_alpha is None:
+        return None
+    base_state = {k: v.detach().clone() for k, v in _load_model(start, device, cfg.max_length).state_dict().items()}
+    tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tried: dict[str, dict[str, float]] = {}
+    if cfg.merge_alpha == "auto":
+        assert dev is not None  # DenseTrainConfig refuses "auto" without dev queries
+        for alpha in cfg.merge_alpha_grid:
+            model.load_state_dict(tuned)
+            tried[str(alpha)] = dev(merge_into(model, base_state, alpha))
+            logger.info("merge alpha %.2f: dev %s %.4f", alpha, metric, tried[str(alpha)][metric])
+        best = max(tried[str(a)][metric] for a in cfg.merge_alpha_grid)
+        alpha = min(a for a in cfg.merge_alpha_grid if tried[str(a)][metric] == best)
+    else:
+        alpha = float(cfg.merge_alpha)
+    model.load_state_dict(tuned)
+    merge_into(model, base_state, alpha)
+    if dev is not None and str(alpha) not in tried:
+        tried[str(alpha)] = dev(model)
+    logger.info("shipping alpha=%.2f * fine-tuned + %.2f * %s", alpha, 1 - alpha, start)
+    return {
+        "alpha": alpha,
+        "chosen": "dev" if cfg.merge_alpha == "auto" else "set",
+        "formula": "alpha * fine-tuned + (1 - alpha) * starting weights",
+        "start_model": start,
+        "dev": tried,
+        "merged_dev": tried.get(str(alpha)),
+    }
+
+
+def _adapter_trainer(base: Any) -> Any:
+    """``base`` (SentenceTransformerTrainer) restoring checkpoints of a LoRA model by loading their adapter weights
+    into the model being trained (the best epoch at the end, and resume): sentence-transformers would reload the
+    checkpoint folder as a model of its own through transformers' peft integration, which needs a newer peft than
+    the adapters do."""
+
+    class _AdapterTrainer(base):
+        def _load_from_checkpoint(self, checkpoint_path: str, model: Any = None) -> None:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            target: Any = getattr(self.model, "_orig_mod", self.model)
+            weights = load_file(str(Path(checkpoint_path) / ADAPTER_WEIGHTS))
+            set_peft_model_state_dict(target[0].model, weights)
+
+    return _AdapterTrainer
 
 
 def _log_callback(trainer: _DenseTrainer, flags: dict[str, Any]) -> Any:
@@ -546,15 +640,9 @@ def _load_model(name: str, device: str, max_length: int, what: str = "dense mode
     """A SentenceTransformer with fp32 master weights (bf16 comes from autocast), ``max_length`` tokens; its folder
     checked first (:func:`searchkit.models.loading.check_model_source`)."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
     source = check_model_source(name, what, source=resolve_model(name), layout="sentence-transformers")
-    try:
-        model = SentenceTransformer(
-            source, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
-        )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise load_error(what, name, err) from None
+    model = load_sentence_transformer(name, source, device, what)
     model.to(torch.float32)
     model.max_seq_length = max_length
     return model

@@ -68,7 +68,14 @@ from searchkit.models.cross_encoder import (
     load_cross_encoder,
 )
 from searchkit.models.device import resolve_device
-from searchkit.models.loading import check_model_source, resolve_model
+from searchkit.models.loading import (
+    ADAPTER_CONFIG,
+    adapter_card,
+    add_lora,
+    check_model_source,
+    is_adapter,
+    resolve_model,
+)
 from searchkit.models.tokenizers import UNKNOWN_SAMPLE, check_readable
 from searchkit.models.vocabulary import extend_vocabulary, missing_characters
 from searchkit.ranking.fusion import interpolation_model, stage_features
@@ -136,6 +143,15 @@ class _Trainer:
             characters = missing_characters(tokenizer, texts)
             model, tokenizer = extend_vocabulary(model, tokenizer, characters, seed=cfg.seed)
             base_identity = {**base_identity, "vocabulary_added": len(characters)}
+        if cfg.adapter == "lora":  # the adapter and the head train; the starting model's weights stay frozen
+            model = add_lora(
+                model,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_alpha,
+                dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_target_modules,
+                task="SEQ_CLS",
+            )
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         sample = texts[:: max(1, len(texts) // UNKNOWN_SAMPLE)]
@@ -224,6 +240,11 @@ class _Trainer:
             check_model_source(cfg.base_model, "base model", source=resolve_model(cfg.base_model))
         else:
             check_model_source(cfg.init_from, "init_from")
+            if is_adapter(cfg.init_from):
+                raise ConfigError(
+                    f"init_from {cfg.init_from}: an adapter folder ({ADAPTER_CONFIG}); continue from a full reranker, "
+                    "or train a new adapter over the adapter's base model"
+                )
 
     def _load_start(self) -> tuple[Any, Any, dict[str, Any]]:
         """``(model, tokenizer, identity)`` of the starting point: ``init_from`` (a fine-tuned reranker, its card
@@ -461,6 +482,16 @@ class _Trainer:
         (folder / "best.json").write_text(json.dumps({"epoch": epoch}) + "\n", encoding="utf-8")
 
     # ------------------------------------------------------------------ the end
+    def _collection(self) -> dict[str, Any] | None:
+        """The collection the reranker was trained on, as its index's manifest names it (``source``: the corpus
+        path and sha256): a Searcher over an index of another collection warns once (out of domain)."""
+        if self.cfg.index is None:
+            return None
+        source = Index.open(self.cfg.index).manifest.get("source") or {}
+        if not source.get("sha256"):
+            return None
+        return {"path": source.get("path"), "sha256": source["sha256"]}
+
     def _fit_fusion(self, final: dict[str, Any]) -> dict[str, Any] | None:
         """Fit the learned fusion of every stage on dev with the shipped epoch's scores (see
         searchkit.ranking.fusion)."""
@@ -536,6 +567,8 @@ class _Trainer:
         fusion = self._fit_fusion(final) if final and data.dev.queries else None
         self.model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
         self.model.save_pretrained(self.out)
+        if cfg.adapter:
+            (self.out / "README.md").unlink(missing_ok=True)  # peft's hub card; searchkit.json is the card
         self.tokenizer.model_max_length = cfg.max_length
         self.tokenizer.save_pretrained(self.out)
         parent = None if cfg.init_from is None else {"name": base["name"], "sha256": base.get("weights_sha256")}
@@ -563,7 +596,11 @@ class _Trainer:
             "seconds": round(seconds, 1),
             "train_pairs": state["pairs"],
             "train_pairs_per_second": round(rate, 2),
+            "collection": self._collection(),
         }
+        if cfg.adapter:
+            start = {"name": cfg.init_from or cfg.base_model, "weights_sha256": base.get("weights_sha256")}
+            card["adapter"] = adapter_card(self.model, start)
         fault_point("train.card")
         write_reranker_card(self.out, card)
         plot_curves(self.out, self.metric)

@@ -39,6 +39,8 @@ def adamw_optimizer(model: Any, cfg: TrainConfig) -> Any:
     decay: list[Any] = []
     no_decay: list[Any] = []
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:  # frozen (an adapter's base model)
+            continue
         # biases and LayerNorm weights are not decayed (the usual BERT fine-tuning setting)
         (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
