@@ -197,7 +197,7 @@ class _Trainer:
             self._log({"event": "dev", **entry})
             state["history"].append(entry)
             best = state["history"][state["best_epoch"]]
-            if better_epoch(entry, best, self.metric):
+            if better_epoch(entry, best):
                 state["best_epoch"], state["bad_epochs"] = epoch, 0
                 self._save_best(epoch)
             else:
