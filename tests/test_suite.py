@@ -11,9 +11,10 @@ import pytest
 from searchkit.config import BM25Config, RerankConfig
 from searchkit.evaluate.metrics import DEFAULT_METRICS
 from searchkit.experiments.suite import run_suite
-from searchkit.experiments.suite_file import load_suite, restrict_to_split, select_queries, with_reranker
+from searchkit.experiments.suite_file import load_suite, with_reranker
+from searchkit.formats import read_queries
 from searchkit.models.tiny import make_tiny_cross_encoder
-from searchkit.types import ConfigError, Query
+from searchkit.types import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny"
@@ -23,14 +24,21 @@ def approx(value: float) -> object:
     return pytest.approx(value, abs=1e-9)
 
 
-def test_query_selection_rule() -> None:
-    queries = [Query(str(i), "text") for i in range(10)]
-    few = {"1": {"d": 1}, "2": {"d": 1}}  # 2 of 10 judged: the file holds other splits
-    assert [q.query_id for q in restrict_to_split(queries, few)] == ["1", "2"]
-    half = {str(i): {"d": 1} for i in range(5)}  # half judged: the file is this split, unjudged count as 0
-    assert restrict_to_split(queries, half) == queries
-    assert [q.query_id for q in select_queries(TINY, "test")] == ["q1", "q2", "q3", "q4", "q5"]
-    assert len(select_queries(TINY)) == 5
+def test_a_dataset_runs_exactly_its_splits_queries(tmp_path: Path) -> None:
+    """The default selection is read_queries(source, split=...): the judged queries, whatever share of the file
+    they are; queries = "all" runs every query (unjudged ones then follow `unjudged`)."""
+    text = tiny_suite(tmp_path).read_text()
+    judged = load_suite(write_suite(tmp_path, text.replace('queries = "all"\n', ""), "judged.toml"))
+    assert judged.datasets["tiny"].queries == "split"
+    assert judged.datasets["tiny"].read_queries() == read_queries(TINY, split="test")
+    assert [q.query_id for q in judged.datasets["tiny"].read_queries()] == ["q1", "q2", "q3", "q4"]
+    result = run_suite(judged, write=False)
+    assert result.conditions[0].queries["rule"] == "judged in test" and result.conditions[0].queries["run"] == 4
+    assert result.conditions[0].evaluation.num_queries == 4  # q5, unjudged, never ran
+    every = load_suite(tiny_suite(tmp_path))
+    assert [q.query_id for q in every.datasets["tiny"].read_queries()] == ["q1", "q2", "q3", "q4", "q5"]
+    with pytest.raises(ConfigError, match=r"\[datasets.tiny\]: must be one of split, all, got 'some'"):
+        load_suite(write_suite(tmp_path, text.replace('queries = "all"', 'queries = "some"'), "bad.toml"))
 
 
 # ---------------------------------------------------------------------------------------------------- suites
@@ -43,6 +51,7 @@ tolerance = 0.001
 
 [datasets.tiny]
 source = "{source}"
+queries = "all"
 index = "indexes/tiny"
 
 [[conditions]]

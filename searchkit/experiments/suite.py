@@ -32,8 +32,8 @@ from searchkit.evaluate.metrics import (
 )
 from searchkit.evaluate.runs import run_queries
 from searchkit.evaluate.tables import format_score, format_table, render_table, to_json
-from searchkit.experiments.suite_file import Condition, Suite, local_path, restrict_to_split
-from searchkit.formats import read_qrels, read_queries, source_sha256, write_run
+from searchkit.experiments.suite_file import Condition, Suite, local_path
+from searchkit.formats import read_qrels, source_sha256, write_run
 from searchkit.index import Index
 from searchkit.models.cross_encoder import MODEL_FIELDS, CrossEncoderReranker
 from searchkit.search import Searcher
@@ -157,10 +157,12 @@ def run_suite(
     from it is added). An existing index built from another source or with other settings is rebuilt only when
     ``rebuild`` (None: the suite's own ``rebuild`` key) says so; otherwise the run stops with one line naming the
     setting that differs. A folder that is not a searchkit index is never replaced. Queries come from the dataset's
-    queries.jsonl through :func:`restrict_to_split`'s rule, scored against ``qrels/<split>.tsv`` with the condition's
-    ``unjudged`` mode; qrels documents missing from the corpus are reported. ``check`` logs each metric outside its
-    tolerance (``passed`` is computed either way). With ``write``, results go to ``output`` (default ``<suite
-    dir>/results/<suite>-<UTC time>.json``) with a TREC run per condition beside it (``<json stem>.<condition>.trec``).
+    queries.jsonl as :meth:`~searchkit.experiments.suite_file.SuiteDataset.read_queries` selects them (the
+    queries judged in its split, or every one with ``queries = "all"``), scored against ``qrels/<split>.tsv`` with
+    the condition's ``unjudged`` mode; qrels documents missing from the corpus are reported. ``check`` logs each
+    metric outside its tolerance (``passed`` is computed either way). With ``write``, results go to ``output``
+    (default ``<suite dir>/results/<suite>-<UTC time>.json``)
+    with a TREC run per condition beside it (``<json stem>.<condition>.trec``).
     """
 
     chosen = [c for c in suite.conditions if only is None or any(fnmatch.fnmatchcase(c.name, p) for p in only)]
@@ -187,13 +189,13 @@ def run_suite(
         index, index_info = indexes[cond.index]
         if dataset.name not in data:
             qrels = read_qrels(dataset.source, dataset.split)
-            data[dataset.name] = (list(read_queries(dataset.source)), qrels)
-        all_queries, qrels = data[dataset.name]
+            data[dataset.name] = (dataset.read_queries(), qrels)
+        queries, qrels = data[dataset.name]
         trec = None
         if write:
             trec = json_path.with_name(f"{json_path.stem}.{_safe_name(cond.name)}.trec")
         try:
-            results.append(_run_condition(suite, cond, index, index_info, all_queries, qrels, trec, show_progress))
+            results.append(_run_condition(suite, cond, index, index_info, queries, qrels, trec, show_progress))
         except BaseException:
             _LOADED_RERANKERS.clear()
             raise
@@ -217,7 +219,7 @@ def _run_condition(
     cond: Condition,
     index: Any,
     index_info: dict[str, Any],
-    all_queries: list[Query],
+    queries: list[Query],
     qrels: Qrels,
     trec: Path | None,
     show_progress: bool,
@@ -225,7 +227,6 @@ def _run_condition(
     """Search, evaluate and compare one condition; write its TREC run to ``trec`` when given."""
 
     dataset = suite.datasets[cond.dataset]
-    queries = restrict_to_split(all_queries, qrels)
     searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion, rerank=_reranker(cond.rerank))
     reranker, depth = searcher.reranker, searcher.rerank_depth
     started = time.perf_counter()
@@ -253,9 +254,8 @@ def _run_condition(
     }
     selection = {
         "split": dataset.split,
-        "in_file": len(all_queries),
         "run": len(queries),
-        "rule": "judged only" if len(queries) < len(all_queries) else "all queries",
+        "rule": f"judged in {dataset.split}" if dataset.queries == "split" else "all queries",
         "unjudged": cond.unjudged,
         "exclude_self": dataset.exclude_self,
     }

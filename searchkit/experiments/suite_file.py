@@ -27,8 +27,8 @@ from searchkit.evaluate.metrics import (
     UNJUDGED_MODES,
     canonical_metric,
 )
-from searchkit.formats import read_qrels, read_queries
-from searchkit.types import ConfigError, Qrels, Query
+from searchkit.formats import read_queries
+from searchkit.types import ConfigError, Query
 
 SUITE_MODES = ("bm25", "dense", "hybrid", "cascade")
 
@@ -39,7 +39,12 @@ _EXAMPLES = 5
 _SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild"}
 
 
-_DATASET_KEYS = {"source", "split", "index", "exclude_self", "unjudged"}
+_DATASET_KEYS = {"source", "split", "queries", "index", "exclude_self", "unjudged"}
+
+
+# Which queries of a dataset run: those judged in its split (read_queries(source, split=...)), or every query of
+# its queries.jsonl (a one-split collection whose unjudged queries should count, e.g. CISI).
+QUERY_SELECTIONS = ("split", "all")
 
 
 _CONDITION_KEYS = {
@@ -68,6 +73,12 @@ class SuiteDataset:
     index: Path | None = None
     exclude_self: bool = False
     unjudged: str = "zero"
+    queries: str = "split"
+
+    def read_queries(self) -> list[Query]:
+        """The queries this dataset runs: those judged in ``split`` (exactly ``read_queries(source, split=split)``,
+        the one rule ``searchkit run --split`` and training use), or with ``queries = "all"`` every query."""
+        return read_queries(self.source, split=self.split if self.queries == "split" else None)
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,9 @@ def load_suite(path: str | Path) -> Suite:
         [datasets.scifact]
         source = "../../shared/datasets/scifact"  # BEIR: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
         split = "test"                        # default test
+        queries = "split"                     # split: the queries judged in qrels/<split>.tsv (default);
+                                              # all: every query of queries.jsonl (unjudged ones then follow
+                                              # `unjudged`: a one-split collection such as CISI)
         index = "../indexes/scifact-bm25"     # where the index is built or reused (git-ignored)
         exclude_self = false                  # drop a query's own id from its results
         unjudged = "zero"                     # overrides [suite]
@@ -139,8 +153,8 @@ def load_suite(path: str | Path) -> Suite:
         expected = { "nDCG@10" = 0.6857 }     # required, non-empty; metrics not in [suite] are added
 
     Conditions sharing an index path must agree on its component configs (give one its own ``index``).
-    Queries: every query of the dataset's queries.jsonl, or only those judged in ``split`` when it judges
-    fewer than half of them (the file then holds several splits); see :func:`restrict_to_split`.
+    Queries: those judged in ``split`` (what ``read_queries(source, split=split)`` and ``searchkit run --split``
+    select), or every query of queries.jsonl with ``queries = "all"``; see :meth:`SuiteDataset.read_queries`.
     """
     path = Path(path)
     data = load_recipe(path)
@@ -186,6 +200,7 @@ def load_suite(path: str | Path) -> Suite:
             index=(base / table["index"]).resolve() if "index" in table else None,
             exclude_self=bool(table.get("exclude_self", False)),
             unjudged=_choice(table.get("unjudged", suite_unjudged), UNJUDGED_MODES, lambda m, w=where: fail(w, m)),
+            queries=_choice(table.get("queries", "split"), QUERY_SELECTIONS, lambda m, w=where: fail(w, m)),
         )
 
     conditions: list[Condition] = []
@@ -343,24 +358,3 @@ def with_reranker(condition: Condition, model: str | Path, name: str) -> Conditi
         raise ConfigError(f"condition {condition.name!r} does not rerank: it has no reranker to swap")
     rerank = dataclasses.replace(condition.rerank, model=str(model))
     return dataclasses.replace(condition, name=name, rerank=rerank, expected={})
-
-
-def select_queries(queries: str | Path, split: str | None = None) -> list[Query]:
-    """The queries of ``queries`` (BEIR folder, file or ``irds:`` id) to run for qrels ``split``.
-
-    Without a split: every query. With one, the rule suites use: when the split's qrels judge fewer than half
-    of the queries, the file holds several splits (SciFact's queries.jsonl has train and test) and only the
-    judged queries are kept; otherwise every query is kept, and the unjudged ones score 0 (cisi: 112 queries,
-    76 judged) unless evaluation skips them.
-    """
-
-    all_queries = list(read_queries(queries))
-    if split is None:
-        return all_queries
-    return restrict_to_split(all_queries, read_qrels(queries, split))
-
-
-def restrict_to_split(queries: Sequence[Query], qrels: Qrels) -> list[Query]:
-    """Apply :func:`select_queries`'s rule: keep only the judged queries when they are under half."""
-    judged = [query for query in queries if query.query_id in qrels]
-    return judged if 2 * len(judged) < len(queries) else list(queries)
