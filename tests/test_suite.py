@@ -290,3 +290,81 @@ expected = {{ "nDCG@10" = 0.5 }}
     assert row.first_stage is not None and row.first_stage["R@3"] == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="'bm25' does not rerank"):
         with_reranker(plain, other, "ablation")
+
+
+# ---------------------------------------------------------------------------------------------------- significance
+BASELINE_SUITE = """
+[suite]
+name = "tiny-significance"
+metrics = ["nDCG@10", "RR@10", "R@100"]
+baseline = "bm25"
+test = "permutation"
+
+[datasets.tiny]
+source = "{source}"
+queries = "all"
+index = "indexes/tiny"
+
+[[conditions]]
+name = "bm25"
+dataset = "tiny"
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-top1"
+dataset = "tiny"
+k = 1
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-top2"
+dataset = "tiny"
+k = 2
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-skip"
+dataset = "tiny"
+unjudged = "skip"
+expected = {{ "RR@10" = 0.75 }}
+"""
+# By hand: k = 1 keeps one of the two relevant documents of q1 (d1, d5) and of q2 (d3, d8): R@100 and nDCG@10 fall
+# on those two queries and on no other, so of the 4 sign assignments of the two differences 2 reach |mean|: p 0.5.
+# RR@10 is the same on every query (p 1). k = 2 changes nothing (p 1). Holm over the two: 0.5 * 2 = 1.0.
+# bm25-skip is scored on 4 queries, not the baseline's 5: it gets no p-value.
+
+
+def test_suite_p_values_against_the_baseline(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path, BASELINE_SUITE.format(source=TINY.as_posix())))
+    assert suite.baselines == ("bm25",) and suite.test == "permutation"
+    out = tmp_path / "results" / "significance.json"
+    result = run_suite(suite, check=True, output=out)
+    assert result.passed
+    base, top1, top2, skip = result.conditions
+    assert base.significance is not None and base.significance["baseline"] == "bm25" and "p" not in base.significance
+    assert top1.significance is not None and top2.significance is not None and skip.significance is None
+    assert top1.significance["p_raw"] == {"nDCG@10": 0.5, "RR@10": 1.0, "R@100": 0.5}
+    assert top2.significance["p_raw"] == {"nDCG@10": 1.0, "RR@10": 1.0, "R@100": 1.0}
+    assert top1.significance["p"] == {"nDCG@10": 1.0, "RR@10": 1.0, "R@100": 1.0}  # Holm: 2 * 0.5
+    assert top1.significance["queries"] == 5 and top1.significance["correction"] == "holm"
+    text = result.format()
+    assert "tiny/bm25 (baseline)" in text and "paired randomization test" in text
+    summary = text[text.index("summary (") :].splitlines()
+    assert summary[1].split() == ["run", "nDCG@10", "p", "MRR@10", "p", "R@100", "p"]
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["conditions"][1]["significance"]["p_raw"]["R@100"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('baseline = "bm25"', 'baseline = "bm26"', r"\[suite\] baseline: 'bm26' is not a condition"),
+        ('baseline = "bm25"', 'baseline = ["bm25", "bm25-top1"]', "are both baselines of dataset 'tiny'"),
+        ('baseline = "bm25"', "baseline = 3", "must be a condition name or a list"),
+        ('test = "permutation"', 'test = "wilcoxon"', r"\[suite\] test: must be one of t, permutation"),
+    ],
+)
+def test_suite_baseline_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = BASELINE_SUITE.replace(old, new).format(source=TINY.as_posix())
+    with pytest.raises(ConfigError, match=message):
+        load_suite(write_suite(tmp_path, text))

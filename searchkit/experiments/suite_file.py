@@ -27,6 +27,7 @@ from searchkit.evaluate.metrics import (
     UNJUDGED_MODES,
     canonical_metric,
 )
+from searchkit.evaluate.significance import TESTS
 from searchkit.formats import read_queries
 from searchkit.types import ConfigError, Query
 
@@ -36,7 +37,7 @@ SUITE_MODES = ("bm25", "dense", "hybrid", "cascade")
 _EXAMPLES = 5
 
 
-_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild"}
+_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild", "baseline", "test"}
 
 
 _DATASET_KEYS = {"source", "split", "queries", "index", "exclude_self", "unjudged"}
@@ -112,6 +113,10 @@ class Suite:
     description: str = ""
     rebuild: bool = False
     """Whether an existing index whose source or settings differ from a condition's is rebuilt (else refused)."""
+    baselines: tuple[str, ...] = ()
+    """Conditions the others of their dataset are tested against (at most one per dataset): a p-value column."""
+    test: str = "t"
+    """The paired significance test: ``t`` or ``permutation`` (see searchkit.evaluate.significance)."""
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -124,6 +129,10 @@ def load_suite(path: str | Path) -> Suite:
         metrics = ["nDCG@10", "RR@10", "R@100", "AP"]   # ir-measures strings (default: these four)
         tolerance = 0.002                     # |got - expected| allowed (default 0.002)
         unjudged = "zero"                     # zero | skip, for queries without judgments (default zero)
+        baseline = "bm25"                     # optional: a condition (or a list, one per dataset) the others
+                                              # of its dataset are tested against, per query: the report
+                                              # gains a p-value column, Holm-corrected across those rows
+        test = "t"                            # t (paired t-test, default) | permutation (randomization)
 
         [datasets.scifact]
         source = "../../shared/datasets/scifact"  # BEIR: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
@@ -216,6 +225,8 @@ def load_suite(path: str | Path) -> Suite:
     if len(set(names)) != len(names):
         raise fail("[[conditions]]", f"duplicate condition names: {sorted({n for n in names if names.count(n) > 1})}")
     check_shared_indexes(conditions, {name: d.source for name, d in datasets.items()}, fail)
+    baselines = _baselines(head.get("baseline", []), conditions, fail)
+    test = _choice(head.get("test", "t"), TESTS, lambda m: fail("[suite] test", m))
     return Suite(
         path.resolve(),
         str(head["name"]),
@@ -225,7 +236,26 @@ def load_suite(path: str | Path) -> Suite:
         tuple(conditions),
         str(head.get("description", "")),
         rebuild,
+        baselines,
+        test,
     )
+
+
+def _baselines(value: Any, conditions: Sequence[Condition], fail: Any) -> tuple[str, ...]:
+    """``[suite] baseline``: a condition name or a list of them, at most one per dataset."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise fail("[suite] baseline", f"must be a condition name or a list of them, got {value!r}")
+    by_name = {c.name: c for c in conditions}
+    seen: dict[str, str] = {}
+    for name in names:
+        if name not in by_name:
+            raise fail("[suite] baseline", f"{name!r} is not a condition; conditions: {', '.join(by_name)}")
+        dataset = by_name[name].dataset
+        if dataset in seen:
+            raise fail("[suite] baseline", f"{seen[dataset]!r} and {name!r} are both baselines of dataset {dataset!r}")
+        seen[dataset] = name
+    return tuple(names)
 
 
 def load_condition(
