@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchtools import cpu_description, markdown_table, percentiles, run_main, versions, write_json
 
 from searchkit.config import RerankConfig
-from searchkit.experiments.suite_file import select_queries
+from searchkit.formats import read_queries
 from searchkit.index import Index
 from searchkit.models.cross_encoder import load_cross_encoder
 from searchkit.search import Searcher
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     index = Index.open(args.index, device=args.device)
-    texts = [q.text for q in select_queries(args.data, "test")]
+    texts = [q.text for q in read_queries(args.data, split="test")]
     with tempfile.TemporaryDirectory() as tmp:
         model = args.rerank
         if model is None:

@@ -37,8 +37,7 @@ from benchtools import cpu_description, markdown_table, paired_times, run_main, 
 
 from searchkit.config import RerankConfig
 from searchkit.evaluate.metrics import evaluate
-from searchkit.experiments.suite_file import select_queries
-from searchkit.formats import document_text, read_qrels
+from searchkit.formats import document_text, read_qrels, read_queries
 from searchkit.index import Index
 from searchkit.models.cross_encoder import CrossEncoderReranker, load_cross_encoder
 from searchkit.models.device import resolve_device, resolve_dtype
@@ -110,7 +109,7 @@ def main() -> None:
             loaded.model.save_pretrained(model)
             loaded.tokenizer.save_pretrained(model)
         index = Index.open(args.index) if args.index else Index.build(args.data, Path(tmp) / "index")
-        queries = select_queries(args.data, "test")[: args.queries]
+        queries = read_queries(args.data, split="test")[: args.queries]
         all_qrels = read_qrels(args.data, "test")
         qrels = {q.query_id: all_qrels[q.query_id] for q in queries if q.query_id in all_qrels}
         searcher = Searcher(index)

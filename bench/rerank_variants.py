@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchtools import cpu_description, markdown_table, paired_times, run_main, versions, write_json
 
-from searchkit.experiments.suite_file import select_queries
-from searchkit.formats import document_text
+from searchkit.formats import document_text, read_queries
 from searchkit.index import Index
 from searchkit.models.cross_encoder import CrossEncoderReranker, load_cross_encoder
 
@@ -44,7 +43,7 @@ def main() -> None:
     import torch
 
     index = Index.open(args.index)
-    queries = [q.text for q in select_queries(args.data, "test")]
+    queries = [q.text for q in read_queries(args.data, split="test")]
     pair_q: list[str] = []
     pair_t: list[str] = []
     for query, hits in zip(queries, index.component("bm25").search_batch(queries, 10), strict=True):

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchtools import cpu_description, markdown_table, run_main, versions, write_json
 from loadgen import SLOW_KINDS, bare_loop, drive, drive_mixed, peak_rss_mb, start_server
 
-from searchkit.experiments.suite_file import select_queries
+from searchkit.formats import read_queries
 from searchkit.index import Index
 from searchkit.search import Searcher
 from searchkit.types import ConfigError
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args()
 
-    queries = [query.text for query in select_queries(args.data, args.split)]
+    queries = [query.text for query in read_queries(args.data, split=args.split)]
     server_env: dict[str, str] = {}
     if args.torch_threads is not None:
         import torch

@@ -93,6 +93,30 @@ def test_run_score_round_trip(index_dir: Path, tmp_path: Path, capsys: pytest.Ca
     assert set(json.loads(out)["aggregate"]) >= {"nDCG@10", "RR@10", "R@100", "AP"}
 
 
+def test_run_split_selects_exactly_the_splits_queries(
+    index_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--split selects the queries judged in that split, as read_queries(split=...) does, even when the split
+    judges most of the file (SciFact's train: 809 of 1,109; a rule "all queries when the split judges most" ran
+    the test queries too)."""
+    from searchkit.formats import read_queries
+
+    folder = tmp_path / "two-splits"
+    (folder / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (folder / name).write_bytes((TINY / name).read_bytes())
+    header = "query-id\tcorpus-id\tscore\n"
+    (folder / "qrels" / "train.tsv").write_text(header + "q1\td1\t1\nq2\td3\t1\nq4\t007\t1\n", encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text(header + "q5\td1\t1\n", encoding="utf-8")
+    for split, expected in (("train", {"q1", "q2", "q4"}), ("test", {"q5"})):
+        run_file = tmp_path / f"{split}.trec"
+        code, out, err = run_cli(["run", str(index_dir), str(folder), "--split", split, "-o", str(run_file)], capsys)
+        assert code == 0, err
+        ran = {line.split()[0] for line in run_file.read_text().splitlines()}
+        assert ran == expected == {q.query_id for q in read_queries(folder, split=split)}
+        assert f": {len(expected)} queries" in out
+
+
 def test_errors_are_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "a", "text": "x"}\nnot json\n', encoding="utf-8")

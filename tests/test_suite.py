@@ -12,9 +12,10 @@ import pytest
 from searchkit.config import BM25Config, RerankConfig
 from searchkit.evaluate.metrics import DEFAULT_METRICS
 from searchkit.experiments.suite import run_suite
-from searchkit.experiments.suite_file import load_suite, restrict_to_split, select_queries, with_reranker
+from searchkit.experiments.suite_file import load_suite, with_reranker
+from searchkit.formats import read_queries
 from searchkit.models.tiny import make_tiny_cross_encoder
-from searchkit.types import ConfigError, Query
+from searchkit.types import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny"
@@ -24,14 +25,21 @@ def approx(value: float) -> object:
     return pytest.approx(value, abs=1e-9)
 
 
-def test_query_selection_rule() -> None:
-    queries = [Query(str(i), "text") for i in range(10)]
-    few = {"1": {"d": 1}, "2": {"d": 1}}  # 2 of 10 judged: the file holds other splits
-    assert [q.query_id for q in restrict_to_split(queries, few)] == ["1", "2"]
-    half = {str(i): {"d": 1} for i in range(5)}  # half judged: the file is this split, unjudged count as 0
-    assert restrict_to_split(queries, half) == queries
-    assert [q.query_id for q in select_queries(TINY, "test")] == ["q1", "q2", "q3", "q4", "q5"]
-    assert len(select_queries(TINY)) == 5
+def test_a_dataset_runs_exactly_its_splits_queries(tmp_path: Path) -> None:
+    """The default selection is read_queries(source, split=...): the judged queries, whatever share of the file
+    they are; queries = "all" runs every query (unjudged ones then follow `unjudged`)."""
+    text = tiny_suite(tmp_path).read_text()
+    judged = load_suite(write_suite(tmp_path, text.replace('queries = "all"\n', ""), "judged.toml"))
+    assert judged.datasets["tiny"].queries == "split"
+    assert judged.datasets["tiny"].read_queries() == read_queries(TINY, split="test")
+    assert [q.query_id for q in judged.datasets["tiny"].read_queries()] == ["q1", "q2", "q3", "q4"]
+    result = run_suite(judged, write=False)
+    assert result.conditions[0].queries["rule"] == "judged in test" and result.conditions[0].queries["run"] == 4
+    assert result.conditions[0].evaluation.num_queries == 4  # q5, unjudged, never ran
+    every = load_suite(tiny_suite(tmp_path))
+    assert [q.query_id for q in every.datasets["tiny"].read_queries()] == ["q1", "q2", "q3", "q4", "q5"]
+    with pytest.raises(ConfigError, match=r"\[datasets.tiny\]: must be one of split, all, got 'some'"):
+        load_suite(write_suite(tmp_path, text.replace('queries = "all"', 'queries = "some"'), "bad.toml"))
 
 
 # ---------------------------------------------------------------------------------------------------- suites
@@ -44,6 +52,7 @@ tolerance = 0.001
 
 [datasets.tiny]
 source = "{source}"
+queries = "all"
 index = "indexes/tiny"
 
 [[conditions]]
@@ -299,7 +308,7 @@ name = "en"
 dataset = "tiny"
 mode = "bm25"
 k = 10
-expected = {{ "nDCG@10" = 0.6 }}
+expected = {{ "nDCG@10" = 0.75 }}
 
 [[conditions]]
 name = "bigram"
@@ -314,7 +323,7 @@ dataset = "tiny"
 mode = "hybrid"
 fusion = {{ stages = ["bm25", "bm25.cjk-bigram"] }}
 k = 10
-expected = {{ "nDCG@10" = 0.6 }}
+expected = {{ "nDCG@10" = 0.75 }}
 """
 
 TINY_INDEX_RECIPE = """
@@ -338,7 +347,7 @@ def test_a_dataset_built_from_an_index_recipe_serves_every_stage(tmp_path: Path)
 
     write_suite(tmp_path, TINY_INDEX_RECIPE.format(source=TINY.as_posix()), "tiny-index.toml")
     built = Index.build(TINY, tmp_path / "oracle", bm25=[BM25Config(), BM25Config(analyzer="cjk-bigram")])
-    queries = select_queries(TINY, "test")  # every query of the file, unjudged ones scored 0, as the suite does
+    queries = read_queries(TINY, split="test")  # the queries judged in test, as the suite selects them
     oracle_run = run_queries(Searcher(built, mode="bm25.cjk-bigram"), queries, 10)
     ids = [q.query_id for q in queries]
     bigram = evaluate(oracle_run, read_qrels(TINY, "test"), ["nDCG@10"], query_ids=ids).aggregate["nDCG@10"]
@@ -383,4 +392,82 @@ def test_stage_modes_need_a_recipe_dataset(tmp_path: Path) -> None:
     text = TINY_SUITE.format(source=TINY.as_posix(), ndcg=0.6).replace('mode = "bm25"', 'mode = "bm25.zh"')
     refusal = "mode: must be one of bm25, dense, hybrid, cascade, got 'bm25.zh'"
     with pytest.raises(ConfigError, match=re.escape(refusal)):
+        load_suite(write_suite(tmp_path, text))
+
+
+# ---------------------------------------------------------------------------------------------------- significance
+BASELINE_SUITE = """
+[suite]
+name = "tiny-significance"
+metrics = ["nDCG@10", "RR@10", "R@100"]
+baseline = "bm25"
+test = "permutation"
+
+[datasets.tiny]
+source = "{source}"
+queries = "all"
+index = "indexes/tiny"
+
+[[conditions]]
+name = "bm25"
+dataset = "tiny"
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-top1"
+dataset = "tiny"
+k = 1
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-top2"
+dataset = "tiny"
+k = 2
+expected = {{ "RR@10" = 0.6 }}
+
+[[conditions]]
+name = "bm25-skip"
+dataset = "tiny"
+unjudged = "skip"
+expected = {{ "RR@10" = 0.75 }}
+"""
+# By hand: k = 1 keeps one of the two relevant documents of q1 (d1, d5) and of q2 (d3, d8): R@100 and nDCG@10 fall
+# on those two queries and on no other, so of the 4 sign assignments of the two differences 2 reach |mean|: p 0.5.
+# RR@10 is the same on every query (p 1). k = 2 changes nothing (p 1). Holm over the two: 0.5 * 2 = 1.0.
+# bm25-skip is scored on 4 queries, not the baseline's 5: it gets no p-value.
+
+
+def test_suite_p_values_against_the_baseline(tmp_path: Path) -> None:
+    suite = load_suite(write_suite(tmp_path, BASELINE_SUITE.format(source=TINY.as_posix())))
+    assert suite.baselines == ("bm25",) and suite.test == "permutation"
+    out = tmp_path / "results" / "significance.json"
+    result = run_suite(suite, check=True, output=out)
+    assert result.passed
+    base, top1, top2, skip = result.conditions
+    assert base.significance is not None and base.significance["baseline"] == "bm25" and "p" not in base.significance
+    assert top1.significance is not None and top2.significance is not None and skip.significance is None
+    assert top1.significance["p_raw"] == {"nDCG@10": 0.5, "RR@10": 1.0, "R@100": 0.5}
+    assert top2.significance["p_raw"] == {"nDCG@10": 1.0, "RR@10": 1.0, "R@100": 1.0}
+    assert top1.significance["p"] == {"nDCG@10": 1.0, "RR@10": 1.0, "R@100": 1.0}  # Holm: 2 * 0.5
+    assert top1.significance["queries"] == 5 and top1.significance["correction"] == "holm"
+    text = result.format()
+    assert "tiny/bm25 (baseline)" in text and "paired randomization test" in text
+    summary = text[text.index("summary (") :].splitlines()
+    assert summary[1].split() == ["run", "nDCG@10", "p", "RR@10", "p", "R@100", "p"]
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["conditions"][1]["significance"]["p_raw"]["R@100"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('baseline = "bm25"', 'baseline = "bm26"', r"\[suite\] baseline: 'bm26' is not a condition"),
+        ('baseline = "bm25"', 'baseline = ["bm25", "bm25-top1"]', "are both baselines of dataset 'tiny'"),
+        ('baseline = "bm25"', "baseline = 3", "must be a condition name or a list"),
+        ('test = "permutation"', 'test = "wilcoxon"', r"\[suite\] test: must be one of t, permutation"),
+    ],
+)
+def test_suite_baseline_errors(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = BASELINE_SUITE.replace(old, new).format(source=TINY.as_posix())
+    with pytest.raises(ConfigError, match=message):
         load_suite(write_suite(tmp_path, text))

@@ -109,6 +109,30 @@ def test_loss_refuses_bad_input() -> None:
         weighted_cross_entropy(torch.zeros(2), torch.ones(2), torch.ones(3))
 
 
+# ---------------------------------------------------------------------- which epoch ships
+def test_one_dev_score_keeps_the_epoch_and_guards_it() -> None:
+    """The kept epoch and the guard both go by the score as shipped (interpolated): an epoch whose reranker alone
+    improves but whose shipped score does not is not kept, and the guard then compares the same numbers."""
+    from searchkit.training.selection import better_epoch, guard_report
+
+    start = {"epoch": 0, "dev": {"reranker": 0.40, "first_stage": 0.512, "interpolated": 0.512, "a": 0.0}}
+    alone_better = {"epoch": 1, "dev": {"reranker": 0.45, "first_stage": 0.512, "interpolated": 0.510, "a": 0.2}}
+    shipped_better = {"epoch": 2, "dev": {"reranker": 0.39, "first_stage": 0.512, "interpolated": 0.530, "a": 0.5}}
+    assert not better_epoch(alone_better, start)  # the reranker alone rose, the shipped score fell
+    assert better_epoch(shipped_better, start) and better_epoch(shipped_better, alone_better)
+    history, best = [start, alone_better, shipped_better], 0
+    for epoch, entry in enumerate(history[1:], start=1):
+        if better_epoch(entry, history[best]):
+            best = epoch
+    assert best == 2
+    guard = guard_report(history, best, "nDCG@10", "base", "tiny")
+    assert guard is not None and guard["score"] == "interpolated"
+    assert (guard["start"], guard["shipped"], guard["improved"]) == (0.512, 0.530, True)
+    without_first_stage = [{"dev": {"reranker": 0.3}}, {"dev": {"reranker": 0.2}}]
+    assert not better_epoch(without_first_stage[1], without_first_stage[0])
+    assert better_epoch({"epoch": 1}, start)  # no dev set: the latest epoch is kept
+
+
 # ---------------------------------------------------------------------- training a tiny BERT
 def _words() -> list[str]:
     text = "".join((TINY / name).read_text() for name in ("corpus.jsonl", "queries.jsonl"))
@@ -198,6 +222,9 @@ def test_card_records_lineage_guard_and_fusion(straight: TrainResult, workspace:
     assert abs(sum(fusion["weights"].values()) - 1) < 1e-6
     assert fusion["fitted"]["fused"] >= card["final_dev"]["interpolated"] - 1e-12  # never below the interpolation
     assert fusion["fitted"]["queries"] == straight.dev_queries and straight.fusion == fusion
+    shipped = [entry["dev"]["interpolated"] for entry in card["dev"]]
+    assert card["best_epoch"] == shipped.index(max(shipped))  # the epoch kept is the one the guard judges
+    assert guard["shipped"] == max(shipped)
 
 
 def test_init_from_continues_a_fine_tuned_reranker(straight: TrainResult, workspace: Path) -> None:

@@ -35,6 +35,9 @@ class LazyCommand(NamedTuple):
 
 
 COMMANDS = {
+    "compare": LazyCommand(
+        "searchkit.cli.eval", "compare_command", "Compare TREC runs against a baseline run, with p-values."
+    ),
     "eval": LazyCommand(
         "searchkit.cli.eval", "eval_command", "Run an evaluation suite and compare with its expected scores."
     ),

@@ -9,8 +9,7 @@ import click
 from searchkit.cli.options import SearcherSettings, echo_json, filter_option, ray_config, ray_options, searcher_options
 from searchkit.distributed.queries import run_queries_on_ray
 from searchkit.evaluate.runs import run_queries
-from searchkit.experiments.suite_file import select_queries
-from searchkit.formats import write_run
+from searchkit.formats import read_queries, write_run
 from searchkit.models.device import resolve_device
 
 
@@ -83,7 +82,7 @@ def search_command(
 @click.option(
     "--split",
     default=None,
-    help="With a BEIR folder: the queries of this qrels split (all of them when the split judges most).",
+    help="With a BEIR folder: only the queries judged in qrels/SPLIT.tsv (as read_queries(QUERIES, split=SPLIT)).",
 )
 @searcher_options
 @filter_option
@@ -110,11 +109,11 @@ def run_command(
     """Run QUERIES (BEIR folder, .jsonl/.tsv file or irds:<id>) against an index; write a TREC run.
 
     With --ray the query batches are searched by Ray actors that each open the index and the reranker once; the
-    run written is the same. Python: write_run(run_queries(searcher, read_queries(queries), k), output), or
+    run written is the same. Python: write_run(run_queries(searcher, read_queries(queries, split=...), k), output), or
     run_queries_on_ray(open_searcher, queries, k, RayConfig()) (searchkit.distributed).
     """
 
-    chosen = select_queries(queries, split)
+    chosen = read_queries(queries, split=split)
     ray = ray_config(ray_address, ray_actors)
     options = {"batch_size": batch_size, "show_progress": ctx.obj["progress"], "exclude_self": exclude_self}
     if ray is not None:

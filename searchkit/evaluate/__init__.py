@@ -2,7 +2,8 @@
 
 :mod:`~searchkit.evaluate.runs` (``run_queries``), :mod:`~searchkit.evaluate.metrics` (``evaluate``: every metric by
 ir-measures, never by hand), :mod:`~searchkit.evaluate.tables` (human tables and JSON),
-:mod:`~searchkit.evaluate.rerank_report` (a reranker against the ranking it was given).
+:mod:`~searchkit.evaluate.rerank_report` (a reranker against the ranking it was given),
+:mod:`~searchkit.evaluate.significance` (paired tests against a baseline, Holm-corrected).
 
 >>> from searchkit.evaluate import evaluate
 >>> evaluate({"q1": []}, {"q1": {"d1": 1}}, ["nDCG@10"]).aggregate["nDCG@10"]

@@ -29,9 +29,10 @@ from searchkit.evaluate.metrics import (
     evaluate,
 )
 from searchkit.evaluate.runs import run_queries
-from searchkit.evaluate.tables import format_score, format_table, render_table, to_json
-from searchkit.experiments.suite_file import Condition, Suite, local_path, restrict_to_split
-from searchkit.formats import read_qrels, read_queries, source_sha256, write_run
+from searchkit.evaluate.significance import compare_to_baseline
+from searchkit.evaluate.tables import format_p, format_score, format_table, render_table, to_json
+from searchkit.experiments.suite_file import Condition, Suite, local_path
+from searchkit.formats import read_qrels, source_sha256, write_run
 from searchkit.index import Index
 from searchkit.index.components import bm25_components
 from searchkit.models.cross_encoder import MODEL_FIELDS, CrossEncoderReranker
@@ -69,6 +70,7 @@ class ConditionResult:
     seconds: dict[str, float]
     run_file: str | None
     first_stage: dict[str, float] | None = None  # reranked conditions: the first stage alone, R@depth included
+    significance: dict[str, Any] | None = None  # against the suite's baseline of this dataset: p per metric
 
     @property
     def passed(self) -> bool:
@@ -111,23 +113,33 @@ class SuiteResult:
                 f"  {cond.evaluation.num_queries} queries ({selected['rule']}, "
                 f"unjudged={selected['unjudged']}), search {cond.seconds['search']:.1f}s"
             )
-            table = [["metric", "expected", "got", "delta", "ok"]]
+            tested = cond.significance if cond.significance and "p" in cond.significance else None
+            table = [["metric", "expected", "got", "delta", "ok", *(["p"] if tested else [])]]
             for c in cond.comparisons:
                 ok = "" if c.ok is None else ("ok" if c.ok else "FAIL")
                 delta = "" if c.delta is None else f"{c.delta:+.4f}".replace("-0.0000", "+0.0000")
-                table.append([c.metric, format_score(c.expected), format_score(c.got), delta, ok])
+                row = [c.metric, format_score(c.expected), format_score(c.got), delta, ok]
+                table.append(row + ([format_p(tested["p"].get(c.metric))] if tested else []))
             parts.append(_indent(render_table(table)))
+            if cond.significance:
+                parts.append(_indent(cond.significance["method"]))
             if cond.first_stage is not None:
                 values = ", ".join(f"{m} {v:.4f}" for m, v in cond.first_stage.items())
                 parts.append(_indent(f"first stage alone (what the reranker was given): {values}"))
             parts.extend(_indent(line) for line in cond.evaluation.report.lines())
         metrics = list(dict.fromkeys(m for cond in self.conditions for m in cond.evaluation.aggregate))
-        summary = [(f"{cond.dataset}/{cond.name}", cond.evaluation) for cond in self.conditions]
-        parts.append(f"\nsummary ({self.suite})\n" + format_table(summary, metrics))
+        summary = [(_summary_name(cond), cond.evaluation) for cond in self.conditions]
+        p_values = {_summary_name(c): c.significance.get("p", {}) for c in self.conditions if c.significance}
+        parts.append(f"\nsummary ({self.suite})\n" + format_table(summary, metrics, p_values or None))
         failed = [cond.name for cond in self.conditions if not cond.passed]
         verdict = "passed" if not failed else f"FAILED ({', '.join(failed)})"
         parts.append(f"suite {self.suite}: {verdict}" + (f"; results in {self.output}" if self.output else ""))
         return "\n".join(parts)
+
+
+def _summary_name(cond: ConditionResult) -> str:
+    baseline = cond.significance is not None and cond.significance["baseline"] == cond.name
+    return f"{cond.dataset}/{cond.name}" + (" (baseline)" if baseline else "")
 
 
 def _short(value: Any) -> str:
@@ -156,10 +168,12 @@ def run_suite(
     from it is added). An existing index built from another source or with other settings is rebuilt only when
     ``rebuild`` (None: the suite's own ``rebuild`` key) says so; otherwise the run stops with one line naming the
     setting that differs. A folder that is not a searchkit index is never replaced. Queries come from the dataset's
-    queries.jsonl through :func:`restrict_to_split`'s rule, scored against ``qrels/<split>.tsv`` with the condition's
-    ``unjudged`` mode; qrels documents missing from the corpus are reported. ``check`` logs each metric outside its
-    tolerance (``passed`` is computed either way). With ``write``, results go to ``output`` (default ``<suite
-    dir>/results/<suite>-<UTC time>.json``) with a TREC run per condition beside it (``<json stem>.<condition>.trec``).
+    queries.jsonl as :meth:`~searchkit.experiments.suite_file.SuiteDataset.read_queries` selects them (the
+    queries judged in its split, or every one with ``queries = "all"``), scored against ``qrels/<split>.tsv`` with
+    the condition's ``unjudged`` mode; qrels documents missing from the corpus are reported. ``check`` logs each
+    metric outside its tolerance (``passed`` is computed either way). With ``write``, results go to ``output``
+    (default ``<suite dir>/results/<suite>-<UTC time>.json``)
+    with a TREC run per condition beside it (``<json stem>.<condition>.trec``).
     """
 
     chosen = [c for c in suite.conditions if only is None or any(fnmatch.fnmatchcase(c.name, p) for p in only)]
@@ -192,13 +206,13 @@ def run_suite(
         index, index_info = indexes[cond.index]
         if dataset.name not in data:
             qrels = read_qrels(dataset.source, dataset.split)
-            data[dataset.name] = (list(read_queries(dataset.source)), qrels)
-        all_queries, qrels = data[dataset.name]
+            data[dataset.name] = (dataset.read_queries(), qrels)
+        queries, qrels = data[dataset.name]
         trec = None
         if write:
             trec = json_path.with_name(f"{json_path.stem}.{_safe_name(cond.name)}.trec")
         try:
-            results.append(_run_condition(suite, cond, index, index_info, all_queries, qrels, trec, show_progress))
+            results.append(_run_condition(suite, cond, index, index_info, queries, qrels, trec, show_progress))
         except BaseException:
             _LOADED_RERANKERS.clear()
             raise
@@ -207,6 +221,7 @@ def run_suite(
                 logger.warning("%s: %s = %.4f, expected %.4f ± %g", cond.name, c.metric, c.got, c.expected,
                                cond.tolerance)  # fmt: skip
     _LOADED_RERANKERS.clear()  # models and remembered logits live for one suite run
+    results = _with_significance(suite, results)
     result = SuiteResult(suite.name, str(suite.path), check, tuple(results), __version__,
                          _git_commit(suite.path.parent), now.isoformat(timespec="seconds"),
                          str(json_path) if write else None)  # fmt: skip
@@ -217,12 +232,42 @@ def run_suite(
     return result
 
 
+def _with_significance(suite: Suite, results: list[ConditionResult]) -> list[ConditionResult]:
+    """Each baseline's dataset: every other condition scored on the same queries is tested against it per query
+    (``suite.test``), Holm-corrected across those conditions, one family per metric."""
+    by_name = {r.name: r for r in results}
+    changed: dict[str, ConditionResult] = {}
+    for baseline in suite.baselines:
+        base = by_name.get(baseline)
+        if base is None:
+            logger.info("baseline %s was not run: no p-values for its dataset", baseline)
+            continue
+        ids = set(base.evaluation.per_query)
+        others = [r for r in results if r.dataset == base.dataset and r.name != baseline]
+        group = [r for r in others if set(r.evaluation.per_query) == ids]
+        for r in others:
+            if r not in group:
+                logger.info("%s is not tested against %s: it is scored on other queries (unjudged)", r.name, baseline)
+        if not group or len(ids) < 2:
+            continue
+        metrics = [m for m in base.evaluation.aggregate if all(m in r.evaluation.aggregate for r in group)]
+        tested = {baseline: base.evaluation, **{r.name: r.evaluation for r in group}}
+        significance = compare_to_baseline(tested, baseline, metrics, suite.test)
+        common = {"baseline": baseline, "test": suite.test, "queries": significance.queries, "correction": "holm"}
+        common["method"] = significance.describe()
+        changed[baseline] = dataclasses.replace(base, significance=common)
+        for r in group:
+            own = {**common, "p": significance.p[r.name], "p_raw": significance.raw[r.name]}
+            changed[r.name] = dataclasses.replace(r, significance=own)
+    return [changed.get(r.name, r) for r in results]
+
+
 def _run_condition(
     suite: Suite,
     cond: Condition,
     index: Any,
     index_info: dict[str, Any],
-    all_queries: list[Query],
+    queries: list[Query],
     qrels: Qrels,
     trec: Path | None,
     show_progress: bool,
@@ -230,7 +275,6 @@ def _run_condition(
     """Search, evaluate and compare one condition; write its TREC run to ``trec`` when given."""
 
     dataset = suite.datasets[cond.dataset]
-    queries = restrict_to_split(all_queries, qrels)
     searcher = Searcher(index, mode=cond.mode, fusion=cond.fusion, rerank=_reranker(cond.rerank))
     reranker, depth = searcher.reranker, searcher.rerank_depth
     started = time.perf_counter()
@@ -258,9 +302,8 @@ def _run_condition(
     }
     selection = {
         "split": dataset.split,
-        "in_file": len(all_queries),
         "run": len(queries),
-        "rule": "judged only" if len(queries) < len(all_queries) else "all queries",
+        "rule": f"judged in {dataset.split}" if dataset.queries == "split" else "all queries",
         "unjudged": cond.unjudged,
         "exclude_self": dataset.exclude_self,
     }

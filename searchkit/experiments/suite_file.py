@@ -29,8 +29,9 @@ from searchkit.evaluate.metrics import (
     UNJUDGED_MODES,
     canonical_metric,
 )
-from searchkit.formats import read_qrels, read_queries
-from searchkit.types import ConfigError, Qrels, Query
+from searchkit.evaluate.significance import TESTS
+from searchkit.formats import read_queries
+from searchkit.types import ConfigError, Query
 
 SUITE_MODES = ("bm25", "dense", "hybrid", "cascade")
 
@@ -38,10 +39,15 @@ SUITE_MODES = ("bm25", "dense", "hybrid", "cascade")
 _EXAMPLES = 5
 
 
-_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild"}
+_SUITE_KEYS = {"name", "description", "metrics", "tolerance", "unjudged", "rebuild", "baseline", "test"}
 
 
-_DATASET_KEYS = {"source", "recipe", "split", "index", "exclude_self", "unjudged"}
+_DATASET_KEYS = {"source", "recipe", "split", "queries", "index", "exclude_self", "unjudged"}
+
+
+# Which queries of a dataset run: those judged in its split (read_queries(source, split=...)), or every query of
+# its queries.jsonl (a one-split collection whose unjudged queries should count, e.g. CISI).
+QUERY_SELECTIONS = ("split", "all")
 
 
 _CONDITION_KEYS = {
@@ -73,6 +79,12 @@ class SuiteDataset:
     exclude_self: bool = False
     unjudged: str = "zero"
     recipe: IndexRecipe | None = None
+    queries: str = "split"
+
+    def read_queries(self) -> list[Query]:
+        """The queries this dataset runs: those judged in ``split`` (exactly ``read_queries(source, split=split)``,
+        the one rule ``searchkit run --split`` and training use), or with ``queries = "all"`` every query."""
+        return read_queries(self.source, split=self.split if self.queries == "split" else None)
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,10 @@ class Suite:
     description: str = ""
     rebuild: bool = False
     """Whether an existing index whose source or settings differ from a condition's is rebuilt (else refused)."""
+    baselines: tuple[str, ...] = ()
+    """Conditions the others of their dataset are tested against (at most one per dataset): a p-value column."""
+    test: str = "t"
+    """The paired significance test: ``t`` or ``permutation`` (see searchkit.evaluate.significance)."""
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -118,12 +134,19 @@ def load_suite(path: str | Path) -> Suite:
         metrics = ["nDCG@10", "RR@10", "R@100", "AP"]   # ir-measures strings (default: these four)
         tolerance = 0.002                     # |got - expected| allowed (default 0.002)
         unjudged = "zero"                     # zero | skip, for queries without judgments (default zero)
+        baseline = "bm25"                     # optional: a condition (or a list, one per dataset) the others
+                                              # of its dataset are tested against, per query: the report
+                                              # gains a p-value column, Holm-corrected across those rows
+        test = "t"                            # t (paired t-test, default) | permutation (randomization)
 
         [datasets.scifact]
         source = "../../shared/datasets/scifact"  # BEIR: corpus.jsonl, queries.jsonl, qrels/<split>.tsv
         # or recipe = "../indexes/qbqtc.toml": the index recipe gives source, index and every component's settings
         # (conditions then give no bm25/dense tables; their mode may name any stage, e.g. "bm25.zh")
         split = "test"                        # default test
+        queries = "split"                     # split: the queries judged in qrels/<split>.tsv (default);
+                                              # all: every query of queries.jsonl (unjudged ones then follow
+                                              # `unjudged`: a one-split collection such as CISI)
         index = "../indexes/scifact-bm25"     # where the index is built or reused (git-ignored)
         exclude_self = false                  # drop a query's own id from its results
         unjudged = "zero"                     # overrides [suite]
@@ -146,8 +169,8 @@ def load_suite(path: str | Path) -> Suite:
         expected = { "nDCG@10" = 0.6857 }     # required, non-empty; metrics not in [suite] are added
 
     Conditions sharing an index path must agree on its component configs (give one its own ``index``).
-    Queries: every query of the dataset's queries.jsonl, or only those judged in ``split`` when it judges
-    fewer than half of them (the file then holds several splits); see :func:`restrict_to_split`.
+    Queries: those judged in ``split`` (what ``read_queries(source, split=split)`` and ``searchkit run --split``
+    select), or every query of queries.jsonl with ``queries = "all"``; see :meth:`SuiteDataset.read_queries`.
     """
     path = Path(path)
     data = load_recipe(path)
@@ -197,6 +220,7 @@ def load_suite(path: str | Path) -> Suite:
             index=index.resolve() if index is not None else None,
             exclude_self=bool(table.get("exclude_self", False)),
             unjudged=_choice(table.get("unjudged", suite_unjudged), UNJUDGED_MODES, lambda m, w=where: fail(w, m)),
+            queries=_choice(table.get("queries", "split"), QUERY_SELECTIONS, lambda m, w=where: fail(w, m)),
         )
 
     conditions: list[Condition] = []
@@ -212,6 +236,8 @@ def load_suite(path: str | Path) -> Suite:
     if len(set(names)) != len(names):
         raise fail("[[conditions]]", f"duplicate condition names: {sorted({n for n in names if names.count(n) > 1})}")
     check_shared_indexes(conditions, {name: d.source for name, d in datasets.items()}, fail)
+    baselines = _baselines(head.get("baseline", []), conditions, fail)
+    test = _choice(head.get("test", "t"), TESTS, lambda m: fail("[suite] test", m))
     return Suite(
         path.resolve(),
         str(head["name"]),
@@ -221,7 +247,26 @@ def load_suite(path: str | Path) -> Suite:
         tuple(conditions),
         str(head.get("description", "")),
         rebuild,
+        baselines,
+        test,
     )
+
+
+def _baselines(value: Any, conditions: Sequence[Condition], fail: Any) -> tuple[str, ...]:
+    """``[suite] baseline``: a condition name or a list of them, at most one per dataset."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise fail("[suite] baseline", f"must be a condition name or a list of them, got {value!r}")
+    by_name = {c.name: c for c in conditions}
+    seen: dict[str, str] = {}
+    for name in names:
+        if name not in by_name:
+            raise fail("[suite] baseline", f"{name!r} is not a condition; conditions: {', '.join(by_name)}")
+        dataset = by_name[name].dataset
+        if dataset in seen:
+            raise fail("[suite] baseline", f"{seen[dataset]!r} and {name!r} are both baselines of dataset {dataset!r}")
+        seen[dataset] = name
+    return tuple(names)
 
 
 def load_condition(
@@ -374,24 +419,3 @@ def with_reranker(condition: Condition, model: str | Path, name: str) -> Conditi
         raise ConfigError(f"condition {condition.name!r} does not rerank: it has no reranker to swap")
     rerank = dataclasses.replace(condition.rerank, model=str(model))
     return dataclasses.replace(condition, name=name, rerank=rerank, expected={})
-
-
-def select_queries(queries: str | Path, split: str | None = None) -> list[Query]:
-    """The queries of ``queries`` (BEIR folder, file or ``irds:`` id) to run for qrels ``split``.
-
-    Without a split: every query. With one, the rule suites use: when the split's qrels judge fewer than half
-    of the queries, the file holds several splits (SciFact's queries.jsonl has train and test) and only the
-    judged queries are kept; otherwise every query is kept, and the unjudged ones score 0 (cisi: 112 queries,
-    76 judged) unless evaluation skips them.
-    """
-
-    all_queries = list(read_queries(queries))
-    if split is None:
-        return all_queries
-    return restrict_to_split(all_queries, read_qrels(queries, split))
-
-
-def restrict_to_split(queries: Sequence[Query], qrels: Qrels) -> list[Query]:
-    """Apply :func:`select_queries`'s rule: keep only the judged queries when they are under half."""
-    judged = [query for query in queries if query.query_id in qrels]
-    return judged if 2 * len(judged) < len(queries) else list(queries)

@@ -14,9 +14,11 @@ only); ``grade`` (a positive weighs its relevance grade); ``column`` (the pair f
 
 The starting model and every epoch are scored on the dev queries (``dev_metric``, default nDCG@10, by
 ir-measures through :func:`searchkit.evaluate.metrics.evaluate`, reranking the first stage's top ``dev_depth``); the
-best epoch is kept (the starting model included), training stops early after ``patience`` epochs without a
-gain, and the weight ``a`` of ``a * minmax(reranker) + (1 - a) * minmax(first stage)`` is tuned on dev over a
-grid holding 0 and 1, so the shipped model never ranks dev worse than the first stage did.
+best epoch is kept (the starting model included) by the score as shipped, the interpolated one when dev has a first
+stage (:func:`searchkit.training.selection.shipped_score`, which the dev guard compares too), training stops early
+after ``patience`` epochs without a gain, and the weight ``a`` of ``a * minmax(reranker) + (1 - a) *
+minmax(first stage)`` is tuned on dev over a grid holding 0 and 1, so the shipped model never ranks dev worse than
+the first stage did.
 
 Output folder::
 
@@ -213,7 +215,7 @@ class _Trainer:
             self._log({"event": "dev", **entry})
             state["history"].append(entry)
             best = state["history"][state["best_epoch"]]
-            if better_epoch(entry, best, self.metric):
+            if better_epoch(entry, best):
                 state["best_epoch"], state["bad_epochs"] = epoch, 0
                 self._save_best(epoch)
             else:
