@@ -42,6 +42,7 @@ COMMANDS = {
         "searchkit.cli.train", "fit_fusion_command", "Fit a trained reranker's learned fusion on its dev queries."
     ),
     "index": LazyCommand("searchkit.cli.index", "index", "Build, inspect, update and verify index folders."),
+    "push": LazyCommand("searchkit.cli.hub", "push_command", "Upload a trained model folder to the Hugging Face Hub."),
     "run": LazyCommand("searchkit.cli.search", "run_command", "Search a query set and write a TREC run file."),
     "score": LazyCommand("searchkit.cli.eval", "score_command", "Score a TREC run against qrels."),
     "search": LazyCommand("searchkit.cli.search", "search_command", "Search an index for one query."),

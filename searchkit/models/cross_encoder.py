@@ -55,7 +55,7 @@ from searchkit.config import MAX_UNKNOWN, LearnedFusion, RerankConfig, config_fr
 from searchkit.formats import sha256_file
 from searchkit.models.cards import MODEL_CARD, read_reranker_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
-from searchkit.models.loading import check_loaded_weights, check_model_source, load_error, resolve_model
+from searchkit.models.loading import check_loaded_weights, check_model_source, fetch_model, load_error, resolve_model
 from searchkit.models.tokenizers import tokenizer_fingerprint, unreadable, unreadable_message
 from searchkit.ranking.fusion import interpolation_model, mix_scores
 from searchkit.text.batching import grouped_batches, pad_rows, token_budget_batches
@@ -112,7 +112,7 @@ def load_cross_encoder(
 
     name = str(model)
     what = what or ("base model" if fresh_head else "reranker")
-    resolved = check_model_source(name, what, source=resolve_model(name) if fresh_head else name)
+    resolved = check_model_source(name, what, source=resolve_model(name) if fresh_head else fetch_model(name))
     try:
         config = AutoConfig.from_pretrained(resolved, trust_remote_code=False)
     except (OSError, ValueError) as err:
