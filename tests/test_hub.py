@@ -138,6 +138,37 @@ def test_a_tampered_cached_model_file_is_refused_by_its_card(carded_reranker: Pa
         read_reranker_card("hf://org/tiny-reranker-damaged")
 
 
+def test_dense_model_loads_from_the_cache_offline_and_its_card_checks_it(
+    tiny_bi_encoder: Path, tmp_path: Path, offline_cache: Path
+) -> None:
+    from searchkit.models.cards import write_model_card
+    from searchkit.models.encoder import Encoder
+
+    folder = tmp_path / "tiny-bi"
+    shutil.copytree(tiny_bi_encoder, folder)
+    write_model_card(folder, "dense", {"base_model": {"name": str(tiny_bi_encoder)}})
+    snap = put_in_hf_cache(offline_cache, "org/tiny-bi", folder)
+    texts = ["apple banana", "cherry delta echo"]
+    assert (
+        Encoder("hf://org/tiny-bi", device="cpu").encode(texts) == Encoder(str(folder), device="cpu").encode(texts)
+    ).all()
+    blob = (snap / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"model file model\.safetensors differs"):
+        Encoder("hf://org/tiny-bi", device="cpu")
+
+
+def test_index_verify_command_takes_a_hub_index(
+    tmp_path: Path, offline_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_in_hf_cache(offline_cache, "org/tiny-index", Index.build(TINY, tmp_path / "tiny").path)
+    code, out, err = run_cli(["index", "verify", "hf://org/tiny-index"], capsys)
+    assert code == 0, err
+    assert "ok (8 documents" in out
+
+
 class FakeHub:
     """The Hub endpoints create_repo and upload_folder call (repos/create, preupload, commit), recording requests."""
 
