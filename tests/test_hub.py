@@ -82,7 +82,9 @@ def test_index_opens_from_the_cache_offline_and_is_verified(tmp_path: Path, offl
     assert not (opened.path / "notes.txt").exists()
     assert opened.num_docs == built.num_docs == 8
     assert Searcher(opened).search("cats chase mice", 3) == Searcher(built).search("cats chase mice", 3)
-    assert Index.open(f"hf://org/tiny-index@{COMMIT}").num_docs == 8  # a pinned revision
+    assert (opened.path / ".verified").read_text() == built.manifest["checksum"]  # verified once in this folder
+    again = Index.open(f"hf://org/tiny-index@{COMMIT}")  # a pinned revision: the same commit, the same folder
+    assert again.path == opened.path and again.num_docs == 8
 
 
 def test_a_tampered_cached_index_file_is_refused(tmp_path: Path, offline_cache: Path) -> None:
@@ -92,6 +94,16 @@ def test_a_tampered_cached_index_file_is_refused(tmp_path: Path, offline_cache: 
     blob.write_bytes(blob.read_bytes().replace(b"Cats", b"Bats"))  # same size, other bytes
     with pytest.raises(IndexFormatError, match=r"checksum mismatch in docs\.jsonl"):
         Index.open("hf://org/tiny-index")
+
+
+def test_a_cached_index_tampered_after_its_first_open_is_refused_by_verify(tmp_path: Path, offline_cache: Path) -> None:
+    built = Index.build(TINY, tmp_path / "tiny")
+    snap = put_in_hf_cache(offline_cache, "org/tiny-index", built.path)
+    Index.open("hf://org/tiny-index")
+    blob = (snap / "docids.txt").resolve()
+    blob.write_bytes(blob.read_bytes().replace(b"d1", b"e1"))
+    with pytest.raises(IndexFormatError, match=r"docids\.txt"):
+        Index.open("hf://org/tiny-index", verify=True)
 
 
 def test_a_repository_missing_offline_names_the_cache_and_the_fix(offline_cache: Path) -> None:

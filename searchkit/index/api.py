@@ -27,6 +27,10 @@ from searchkit.models.hub import is_hub_ref, push_folder, snapshot, snapshot_vie
 from searchkit.retrieval.dense import ShardEncoding
 from searchkit.types import Document, IndexFormatError
 
+VERIFIED = ".verified"
+"""In the folder an ``hf://`` index is opened from: the checksum of the manifest whose files were all verified
+there (hidden: no index file)."""
+
 
 class Index(IndexBundle):
     """A self-describing index folder: doc store, doc ids, and the retrieval components built over them.
@@ -53,7 +57,9 @@ class Index(IndexBundle):
         with ``HF_HUB_OFFLINE=1`` only the cache is read), and the downloaded index is opened with ``verify=True``:
         every file's sha256 against the manifest, so a damaged download or a tampered cache is refused. It is
         opened from a folder of links to exactly those files (:func:`searchkit.models.hub.snapshot_view`: the
-        cache's snapshot may hold other files of the repository).
+        cache's snapshot may hold other files of the repository); once verified there, later opens of the same
+        commit make the cheap checks of every open only (files up to ``OPEN_HASH_LIMIT`` hashed) unless
+        ``verify=True``.
         """
         if is_hub_ref(path):
             assert isinstance(path, str)
@@ -67,7 +73,12 @@ class Index(IndexBundle):
                 )
             files = [MANIFEST, *sorted(listed)]
             folder = snapshot_view(path, snapshot(path, allow_patterns=files), files)
-            return super().open(folder, verify=True, device=device, dense_model=dense_model)
+            marker = folder / VERIFIED
+            checked = marker.is_file() and marker.read_text(encoding="utf-8") == str(manifest.get("checksum"))
+            index = super().open(folder, verify=verify or not checked, device=device, dense_model=dense_model)
+            if not checked:
+                marker.write_text(str(manifest.get("checksum")), encoding="utf-8")
+            return index
         return super().open(path, verify=verify, device=device, dense_model=dense_model)
 
     def push(

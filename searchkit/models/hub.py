@@ -22,6 +22,7 @@ HubRef(repo_id='my-org/scifact-index', repo_type='model', revision='v1')
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -119,28 +120,48 @@ def cache_root() -> Path:
 def snapshot_view(name: str, folder: Path, files: Iterable[str]) -> Path:
     """A folder holding exactly ``files`` of the downloaded snapshot ``folder`` (symlinks to the cached blobs),
     under :func:`cache_root`: the Hugging Face cache keeps every file of a repository it ever downloaded in one
-    snapshot folder, and a reader that refuses files it was not told about (an index) must see these only. Made
-    again on every call (cheap), swapped in whole."""
+    snapshot folder, and a reader that refuses files it was not told about (an index) must see these only.
+
+    One folder per repository and commit, kept while it links to exactly those files (hidden files aside: a
+    reader's own markers), else made again beside it and swapped in whole.
+    """
     ref = parse_hub_ref(name)
+    wanted = {relpath: (folder / relpath).resolve() for relpath in files if (folder / relpath).is_file()}
     target = cache_root() / "hub" / f"{ref.repo_type}s--{ref.repo_id.replace('/', '--')}" / folder.name
+    if _links(target) == wanted:
+        return target
     building = target.with_name(f".{target.name}.{os.getpid()}.building")
     shutil.rmtree(building, ignore_errors=True)
-    for relpath in files:
-        source = folder / relpath
-        if not source.is_file():
-            continue  # the reader reports it missing
+    building.mkdir(parents=True)
+    for relpath, source in wanted.items():
         link = building / relpath
         if not link.resolve().is_relative_to(building.resolve()):
             raise ConfigError(f"{name}: {relpath!r} is not a path inside the repository")
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(source.resolve())
-    building.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
     old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
+    with contextlib.suppress(FileNotFoundError):
         os.replace(target, old)
-    os.replace(building, target)
+    try:
+        os.replace(building, target)
+    except OSError:  # another process put its own view there first
+        shutil.rmtree(building, ignore_errors=True)
+        if _links(target) != wanted:
+            raise
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _links(view: Path) -> dict[str, Path] | None:
+    """relpath -> resolved target of every non-hidden file of ``view`` (None when it is not a folder)."""
+    if not view.is_dir():
+        return None
+    found: dict[str, Path] = {}
+    for path in view.rglob("*"):
+        relpath = path.relative_to(view).as_posix()
+        if path.is_file() and not any(part.startswith(".") for part in relpath.split("/")):
+            found[relpath] = path.resolve()
+    return found
 
 
 def push_folder(
