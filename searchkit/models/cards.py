@@ -195,7 +195,9 @@ def readme_text(card: Mapping[str, Any], name: str) -> str:
         "## Use",
         "",
         "```bash",
-        f"searchkit search INDEX 'a query' --rerank {name}" if reranker else f"searchkit index build --dense {name}",
+        f"searchkit search INDEX 'a query' --rerank {name}"
+        if reranker
+        else f"searchkit index build --corpus CORPUS -o INDEX --dense {name}",
         "```",
         "",
         f"From the Hub: `hf://OWNER/{name}` wherever searchkit takes a model.",
