@@ -1,4 +1,5 @@
-"""Model cards (searchkit.json): written and read in one place, version and kind checked; model names and devices."""
+"""Model cards (searchkit.json and its README.md Hub card): written and read in one place, version and kind checked;
+model names and devices."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from searchkit.models.cards import CARD_VERSION, MODEL_CARD, lineage, read_model_card, write_model_card
+from searchkit.models.cards import (
+    CARD_VERSION,
+    MODEL_CARD,
+    README,
+    lineage,
+    read_model_card,
+    readme_text,
+    write_model_card,
+)
 from searchkit.models.device import MMAP_THRESHOLD, TUNE_MALLOC_ENV, auto_batch_tokens, resolve_device
 from searchkit.models.loading import resolve_model
 from searchkit.types import ConfigError, DataError
@@ -161,3 +170,65 @@ def test_cpu_batch_budget_keeps_the_widest_activation_under_the_mmap_threshold()
         assert size <= MMAP_THRESHOLD < 2 * size  # the largest power of two that fits
     assert auto_batch_tokens(SimpleNamespace(hidden_size=64), torch.float32, "cpu") == 16384  # capped
     assert auto_batch_tokens(None, torch.float32, "cpu") == 2048  # no config: BERT-base width assumed
+
+
+# ---------------------------------------------------------------------- README.md: the Hugging Face model card
+RERANKER_CARD = {
+    "base_model": {"name": "all-MiniLM-L6-v2"},
+    "lineage": [{"name": "all-MiniLM-L6-v2", "sha256": None}, {"name": "/tmp/parent", "sha256": {"m": "ab"}}],
+    "training_config": {"corpus": "../shared/datasets/scifact", "split": "train", "qrels": None},
+    "dev_metric": "nDCG@10",
+    "final_dev": {"reranker": 0.61, "first_stage": 0.55, "interpolated": 0.64, "a": 0.7},
+}
+
+
+def test_every_card_write_writes_a_readme_huggingface_parses(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    write_model_card(tmp_path, "reranker", RERANKER_CARD)
+    card = ModelCard.load(tmp_path / README)  # the Hub's own parser of model-card metadata
+    data = card.data
+    assert data.library_name == "sentence-transformers" and data.pipeline_tag == "text-ranking"
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"  # the embedded default, by its Hub name
+    assert data.datasets == ["scifact"] and data.metrics == ["nDCG@10"]
+    assert {"searchkit", "reranker", "cross-encoder"} <= set(data.tags)
+    results = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert results == {"dev nDCG@10 (reranker alone)": 0.61, "dev nDCG@10 (fused with the first stage)": 0.64}
+    assert {r.dataset_split for r in data.eval_results} == {"dev"} and data.model_name == tmp_path.name
+    assert data.to_dict()["searchkit"]["lineage"] == ["all-MiniLM-L6-v2", "/tmp/parent"]
+    assert "1. `all-MiniLM-L6-v2`\n2. `/tmp/parent`\n3. this model" in card.text
+    assert read_model_card(tmp_path, "reranker")["final_dev"]["interpolated"] == 0.64  # the README is not checked
+
+
+def test_dense_card_readme_reports_each_dev_metric(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    card = {
+        "base_model": {"name": "hf://my-org/base@v1"},
+        "lineage": [{"name": "hf://my-org/base@v1", "sha256": None}, {"name": "/local/parent", "sha256": None}],
+        "training_config": {"corpus": "irds:beir/scifact/train"},
+        "dev_metric": "nDCG@10",
+        "final_dev": {"nDCG@10": 0.5, "RR@10": 0.4, "R@100": 0.9},
+    }
+    write_model_card(tmp_path, "dense", card)
+    data = ModelCard.load(tmp_path / README).data
+    assert data.pipeline_tag == "sentence-similarity" and "bi-encoder" in data.tags
+    assert data.base_model == "my-org/base"  # the nearest ancestor on the Hub (the parent is a local folder)
+    assert data.datasets == ["beir/scifact/train"]
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == {"nDCG@10": 0.5, "RR@10": 0.4, "R@100": 0.9}
+
+
+def test_a_card_without_results_or_hub_ancestors_still_parses(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(readme_text({"format": "searchkit-reranker", "base_model": {"name": "/tmp/b"}}, "m")).data
+    assert data.base_model is None and data.eval_results is None and data.library_name == "sentence-transformers"
+
+
+def test_a_readme_searchkit_did_not_write_is_kept(tmp_path: Path) -> None:
+    (tmp_path / README).write_text("# my own notes\n")
+    write_model_card(tmp_path, "reranker", RERANKER_CARD)
+    assert (tmp_path / README).read_text() == "# my own notes\n"
+    (tmp_path / README).unlink()
+    write_model_card(tmp_path, "reranker", {**RERANKER_CARD, "final_dev": None})  # rewritten: results dropped
+    assert "model-index" not in (tmp_path / README).read_text()

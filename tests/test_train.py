@@ -206,6 +206,16 @@ def test_output_folder_and_model_card(straight: TrainResult) -> None:
     assert straight.train_queries + straight.dev_queries == 4  # q1..q4 are judged; q5 is not in the split
 
 
+def test_trained_folder_has_a_hub_model_card(straight: TrainResult) -> None:
+    from huggingface_hub import ModelCard
+
+    card = json.loads((straight.output / "searchkit.json").read_text())
+    data = ModelCard.load(straight.output / "README.md").data
+    assert data.library_name == "sentence-transformers" and data.datasets == ["tiny"]
+    assert data.eval_results[0].metric_value == card["final_dev"]["reranker"]
+    assert data.to_dict()["searchkit"]["lineage"] == [step["name"] for step in card["lineage"]]
+
+
 def test_card_records_lineage_guard_and_fusion(straight: TrainResult, workspace: Path) -> None:
     from searchkit.models.cards import lineage, read_model_card
 

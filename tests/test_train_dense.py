@@ -167,6 +167,15 @@ def test_output_folder_and_model_card(straight: DenseTrainResult, tiny_bi_encode
     assert (out / "checkpoints").is_dir()  # keep_checkpoint
 
 
+def test_trained_folder_has_a_hub_model_card(straight: DenseTrainResult) -> None:
+    from huggingface_hub import ModelCard
+
+    card = json.loads((straight.output / "searchkit.json").read_text())
+    data = ModelCard.load(straight.output / "README.md").data
+    assert data.pipeline_tag == "sentence-similarity" and "searchkit" in data.tags
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == card["final_dev"]
+
+
 def test_output_reloads_and_encodes_identically(straight: DenseTrainResult, synthetic_beir: Path) -> None:
     """The folder loads in sentence-transformers and in searchkit's Encoder with the same vectors, and retrieving
     dev with the reloaded model reproduces the kept epoch's recorded dev scores (the saved weights are that epoch's)."""

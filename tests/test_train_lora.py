@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from searchkit.config import TrainConfig
+from searchkit.config import BM25Config, TrainConfig
 from searchkit.formats import read_run
+from searchkit.index import Index
 from searchkit.models.cross_encoder import CrossEncoderReranker
 from searchkit.models.tiny import make_tiny_cross_encoder
 from searchkit.training.cross_encoder import TrainResult, train
@@ -81,6 +82,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Path) ->
     folder = tmp_path_factory.mktemp("train-lora")
     make_tiny_cross_encoder(folder / "base", words=WORDS)
     (folder / "corpus").symlink_to(synthetic_beir)
+    # A first stage that counts only which query words a document holds (k1 = 0): default BM25 ranks the synthetic
+    # dev queries perfectly, and an epoch is kept only when its score as shipped beats the first stage's.
+    Index.build(synthetic_beir, folder / "index", bm25=BM25Config(k1=0.0, b=0.0))
     return folder
 
 
@@ -122,7 +126,8 @@ def test_the_adapter_folder_is_small_and_names_its_base(lora: TrainResult, works
     out = lora.output
     names = {path.name for path in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "searchkit.json", "dev_run.trec"} <= names
-    assert "model.safetensors" not in names and "README.md" not in names
+    assert "model.safetensors" not in names
+    assert "searchkit:" in (out / "README.md").read_text(encoding="utf-8")  # searchkit's model card, not peft's
     base_size = (workspace / "base" / "model.safetensors").stat().st_size
     assert (out / "adapter_model.safetensors").stat().st_size < base_size / 10
     card = json.loads((out / "searchkit.json").read_text())
@@ -411,7 +416,8 @@ def test_a_lora_bi_encoder_is_a_small_adapter_that_reloads(
     assert dense_lora.shipped and dense_lora.best_epoch > 0
     names = {path.name for path in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "modules.json", "searchkit.json"} <= names
-    assert "model.safetensors" not in names and "README.md" not in names
+    assert "model.safetensors" not in names
+    assert "searchkit:" in (out / "README.md").read_text(encoding="utf-8")  # searchkit's model card, not peft's
     assert (out / "adapter_model.safetensors").stat().st_size < (
         tiny_bi_encoder / "model.safetensors"
     ).stat().st_size / 5

@@ -26,6 +26,7 @@ from searchkit.index import Index
 from searchkit.index.components import retrieving
 from searchkit.index.plan import free_disk, plan_build
 from searchkit.index.update import check_deletable, read_update_corpus
+from searchkit.models.hub import is_hub_ref
 from searchkit.types import ConfigError
 
 
@@ -334,12 +335,34 @@ def index_info(directory: Path, as_json: bool) -> None:
 
 
 @index.command("verify")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def index_verify(directory: Path) -> None:
-    """Check every checksum and invariant; exit 1 on any problem.  Python: Index.open(directory, verify=True)"""
+@click.argument("directory")
+def index_verify(directory: str) -> None:
+    """Check every checksum and invariant; exit 1 on any problem.  Python: Index.open(directory, verify=True)
 
-    opened = Index.open(directory, verify=True)
+    DIRECTORY may be hf://owner/name[@revision]: the index is downloaded (or read from the Hugging Face cache)
+    and verified.
+    """
+
+    opened = Index.open(directory if is_hub_ref(directory) else Path(directory), verify=True)
     click.echo(f"{opened.path}: ok ({opened.num_docs} documents, {len(opened.manifest['files'])} files verified)")
+
+
+@index.command("push")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo")
+@click.option("--private", is_flag=True, default=None, help="Create the repository private.")
+@click.option("--revision", help="Branch to push to (default: the repository's main branch).")
+def index_push(directory: Path, repo: str, private: bool | None, revision: str | None) -> None:
+    """Upload an index folder to a Hugging Face Hub repository (owner/name, hf://owner/name or
+    hf://datasets/owner/name; created when missing), verified first: the manifest and the files it lists.  Python:
+    Index.open(directory).push(repo)
+
+    The token is huggingface_hub's (HF_TOKEN, or `hf auth login`). Open it back with
+    Index.open("hf://owner/name"), `searchkit index verify hf://owner/name`.
+    """
+
+    url = Index.open(directory).push(repo, private=private, revision=revision)
+    click.echo(f"{directory}: pushed to {repo} ({url})")
 
 
 @index.command("update")

@@ -47,6 +47,7 @@ COMMANDS = {
     ),
     "fuse": LazyCommand("searchkit.cli.runs", "fuse_command", "Fuse TREC run files (RRF, convex, CombSUM, CombMNZ)."),
     "index": LazyCommand("searchkit.cli.index", "index", "Build, inspect, update and verify index folders."),
+    "push": LazyCommand("searchkit.cli.hub", "push_command", "Upload a trained model folder to the Hugging Face Hub."),
     "rerank": LazyCommand(
         "searchkit.cli.runs", "rerank_command", "Rerank any TREC run's candidates with a cross-encoder."
     ),

@@ -20,9 +20,16 @@ from typing import Any
 from searchkit.config import BM25Config, DenseConfig, FilterConfig, TokensConfig, UpdateConfig
 from searchkit.index.build import add_components, build_index
 from searchkit.index.bundle import IndexBundle
+from searchkit.index.layout import MANIFEST
+from searchkit.index.manifest import read_manifest
 from searchkit.index.update import update_index
+from searchkit.models.hub import is_hub_ref, push_folder, snapshot, snapshot_view
 from searchkit.retrieval.dense import ShardEncoding
-from searchkit.types import Document
+from searchkit.types import Document, IndexFormatError
+
+VERIFIED = ".verified"
+"""In the folder an ``hf://`` index is opened from: the checksum of the manifest whose files were all verified
+there (hidden: no index file)."""
 
 
 class Index(IndexBundle):
@@ -33,6 +40,58 @@ class Index(IndexBundle):
     >>> sorted(index.components)
     ['bm25']
     """
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = False,
+        device: str | None = None,
+        dense_model: str | None = None,
+    ) -> Index:
+        """Open an index folder (:meth:`IndexBundle.open`), or an index on the Hugging Face Hub.
+
+        ``path`` ``hf://owner/name[@revision]`` (or ``hf://datasets/owner/name``): its manifest is downloaded
+        first, then exactly the files it lists (``huggingface_hub.snapshot_download`` into the Hugging Face cache;
+        with ``HF_HUB_OFFLINE=1`` only the cache is read), and the downloaded index is opened with ``verify=True``:
+        every file's sha256 against the manifest, so a damaged download or a tampered cache is refused. It is
+        opened from a folder of links to exactly those files (:func:`searchkit.models.hub.snapshot_view`: the
+        cache's snapshot may hold other files of the repository); once verified there, later opens of the same
+        commit make the cheap checks of every open only (files up to ``OPEN_HASH_LIMIT`` hashed) unless
+        ``verify=True``.
+        """
+        if is_hub_ref(path):
+            assert isinstance(path, str)
+            folder = snapshot(path, allow_patterns=[MANIFEST])
+            manifest = read_manifest(folder)
+            listed = manifest.get("files") if isinstance(manifest, dict) else None
+            if not isinstance(listed, dict):
+                raise IndexFormatError(
+                    f"{path}: not a searchkit index (no readable {MANIFEST} listing its files in {folder}); push "
+                    "one with `searchkit index push DIR REPO`"
+                )
+            files = [MANIFEST, *sorted(listed)]
+            folder = snapshot_view(path, snapshot(path, allow_patterns=files), files)
+            marker = folder / VERIFIED
+            checked = marker.is_file() and marker.read_text(encoding="utf-8") == str(manifest.get("checksum"))
+            index = super().open(folder, verify=verify or not checked, device=device, dense_model=dense_model)
+            if not checked:
+                marker.write_text(str(manifest.get("checksum")), encoding="utf-8")
+            return index
+        return super().open(path, verify=verify, device=device, dense_model=dense_model)
+
+    def push(
+        self, repo: str, *, private: bool | None = None, token: str | None = None, revision: str | None = None
+    ) -> str:
+        """Upload this index to the Hugging Face Hub repository ``repo`` (``owner/name``, or ``hf://owner/name``,
+        ``hf://datasets/owner/name``; created when missing) through ``huggingface_hub.HfApi``; returns the commit
+        URL. The index is verified first; the manifest and the files it lists go up, nothing else. Open it
+        anywhere with ``Index.open("hf://owner/name")``.
+        """
+        self.verify()
+        files = [MANIFEST, *sorted(self.manifest.get("files", {}))]
+        return push_folder(self.path, repo, allow_patterns=files, private=private, token=token, revision=revision)
 
     @classmethod
     def build(

@@ -60,6 +60,7 @@ from searchkit.models.loading import (
     apply_adapter,
     check_loaded_weights,
     check_model_source,
+    fetch_model,
     is_adapter,
     load_error,
     resolve_model,
@@ -133,7 +134,7 @@ def load_cross_encoder(
     what = what or ("base model" if fresh_head else "reranker")
     if is_adapter(name):
         return _load_adapter(name, what, dtype)
-    resolved = check_model_source(name, what, source=resolve_model(name) if fresh_head else name)
+    resolved = check_model_source(name, what, source=resolve_model(name) if fresh_head else fetch_model(name))
     try:
         config = AutoConfig.from_pretrained(resolved, trust_remote_code=False)
     except (OSError, ValueError) as err:

@@ -22,6 +22,7 @@ import numpy as np
 from searchkit.config import DenseConfig
 from searchkit.models.cards import read_model_card
 from searchkit.models.device import auto_batch_tokens, resolve_device, resolve_dtype
+from searchkit.models.hub import is_hub_ref
 from searchkit.models.loading import (
     adapter_base,
     apply_adapter,
@@ -68,7 +69,8 @@ class Encoder:
     ``tokenize`` and ``embed_tokens`` are separate steps so token ids can be computed once and stored.
     Output equals ``SentenceTransformer.encode`` in fp32 (same modules: transformer, pooling, normalize).
     The model folder is checked before it is loaded (:func:`searchkit.models.loading.check_model_source`: it exists,
-    runs no code of its own, its modules hold safetensors weights).
+    runs no code of its own, its modules hold safetensors weights); an ``hf://`` model's files also against the
+    sha256s its searchkit card records, when it has one.
     ``batch_size`` caps the rows of a batch, ``batch_tokens`` its padded tokens; ``dtype``: auto, fp32, fp16, bf16.
     """
 
@@ -90,6 +92,8 @@ class Encoder:
         self.batch_size = batch_size
         self.normalize = normalize
         check_model_source(model, "dense model", source=self.resolved, layout="sentence-transformers")
+        if is_hub_ref(model):  # a downloaded searchkit model: its files checked against its card before loading
+            read_model_card(model, "dense")
         self.model = load_sentence_transformer(model, self.resolved, self.device)
         self.model.max_seq_length = max_length
         torch_dtype = resolve_dtype(dtype, self.device, "dense encoder")

