@@ -480,7 +480,7 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
 
 
 # Paths a training recipe gives relative to its own folder.
-TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output", "init_from")
+TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "output", "init_from", "mine_model")
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
 TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
 
@@ -501,6 +501,13 @@ class TrainConfig:
     CJK characters of the training data the base model's WordPiece vocabulary lacks, one token and one embedding row
     each (:mod:`searchkit.models.vocabulary`), before training. ``fit_fusion``: fit the
     learned fusion of every stage on dev at the end (:mod:`searchkit.ranking.fusion`; needs an index).
+    Rounds (:mod:`searchkit.training.rounds`): ``rounds`` (1: one training run, as before) rounds of mining,
+    training and fusion fitting, each continuing from the last kept one with ``lr`` times ``lr_decay`` per round
+    and mining through it (``mine_model``: mine over this reranker and its card's fusion), kept only while the
+    shipped dev score rises; ``fusion_depths``: rerank depths the fusion is refitted at after each round (the
+    smallest within 0.002 of the best is kept; empty: ``dev_depth`` only). Cross-validation
+    (:mod:`searchkit.training.cross_validation`): ``folds`` > 1 splits the judged queries into that many folds
+    (seeded by ``fold_seed``, default ``seed``); ``only_queries`` limits training and dev to these query ids.
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.negatives_per_group, cfg.lr
@@ -556,6 +563,13 @@ class TrainConfig:
     log_every: int = 10
     max_unknown: float = MAX_UNKNOWN
     extend_vocabulary: bool = False
+    rounds: int = 1
+    lr_decay: float = 0.5
+    fusion_depths: Sequence[int] = ()  # kept as a tuple
+    mine_model: str | None = None
+    folds: int = 1
+    fold_seed: int | None = None
+    only_queries: Sequence[str] | None = None  # kept as a tuple
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -563,6 +577,16 @@ class TrainConfig:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"TrainConfig: {message}")
+
+        check(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
+        check(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check(all(depth > 0 for depth in self.fusion_depths), "fusion_depths must be > 0")
+        check(self.folds >= 1, f"folds must be >= 1 (1: no cross-validation), got {self.folds}")
+        check(self.folds == 1 or self.pairs is None, "folds (cross-validation) needs qrels, not a pairs file")
+        check(self.only_queries is None or self.pairs is None, "only_queries applies to qrels training")
+        object.__setattr__(self, "fusion_depths", tuple(int(depth) for depth in self.fusion_depths))
+        if self.only_queries is not None:
+            object.__setattr__(self, "only_queries", tuple(str(qid) for qid in self.only_queries))
 
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}")
