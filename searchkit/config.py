@@ -571,7 +571,17 @@ def check_adapter(config: Any) -> None:
 
 
 # Paths a training recipe gives relative to its own folder.
-TRAIN_PATH_FIELDS = ("corpus", "queries", "qrels", "index", "pairs", "feedback_log", "output", "init_from")
+TRAIN_PATH_FIELDS = (
+    "corpus",
+    "queries",
+    "qrels",
+    "index",
+    "pairs",
+    "feedback_log",
+    "output",
+    "init_from",
+    "mine_model",
+)
 # TrainConfig fields that control a run, not what it learns: a resumed run may change them.
 TRAIN_RUN_CONTROL = ("resume", "overwrite", "stop_after_epochs", "keep_checkpoint", "log_every")
 
@@ -598,6 +608,13 @@ class TrainConfig:
     ``adapter = "lora"``: train a LoRA adapter (``lora_rank``, ``lora_alpha``, ``lora_dropout``,
     ``lora_target_modules``) and the classification head instead of every weight; the output is an adapter folder
     over the starting model (:mod:`searchkit.models.loading`).
+    Rounds (:mod:`searchkit.training.rounds`): ``rounds`` (1: one training run, as before) rounds of mining,
+    training and fusion fitting, each continuing from the last kept one with ``lr`` times ``lr_decay`` per round
+    and mining through it (``mine_model``: mine over this reranker and its card's fusion), kept only while the
+    shipped dev score rises; ``fusion_depths``: rerank depths the fusion is refitted at after each round (the
+    smallest within 0.002 of the best is kept; empty: ``dev_depth`` only). Cross-validation
+    (:mod:`searchkit.training.cross_validation`): ``folds`` > 1 splits the judged queries into that many folds
+    (seeded by ``fold_seed``, default ``seed``); ``only_queries`` limits training and dev to these query ids.
 
     >>> cfg = TrainConfig(output="/tmp/out", corpus="tests/data/tiny", split="test", index="/tmp/tiny-index")
     >>> cfg.loss, cfg.negatives_per_group, cfg.lr
@@ -664,6 +681,13 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
     lora_target_modules: Sequence[str] | None = None  # kept as a tuple; unset: peft's choice for the architecture
+    rounds: int = 1
+    lr_decay: float = 0.5
+    fusion_depths: Sequence[int] = ()  # kept as a tuple
+    mine_model: str | None = None
+    folds: int = 1
+    fold_seed: int | None = None
+    only_queries: Sequence[str] | None = None  # kept as a tuple
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -672,6 +696,16 @@ class TrainConfig:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"TrainConfig: {message}")
+
+        check(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
+        check(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        check(all(depth > 0 for depth in self.fusion_depths), "fusion_depths must be > 0")
+        check(self.folds >= 1, f"folds must be >= 1 (1: no cross-validation), got {self.folds}")
+        check(self.folds == 1 or self.pairs is None, "folds (cross-validation) needs qrels, not a pairs file")
+        check(self.only_queries is None or self.pairs is None, "only_queries applies to qrels training")
+        object.__setattr__(self, "fusion_depths", tuple(int(depth) for depth in self.fusion_depths))
+        if self.only_queries is not None:
+            object.__setattr__(self, "only_queries", tuple(str(qid) for qid in self.only_queries))
 
         check(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         check(self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}")

@@ -11,8 +11,9 @@ import click
 from searchkit.cli.options import echo_json
 from searchkit.config import TrainConfig, config_to_dict, load_dense_train_recipe, load_recipe, load_train_recipe
 from searchkit.training.bi_encoder import train_dense
-from searchkit.training.cross_encoder import train
+from searchkit.training.cross_validation import cross_validate
 from searchkit.training.fusion import fit_fusion
+from searchkit.training.rounds import train_rounds
 from searchkit.types import ConfigError
 
 
@@ -30,6 +31,13 @@ from searchkit.types import ConfigError
     default=None,
     help="Start from this already fine-tuned model folder (continual fine-tuning; lineage recorded).",
 )
+@click.option(
+    "--folds",
+    type=int,
+    default=None,
+    help="Cross-validate: split the judged queries into K folds, train on the others, score each fold (recipe: folds).",
+)
+@click.option("--fold-seed", type=int, default=None, help="Seed of the fold split (default: the recipe's seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the TrainResult as JSON.")
 @click.pass_context
 def train_command(
@@ -41,18 +49,31 @@ def train_command(
     limit_queries: int | None,
     device: str | None,
     init_from: Path | None,
+    folds: int | None,
+    fold_seed: int | None,
     as_json: bool,
 ) -> None:
     """Fine-tune a model as RECIPE.toml (training/*.toml) says: a cross-encoder reranker (the output folder is a
     model for --rerank), or with `model = "dense"` in the recipe the bi-encoder (a sentence-transformers folder
     for `index add DIR --dense FOLDER`).
 
-    Python: train(dataclasses.replace(load_train_recipe(recipe), resume=..., max_steps=...)), or for a dense
-    recipe train_dense(dataclasses.replace(load_dense_train_recipe(recipe), init_from=...))
+    With `rounds = N` in the recipe it trains up to N rounds (fresh negatives mined over the last kept model and its
+    fusion, a decaying learning rate, a round kept only while dev improves); with --folds K (or `folds = K`) it
+    cross-validates: K models, each scored on the fold of judged queries it never saw (OUTPUT/cv.md).
+
+    Python: train_rounds(dataclasses.replace(load_train_recipe(recipe), resume=..., max_steps=...)),
+    cross_validate(...) for folds, or for a dense recipe train_dense(dataclasses.replace(load_dense_train_recipe(
+    recipe), init_from=...))
     """
 
     # only what was given on the command line overrides the recipe
-    given = {"max_steps": max_steps, "limit_queries": limit_queries, "device": device}
+    given = {
+        "max_steps": max_steps,
+        "limit_queries": limit_queries,
+        "device": device,
+        "folds": folds,
+        "fold_seed": fold_seed,
+    }
     changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
     changes.update({name: True for name, flag in (("resume", resume), ("overwrite", overwrite)) if flag})
     if init_from is not None:
@@ -69,7 +90,16 @@ def train_command(
     if "init_from" in changes and "init_from" not in {field.name for field in dataclasses.fields(TrainConfig)}:
         raise ConfigError(f"{recipe}: --init-from is not supported for reranker recipes yet")
     cfg = dataclasses.replace(load_train_recipe(recipe), **changes)
-    result = train(cfg, show_progress=ctx.obj["progress"])
+    if cfg.folds > 1:
+        validated = cross_validate(cfg, show_progress=ctx.obj["progress"])
+        if as_json:
+            echo_json(dataclasses.asdict(validated))
+            return
+        click.echo(f"output       {validated.output} ({validated.seconds / 60:.1f} min)")
+        click.echo(f"folds        {validated.k} (seed {validated.seed}) over {validated.queries} judged queries")
+        click.echo(validated.table())
+        return
+    result = train_rounds(cfg, show_progress=ctx.obj["progress"])
     if as_json:
         echo_json(dataclasses.asdict(result))
         return
@@ -111,6 +141,10 @@ def _train_summary(result: Any, metric: str) -> list[str]:
         fusion = getattr(result, "fusion", None)
         if fusion:
             lines.append(_fusion_line(fusion, metric))
+    for entry in getattr(result, "rounds", None) or []:
+        score = "-" if entry["dev"] is None else f"{entry['dev']:.4f}"
+        verdict = "kept" if entry["kept"] else "dropped (no dev gain): rounds stopped"
+        lines.append(f"round {entry['round']:<6} lr {entry['lr']:.3g}, shipped dev {metric} {score}: {verdict}")
     return lines
 
 

@@ -95,7 +95,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run did: ``dev`` holds one entry per evaluation (epoch 0 is the starting model)."""
+    """What a run did: ``dev`` holds one entry per evaluation (epoch 0 is the starting model); ``rounds`` one per
+    round of :func:`searchkit.training.rounds.train_rounds`."""
 
     output: Path
     best_epoch: int
@@ -110,6 +111,7 @@ class TrainResult:
     interrupted: bool = False
     stopped_early: bool = False
     fusion: dict[str, Any] | None = None
+    rounds: list[dict[str, Any]] | None = None  # one entry per round (searchkit.training.rounds), when run in rounds
 
 
 def train(config: TrainConfig, show_progress: bool = False) -> TrainResult:

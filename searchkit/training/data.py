@@ -32,9 +32,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from searchkit.config import TrainConfig, config_to_dict
-from searchkit.formats import LabelledPair, document_text, read_pairs, read_qrels, read_queries, read_run, write_run
+from searchkit.config import RerankConfig, TrainConfig, config_to_dict
+from searchkit.formats import (
+    LabelledPair,
+    document_text,
+    read_pairs,
+    read_qrels,
+    read_queries,
+    read_run,
+    sha256_file,
+    write_run,
+)
 from searchkit.index import Index
+from searchkit.models.cards import MODEL_CARD
 from searchkit.search import Searcher
 from searchkit.training.feedback import feedback_pairs
 from searchkit.types import ConfigError, DataError, Hit, Qrels, Query
@@ -298,9 +308,21 @@ def _qrels_data(
             ", ".join(missing[:5]),
         )
     usable = [query for query in judged_queries if query.query_id not in set(without)]
+    if cfg.only_queries is not None:  # a cross-validation fold's training queries: the others are never read
+        allowed = set(cfg.only_queries)
+        usable = [query for query in usable if query.query_id in allowed]
     train_queries, dev_queries = split_dev(usable, cfg.dev_queries, cfg.seed, cfg.limit_queries)
 
-    mined = first_stage_hits(index, cfg.mine_mode, train_queries, cfg.mine_depth, out / "cache", "mine", show_progress)
+    mined = first_stage_hits(
+        index,
+        cfg.mine_mode,
+        train_queries,
+        cfg.mine_depth,
+        out / "cache",
+        "mine",
+        show_progress,
+        rerank=None if cfg.mine_model is None else mining_reranker(cfg),
+    )
     rng = np.random.default_rng([cfg.seed, 1])
     train: list[TrainQuery] = []
     for query in train_queries:
@@ -436,15 +458,30 @@ def _pairs_data(
     return train, DevSet(dev_queries, candidates, qrels, False, split), texts
 
 
+def mining_reranker(cfg: TrainConfig) -> RerankConfig:
+    """The pipeline negatives are mined over from a round's second on: ``mine_model`` (the last kept round) with
+    its card's learned fusion, reranking the whole mined depth (so the pool is ordered as that pipeline ranks)."""
+    assert cfg.mine_model is not None
+    return RerankConfig(cfg.mine_model, depth=cfg.mine_depth, device=cfg.device, batch_size=cfg.eval_batch_size)
+
+
 def first_stage_hits(
-    index: Any, mode: str, queries: list[Query], k: int, cache: Path, name: str, show_progress: bool
+    index: Any,
+    mode: str,
+    queries: list[Query],
+    k: int,
+    cache: Path,
+    name: str,
+    show_progress: bool,
+    *,
+    rerank: RerankConfig | None = None,
 ) -> dict[str, list[Hit]]:
-    """Top ``k`` of ``mode`` for each query, from ``cache/<name>.trec`` when its key (index, mode, k, queries)
-    matches, else searched and cached."""
+    """Top ``k`` of ``mode`` for each query (reranked by ``rerank`` and its card's fusion when given), from
+    ``cache/<name>.trec`` when its key (index, mode, reranker, k, queries) matches, else searched and cached."""
 
     if not queries:
         return {}
-    searcher = Searcher(index, mode=mode)
+    searcher = Searcher(index, mode=mode, rerank=rerank)
     digest = hashlib.sha256("".join(f"{q.query_id}\t{q.text}\n" for q in queries).encode()).hexdigest()
     key = {
         "index": index.fingerprint(),
@@ -453,6 +490,13 @@ def first_stage_hits(
         "k": k,
         "queries_sha256": digest,
     }
+    if rerank is not None:  # the reranker's weights and card (its fusion) are part of what was mined
+        model = Path(rerank.model)
+        key["rerank"] = {
+            "model": str(model),
+            "files": {p.name: sha256_file(p) for p in [*sorted(model.glob("*.safetensors")), model / MODEL_CARD]},
+            "depth": rerank.depth,
+        }
     run_path, key_path = cache / f"{name}.trec", cache / f"{name}.json"
     if run_path.is_file() and key_path.is_file() and json.loads(key_path.read_text(encoding="utf-8")) == key:
         logger.info("first stage (%s, top %d) for %d queries read from %s", searcher.mode, k, len(queries), run_path)
