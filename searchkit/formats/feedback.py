@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from searchkit.types import DataError
 
@@ -161,15 +161,16 @@ class FeedbackLog:
         query = "SELECT 1 FROM impressions WHERE request_id = ?"
         return self._db.execute(query, (request_id,)).fetchone() is not None
 
+    def impression(self, request_id: str) -> Impression | None:
+        """The impression logged under ``request_id`` (None when there is none)."""
+        row = self._db.execute("SELECT * FROM impressions WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _impression(row)
+
     def impressions(self, since: float | None = None, until: float | None = None) -> Iterator[Impression]:
         """Impressions with ``since <= time < until``, oldest first."""
         where, args = _window(since, until)
         for row in self._db.execute(f"SELECT * FROM impressions{where} ORDER BY time, request_id", args):
-            request_id, time, query, mode, doc_ids, generation, fingerprint, model, swapped, hashed = row
-            yield Impression(
-                request_id, time, query, mode, tuple(json.loads(doc_ids)), generation, fingerprint, model, swapped,
-                bool(hashed)
-            )  # fmt: skip
+            yield _impression(row)
 
     def feedback(self, since: float | None = None, until: float | None = None) -> Iterator[Feedback]:
         """Feedback events with ``since <= time < until``, in the order they were logged."""
@@ -193,6 +194,13 @@ class FeedbackLog:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _impression(row: tuple[Any, ...]) -> Impression:
+    request_id, time, query, mode, doc_ids, generation, fingerprint, model, swapped, hashed = row
+    return Impression(
+        request_id, time, query, mode, tuple(json.loads(doc_ids)), generation, fingerprint, model, swapped, bool(hashed)
+    )
 
 
 def _window(since: float | None, until: float | None) -> tuple[str, tuple[float, ...]]:
