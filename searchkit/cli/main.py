@@ -38,6 +38,9 @@ COMMANDS = {
     "eval": LazyCommand(
         "searchkit.cli.eval", "eval_command", "Run an evaluation suite and compare with its expected scores."
     ),
+    "feedback": LazyCommand(
+        "searchkit.cli.feedback", "feedback", "Read a feedback log written by `searchkit serve --feedback-log`."
+    ),
     "fit-fusion": LazyCommand(
         "searchkit.cli.train", "fit_fusion_command", "Fit a trained reranker's learned fusion on its dev queries."
     ),
