@@ -1,13 +1,14 @@
 """Feedback capture in the server: impressions of ``/search`` answers and the feedback events of ``POST /feedback``,
 written to a :class:`searchkit.formats.FeedbackLog` by one writer thread, off the request path.
 
-A search puts its impression on the writer's queue and is answered at once: its latency does not wait for the
-disk, and an impression still in the queue when the process is killed is lost (the answer it describes is not a
-promise of anything). A feedback event is answered only once the writer has committed it (SQLite WAL,
-``synchronous=FULL``): an acknowledged event (a 2xx) survives ``kill -9`` and a power cut; the client's wait is
-one transaction, shared by every event that arrived meanwhile (group commit). The queue is first-in first-out and an
-impression is queued before its answer is sent, so the impression of any ``request_id`` a client can know is
-committed before, or in the same batch as, its feedback.
+A search puts its impression on the writer's queue and is answered at once: its latency does not wait for the disk.
+The writer commits impressions in groups gathered for up to :data:`FLUSH_EVERY_S` (one transaction, one fsync for
+all of them, rather than one per search); an impression still in the queue when the process is killed is lost (the
+answer it describes is not a promise of anything). A feedback event is answered only once the writer has committed
+it (SQLite WAL, ``synchronous=FULL``): an acknowledged event (a 2xx) survives ``kill -9`` and a power cut; the
+client's wait is one transaction, shared by every event that arrived meanwhile (group commit). The queue is first-in
+first-out and an impression is queued before its answer is sent, so the impression of any ``request_id`` a client
+can know is committed before, or in the same batch as, its feedback.
 
 Feedback is checked against its impression: an unknown ``request_id`` is 404, a ``doc_id`` not shown at ``rank``
 400. Nothing that identifies a person is stored (no address, header or cookie reaches this module), and with
@@ -53,7 +54,8 @@ from searchkit.types import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
-BATCH = 512
+FLUSH_EVERY_S = 0.1  # impressions are committed in groups gathered for this long (feedback cuts it short)
+BATCH = 8192
 CLICKED_MEMORY = 100_000  # request ids whose first click was counted (older ones forgotten)
 
 
@@ -130,6 +132,7 @@ class FeedbackRecorder:
         self._log = FeedbackLog(self.path)  # opened here (errors reach the caller), used by the writer thread only
         self._random = random.Random(settings.seed)
         self._queue: queue.Queue[Any] = queue.Queue()
+        self._urgent = threading.Event()
         self._impressions_waiting = 0
         self._count_lock = threading.Lock()
         self._clicked: OrderedDict[str, None] = OrderedDict()
@@ -195,6 +198,7 @@ class FeedbackRecorder:
             done.set_exception(FeedbackRefused(503, "the feedback log is closed"))
             return done
         self._queue.put(_Pending(Feedback(request_id, time.time(), doc_id, rank, kind, value), done))
+        self._urgent.set()  # the writer commits now rather than at the end of its gathering window
         return done
 
     # ------------------------------------------------------------------ the writer thread
@@ -206,6 +210,10 @@ class FeedbackRecorder:
             except queue.Empty:
                 self._prune()
                 continue
+            if not isinstance(first, _Pending) and first is not _STOP:
+                # impressions only: gather more for FLUSH_EVERY_S (one commit for all), unless feedback arrives
+                self._urgent.wait(FLUSH_EVERY_S)
+            self._urgent.clear()  # before draining: feedback queued after this sets it again
             items = [first]
             while len(items) < BATCH:
                 try:
@@ -290,4 +298,5 @@ class FeedbackRecorder:
         """Write what is queued, then close the log (idempotent)."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
+            self._urgent.set()
             self._thread.join(timeout)
