@@ -230,6 +230,13 @@ def test_the_cli_refuses_a_log_that_escapes_its_folder(index: Index, tmp_path: P
         capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": os.getcwd()},
     )  # fmt: skip
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "symbolic link" in done.stderr
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database " * 100)
+    done = subprocess.run(
+        [sys.executable, "-m", "searchkit", "serve", str(index.path), "--feedback-log", str(junk), "--port", "0"],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "not a readable feedback log" in done.stderr
 
 
 # ---------------------------------------------------------------------- the model reload and its guard

@@ -8,6 +8,7 @@ import click
 
 from searchkit.cli.options import SearcherSettings, searcher_options
 from searchkit.config import ServeConfig
+from searchkit.formats import FeedbackLog
 from searchkit.serve.engine import EngineSpec
 from searchkit.serve.feedback import check_log_path
 from searchkit.serve.runner import serve
@@ -105,7 +106,7 @@ def serve_command(
     )
     feedback = None
     if feedback_log is not None:
-        check_log_path(feedback_log)
+        FeedbackLog(check_log_path(feedback_log)).close()  # a bad path or file: one line now, not in a worker
         feedback = FeedbackSettings(
             str(feedback_log), retention_days=feedback_retention_days, hash_queries=hash_queries, explore=explore
         )
