@@ -72,6 +72,13 @@ CREATE INDEX IF NOT EXISTS feedback_time ON feedback (time);
 """
 
 
+_INSERT_IMPRESSIONS = (
+    "INSERT OR REPLACE INTO impressions SELECT "
+    + ", ".join(f"json_extract(value, '$[{column}]')" for column in range(10))
+    + " FROM json_each(?)"
+)
+
+
 class Impression(NamedTuple):
     """One response as shown: ``doc_ids`` best first; ``swapped``: the rank exchanged with the next for exploration."""
 
@@ -169,8 +176,12 @@ class FeedbackLog:
              i.model, i.swapped, int(i.query_hashed))
             for i in impressions
         ]  # fmt: skip
+        if not rows:
+            return
+        # one statement over a JSON array, not one per row: a server's writer thread then hands the GIL back and
+        # forth once per batch instead of once per row (sqlite3 releases it around every step)
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute(_INSERT_IMPRESSIONS, (json.dumps(rows),))
 
     def append_feedback(self, events: Iterable[Feedback]) -> None:
         """Append feedback events in one transaction (committed, hence durable, when this returns)."""
