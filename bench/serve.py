@@ -22,6 +22,14 @@ them; and BM25's p99 under the mixed load over its p99 alone (the issue's target
         --slow-clients 20 --duration 45 --torch-threads 1 \\
         --json eval/results/serve_cpu.json --markdown eval/results/serve_cpu.md     # mixed, slow clients
 
+With ``--feedback on`` the server logs every impression to a feedback log (``--feedback-log`` in a temporary
+folder) with ``--explore`` 5% of answers swapped (``--explore``); ``--feedback both`` compares, per mode, the
+server without and with it, in ``--rounds`` alternating rounds (off, on, off, on, ...: drift of a shared CPU hits
+both sides alike), and reports each side's q/s and p99 (the median over rounds) and on / off:
+
+    python bench/serve.py --index /tmp/scifact-bm25 --modes bm25 --feedback both --rounds 3 --duration 20 \
+        --markdown eval/results/serve_feedback_cpu.md
+
 The markdown file gets a dated section appended; the JSON file keeps what it held and gets the mixed run under
 ``--json-key`` (``"mixed"``; a per-mode run replaces the rest).
 """
@@ -34,6 +42,7 @@ import json
 import secrets
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchtools import cpu_description, markdown_table, run_main, versions, write_json
 from loadgen import SLOW_KINDS, bare_loop, drive, drive_mixed, peak_rss_mb, start_server
 
-from searchkit.formats import read_queries
+from searchkit.formats import FeedbackLog, read_queries
 from searchkit.index import Index
 from searchkit.search import Searcher
 from searchkit.types import ConfigError
@@ -80,6 +89,14 @@ def main() -> None:
     parser.add_argument("--slow-clients", type=int, default=0, help="with --mixed: slow connections meanwhile")
     parser.add_argument("--slow-every", type=float, default=0.5, help="seconds between a slow client's bytes")
     parser.add_argument("--idle-duration", type=float, default=10.0, help="with --mixed: seconds of 1 BM25 client")
+    parser.add_argument(
+        "--feedback",
+        choices=["off", "on", "both"],
+        default="off",
+        help="the server logs impressions (--feedback-log, a temporary file) with --explore; both: compare",
+    )
+    parser.add_argument("--explore", type=float, default=0.05, help="with --feedback: share of answers swapped")
+    parser.add_argument("--rounds", type=int, default=3, help="with --feedback both: alternating rounds")
     parser.add_argument("--note", default="", help="a line written under the markdown section's heading")
     parser.add_argument("--json", default=None)
     parser.add_argument("--json-key", default="mixed", help="with --mixed: the key of the JSON file it is written to")
@@ -96,6 +113,9 @@ def main() -> None:
     if args.mixed:
         mixed(args, queries, server_env)
         return
+    if args.feedback == "both":
+        compare_feedback(args, queries, server_env)
+        return
     machine_before = cpu_description()
     index = Index.open(args.index)
     token = secrets.token_urlsafe(16)
@@ -110,7 +130,10 @@ def main() -> None:
         print(f"{mode} bare Searcher loop: {bare}", flush=True)
         bodies = [{"query": text, "k": args.k, "mode": mode, "fields": args.fields} for text in queries]
         server_args = ["--mode", mode, *args.server_args.split()]
-        with start_server(args.index, server_args, token=token, env=server_env) as server:
+        log_folder = tempfile.TemporaryDirectory(prefix="searchkit-feedback-")
+        if args.feedback == "on":
+            server_args += feedback_args(Path(log_folder.name), args.explore)
+        with log_folder, start_server(args.index, server_args, token=token, env=server_env) as server:
             asyncio.run(drive(server.url, bodies[:8], clients=4, duration=2.0, token=token))  # warm-up
             load = asyncio.run(
                 drive(
@@ -288,6 +311,99 @@ def mixed(args: argparse.Namespace, queries: list[str], server_env: dict[str, st
             "results": phases,
         }
         Path(args.json).write_text(json.dumps(existing, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def feedback_args(folder: Path, explore: float) -> list[str]:
+    return ["--feedback-log", str(folder / "feedback.sqlite"), "--explore", str(explore)]
+
+
+def compare_feedback(args: argparse.Namespace, queries: list[str], server_env: dict[str, str]) -> None:
+    """The --feedback both run: per mode, the server without and with the feedback log, in alternating rounds."""
+    token = secrets.token_urlsafe(16)
+    machine_before = cpu_description()
+    sides: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    logged: dict[str, int] = {}
+    for mode in args.modes:
+        bodies = [{"query": text, "k": args.k, "mode": mode, "fields": args.fields} for text in queries]
+        sides[mode] = {"off": [], "on": []}
+        for round_number in range(args.rounds):
+            for side in ("off", "on"):
+                with tempfile.TemporaryDirectory(prefix="searchkit-feedback-") as folder:
+                    server_args = ["--mode", mode, *args.server_args.split()]
+                    if side == "on":
+                        server_args += feedback_args(Path(folder), args.explore)
+                    with start_server(args.index, server_args, token=token, env=server_env) as server:
+                        asyncio.run(drive(server.url, bodies[:8], clients=4, duration=2.0, token=token))  # warm-up
+                        load = asyncio.run(
+                            drive(server.url, bodies, clients=args.clients, duration=args.duration, token=token)
+                        )
+                    if side == "on":
+                        with FeedbackLog(Path(folder) / "feedback.sqlite", readonly=True) as log:
+                            stats = log.stats(1)
+                        logged[mode] = logged.get(mode, 0) + stats.impressions
+                result = load.summary()
+                sides[mode][side].append(result)
+                print(f"{mode} round {round_number + 1} feedback {side}: {line(result)}", flush=True)
+    machine = cpu_description()
+    rows = []
+    summary: dict[str, Any] = {}
+    for mode, results in sides.items():
+        medians = {side: _medians(runs) for side, runs in results.items()}
+        off, on = medians["off"], medians["on"]
+        qps_ratio = on["throughput_per_s"] / off["throughput_per_s"] if off["throughput_per_s"] else None
+        p99_ratio = on["p99_ms"] / off["p99_ms"] if off["p99_ms"] else None
+        summary[mode] = {"off": off, "on": on, "qps_on_over_off": qps_ratio, "p99_on_over_off": p99_ratio}
+        rounds = {
+            side: ", ".join(f"{r['throughput_per_s']} q/s p99 {r.get('p99_ms')}" for r in runs)
+            for side, runs in results.items()
+        }
+        rows.append(
+            (
+                f"{mode}: feedback off (rounds: {rounds['off']})",
+                f"{off['throughput_per_s']} q/s, p99 {off['p99_ms']} ms",
+            )
+        )
+        rows.append(
+            (
+                f"{mode}: feedback on, explore {args.explore:g} (rounds: {rounds['on']})",
+                f"{on['throughput_per_s']} q/s, p99 {on['p99_ms']} ms",
+            )
+        )
+        rows.append(
+            (
+                f"{mode}: on / off (target: q/s >= 0.90, p99 <= 1.10)",
+                f"q/s {qps_ratio:.3f}, p99 {p99_ratio:.3f}; {logged.get(mode, 0)} impressions logged",
+            )
+        )
+    title = (
+        f"searchkit serve with and without the feedback log, {Path(args.index).name}, {args.clients} clients, "
+        f"k={args.k}, fields {args.fields}, {args.duration:.0f} s a round, {args.rounds} rounds a side (medians)"
+    )
+    table = markdown_table(title, rows)
+    load_note = (
+        f"CPU: {machine['cpu']}, {machine['cores']} cores, shared with other jobs (and with the load generator); "
+        f"load average {machine_before['load_average_1min']:.2f} before, {machine['load_average_1min']:.2f} after"
+    )
+    print(table)
+    print(load_note)
+    if args.markdown:
+        append_section(args.markdown, f"{table}\n\n{load_note}", args.note)
+    if args.json:
+        payload = {"command": shlex.join(["python", *sys.argv]), "machine": machine, "sides": sides, "summary": summary}
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(name: str) -> float | None:
+        values = sorted(run[name] for run in runs if run.get(name) is not None)
+        return values[len(values) // 2] if values else None
+
+    return {
+        "throughput_per_s": median("throughput_per_s"),
+        "p99_ms": median("p99_ms"),
+        "errors": sum(run["errors"] for run in runs),
+        "dropped": sum(run["dropped"] for run in runs),
+    }
 
 
 def append_section(path: str, text: str, note: str = "") -> None:

@@ -210,3 +210,34 @@ def serve_app() -> Any:
     for server, thread in running:
         server.should_exit = True
         thread.join(30)
+
+
+# ---------------------------------------------------------------------- Chinese, through the server (issue 22)
+ZH_CATEGORIES = {
+    "z1": "医疗",
+    "z2": "医疗",
+    "z3": "能源",
+    "z4": "数码",
+    "z5": "数码",
+    "z6": "金融",
+    "z7": "数码",
+    "z8": "能源",
+}
+
+
+@pytest.fixture(scope="session")
+def zh_serve_index(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny Chinese corpus (tests/data/zh) with a Chinese ``category`` per document (a filter column), BM25 over
+    jieba words and over CJK bigrams (fused: hybrid), built once a session: read it, never modify it."""
+    from searchkit.config import BM25Config, FilterConfig
+    from searchkit.formats import read_corpus
+    from searchkit.index import Index
+
+    folder = Path(__file__).parent / "data" / "zh"
+    docs = [doc._replace(metadata={"category": ZH_CATEGORIES[doc.doc_id]}) for doc in read_corpus(folder)]
+    return Index.build(
+        docs,
+        tmp_path_factory.mktemp("zh-serve") / "index",
+        bm25=[BM25Config(analyzer="zh"), BM25Config(analyzer="cjk-bigram")],
+        filters=FilterConfig(["category"]),
+    )

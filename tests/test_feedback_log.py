@@ -23,6 +23,7 @@ def test_round_trip_and_windows(tmp_path: Path) -> None:
         log.append_impressions([_impression("r1", 1.0), _impression("r2", 5.0, swapped=2)])
         log.append_feedback([Feedback("r1", 2.0, "b", 2, "click"), Feedback("r2", 6.0, "a", 1, "judgment", 2.0)])
         assert log.has_request("r2") and not log.has_request("r9")
+        assert log.impression("r2") == _impression("r2", 5.0, swapped=2) and log.impression("r9") is None
     with FeedbackLog(path, readonly=True) as log:
         assert list(log.impressions()) == [_impression("r1", 1.0), _impression("r2", 5.0, swapped=2)]
         assert [i.request_id for i in log.impressions(since=2.0)] == ["r2"]

@@ -147,8 +147,11 @@ def test_the_page_and_the_api_docs_are_served(client: TestClient) -> None:
 def test_no_route_takes_a_path_from_the_client(client: TestClient, bm25_index: Path, tmp_path: Path) -> None:
     schema = client.get("/openapi.json").json()
     allowed = {"query", "queries", "k", "mode", "rerank", "rerank_depth", "fields", "filter"}
+    allowed |= {"request_id", "doc_id", "rank", "type", "value"}  # FeedbackRequest
     for name, component in schema["components"]["schemas"].items():
-        if name.endswith("Request"):
+        if name == "ReloadRequest":  # the one path: a model folder, on an admin route (always behind the token)
+            assert set(component["properties"]) == {"model"}
+        elif name.endswith("Request"):
             assert set(component["properties"]) <= allowed, name
     for path in schema["paths"].values():
         for operation in path.values():
@@ -646,3 +649,46 @@ def test_metadata_filters_are_applied_as_the_searcher_applies_them(filtered_inde
             answer = client.post("/search", json={"query": query, "filter": bad})
             assert answer.status_code in (400, 422) and "\n" not in answer.json()["detail"], answer.text
             assert words in str(answer.json()["detail"])
+
+
+# ---------------------------------------------------------------------- Chinese (issue 22 item 6)
+def test_chinese_queries_results_explanations_and_filters(zh_serve_index: Index, tmp_path: Path) -> None:
+    from searchkit.formats import FeedbackLog
+    from searchkit.serve.settings import FeedbackSettings
+
+    searcher = Searcher(zh_serve_index)
+    query = "治疗 咳嗽 电脑"  # simplified 电脑 finds the Traditional 電腦 of z5
+    settings = FeedbackSettings(str(tmp_path / "feedback.sqlite"))
+    with TestClient(create_app(EngineSpec(str(zh_serve_index.path)), feedback=settings)) as client:
+        answer = client.post("/search", json={"query": query, "k": 5, "fields": ["title", "text"]})
+        assert answer.status_code == 200 and "電腦軟體".encode() in answer.content  # UTF-8, not \\u escapes
+        body = answer.json()
+        assert body["query"] == query and body["mode"] == "hybrid"
+        assert as_hits(body["hits"]) == searcher.search(query, 5)
+        assert [hit["doc_id"] for hit in body["hits"]] == ["z5", "z1", "z2"]
+        assert body["hits"][0]["title"] == "電腦軟體" and body["hits"][1]["text"] == "儿童白血病的治疗方法和护理建议"
+        explained = client.post("/explain", json={"query": query, "k": 3}).json()
+        assert set(explained["hits"][0]["stages"]) == {"bm25", "bm25.cjk-bigram", "hybrid"}
+        for row, hit in zip(explained["hits"], searcher.explain(query, 3), strict=True):
+            assert row["doc_id"] == hit.doc_id
+            assert {name: (s["rank"], s["score"]) for name, s in row["stages"].items()} == {
+                name: (s.rank, s.score) for name, s in hit.stages.items()
+            }
+        for conditions, expected in [
+            (["category=数码"], ["z5"]),
+            (["category=医疗"], ["z1", "z2"]),
+            (["category in 医疗,能源"], ["z1", "z2"]),
+            (["category!=数码"], ["z1", "z2"]),
+            (["category=体育"], []),
+        ]:
+            filtered = client.post("/search", json={"query": query, "k": 5, "filter": conditions}).json()
+            assert [hit["doc_id"] for hit in filtered["hits"]] == expected, conditions
+            assert as_hits(filtered["hits"]) == searcher.search(query, 5, filter=conditions)
+        batch = client.post("/search/batch", json={"queries": ["儿童癌症", "建设银行 营业时间"], "k": 1}).json()
+        assert [result["hits"][0]["doc_id"] for result in batch["results"]] == ["z1", "z6"]
+        assert [result["query"] for result in batch["results"]] == ["儿童癌症", "建设银行 营业时间"]
+        bad = client.post("/search", json={"query": query, "filter": ["类别=医疗"]})
+        assert bad.status_code == 400 and "\n" not in bad.json()["detail"]
+    with FeedbackLog(settings.log, readonly=True) as log:
+        logged = list(log.impressions())
+    assert logged[0].query == query and logged[0].doc_ids == ("z5", "z1", "z2")

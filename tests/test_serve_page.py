@@ -130,3 +130,86 @@ def test_search_page_in_headless_chromium(browser: Any, tiny_hybrid_index: Index
     target = Path(os.environ.get("SEARCHKIT_PAGE_SCREENSHOT") or SCREENSHOT)
     target.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(target)) and target.stat().st_size > 10_000
+
+
+def test_the_page_sends_clicks_by_itself(browser: Any, tmp_path: Path, serve_app: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from searchkit.formats import FeedbackLog
+    from searchkit.serve.app import create_app
+    from searchkit.serve.engine import EngineSpec
+    from searchkit.serve.settings import FeedbackSettings
+
+    index = Index.build(ROOT / "tests" / "data" / "tiny", tmp_path / "index")
+    log = tmp_path / "feedback.sqlite"
+    url = serve_app(create_app(EngineSpec(str(index.path)), feedback=FeedbackSettings(str(log))))
+    wait = WebDriverWait(browser, 30)
+    browser.get(url + "/")
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#mode option")) > 1)
+    browser.find_element(By.ID, "query").send_keys("cat dog mouse solar", Keys.ENTER)
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 5)
+    hits = browser.find_elements(By.CSS_SELECTOR, "#results li.hit")
+    shown = [hit.get_attribute("data-doc-id") for hit in hits]
+    for position in (1, 3, 1):  # the 2nd, the 4th, the 2nd again
+        hits[position].find_element(By.CSS_SELECTOR, ".title").click()
+    wait.until(lambda driver: hits[1].get_attribute("data-clicked") == "2" and hits[3].get_attribute("data-clicked"))
+    assert "clicked" in (hits[1].get_attribute("class") or "")
+    assert browser.current_url.startswith(url + "/")  # the click stayed on the page
+    with FeedbackLog(log, readonly=True) as reader:
+        (impression,) = reader.impressions()
+        events = [(f.request_id, f.doc_id, f.rank, f.kind) for f in reader.feedback()]
+    assert impression.doc_ids == tuple(shown)
+    rid = impression.request_id
+    assert events == [(rid, shown[1], 2, "click"), (rid, shown[3], 4, "click"), (rid, shown[1], 2, "click")]
+
+
+def test_the_page_in_chinese(browser: Any, zh_serve_index: Index, serve_app: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from searchkit.serve.app import create_app
+    from searchkit.serve.engine import EngineSpec
+
+    url = serve_app(create_app(EngineSpec(str(zh_serve_index.path))))
+    query = "治疗 咳嗽 电脑"
+    searcher = Searcher(zh_serve_index)
+    wait = WebDriverWait(browser, 30)
+    browser.get(url + "/")
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#mode option")) > 1)
+    box = browser.find_element(By.ID, "query")
+    box.send_keys(query, Keys.ENTER)
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#results li.hit")))
+    hits = browser.find_elements(By.CSS_SELECTOR, "#results li.hit")
+    assert [hit.get_attribute("data-doc-id") for hit in hits] == [hit.doc_id for hit in searcher.search(query, 10)]
+    assert hits[0].find_element(By.CSS_SELECTOR, ".title").text == "電腦軟體"
+    assert hits[0].find_element(By.CSS_SELECTOR, ".snippet").text == "電腦軟體下載與安裝教學"
+    assert hits[2].find_element(By.CSS_SELECTOR, ".title").text == "z2"  # no title: its id
+    assert hits[2].find_element(By.CSS_SELECTOR, ".snippet").text == "小孩感冒咳嗽该吃什么药"
+
+    browser.find_element(By.ID, "explain").click()
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#results li.hit table.stages")))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results li.hit:first-child table.stages tbody tr")
+    shown = {row.get_attribute("data-stage"): [c.text for c in row.find_elements(By.TAG_NAME, "td")] for row in rows}
+    for name, stage in searcher.explain(query, 10)[0].stages.items():
+        assert shown[name] == [name, f"#{stage.rank}", f"{stage.score:.4f}"]
+
+    browser.find_element(By.ID, "explain").click()
+    wait.until(lambda driver: not driver.find_elements(By.CSS_SELECTOR, "#results table.stages"))
+    box_filter = browser.find_element(By.ID, "filter")
+    box_filter.send_keys("category=医疗", Keys.ENTER)
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 2)
+    filtered = [hit.get_attribute("data-doc-id") for hit in browser.find_elements(By.CSS_SELECTOR, "#results li.hit")]
+    assert filtered == [hit.doc_id for hit in searcher.search(query, 10, filter=["category=医疗"])] == ["z1", "z2"]
+    box_filter.clear()
+    box_filter.send_keys("category=数码; category!=医疗", Keys.ENTER)  # two conditions
+    wait.until(lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 1)
+    assert browser.find_element(By.CSS_SELECTOR, "#results li.hit").get_attribute("data-doc-id") == "z5"
+    box_filter.clear()
+    box_filter.send_keys("类别=医疗", Keys.ENTER)  # a field name the grammar refuses: one line on the page
+    wait.until(lambda driver: "error" in (driver.find_element(By.ID, "status").get_attribute("class") or ""))
+    assert browser.find_element(By.ID, "status").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results li.hit")

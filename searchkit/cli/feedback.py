@@ -1,4 +1,5 @@
-"""``searchkit feedback``: read a ``serve --feedback-log`` file (``export``: clicks as weighted training pairs)."""
+"""``searchkit feedback``: read a ``serve --feedback-log`` file (``stats``: counts and click-through by rank;
+``export``: clicks as weighted training pairs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from searchkit.cli.options import echo_json
+from searchkit.formats import FeedbackLog
 from searchkit.training.feedback import DEFAULT_CLIP, export_feedback
 from searchkit.training.propensity import MIN_SWAPS
 
@@ -37,7 +39,7 @@ def parse_moment(text: str | None) -> float | None:
     return value
 
 
-@click.group("feedback", short_help="Export training pairs from a serve feedback log.")
+@click.group("feedback", short_help="Read a serve feedback log: stats, or training pairs (export).")
 def feedback() -> None:
     """Read the log `searchkit serve --feedback-log PATH` writes (impressions and clicks, SQLite)."""
 
@@ -111,3 +113,36 @@ def export_command(
         for rank, (value, low, high, source) in enumerate(rows, start=1):
             click.echo(f"  {rank:>3}  {value:.3f}  [{low:.3f}, {high:.3f}]  {source}")
     click.echo(f"record       {output.with_name(output.name + '.json')}")
+
+
+@feedback.command("stats", short_help="Counts and click-through by rank.")
+@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-rank", default=10, show_default=True, type=click.IntRange(min=1), help="Ranks shown.")
+@click.option("--json", "as_json", is_flag=True)
+def stats_command(log: Path, max_rank: int, as_json: bool) -> None:
+    """Impressions, distinct queries, feedback events by kind, abandonment, exploration swaps, impressions per
+    model version, and click-through by rank (clicks at a rank / impressions that showed that rank).
+
+    Python: FeedbackLog(LOG, readonly=True).stats(max_rank)"""
+
+    with FeedbackLog(log, readonly=True) as reader:
+        stats = reader.stats(max_rank)
+    if as_json:
+        echo_json(stats.to_dict())
+        return
+    window = "" if stats.first is None or stats.last is None else f" from {_when(stats.first)} to {_when(stats.last)}"
+    click.echo(f"{log}: {stats.impressions} impressions of {stats.queries} distinct queries{window}")
+    click.echo("events: " + ", ".join(f"{count} {kind}" for kind, count in stats.events.items()))
+    click.echo(
+        f"impressions with a click: {stats.clicked_impressions} (abandonment {stats.abandonment:.3f}); "
+        f"exploration swaps: {stats.swapped_impressions}"
+    )
+    for model, count in sorted(stats.models.items()):
+        click.echo(f"model {model or 'none (no reranker)'}: {count} impressions")
+    click.echo("rank\tshown\tclicks\tctr")
+    for row in stats.by_rank:
+        click.echo(f"{row.rank}\t{row.shown}\t{row.clicks}\t{row.click_through:.4f}")
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

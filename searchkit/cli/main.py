@@ -41,7 +41,9 @@ COMMANDS = {
     "eval": LazyCommand(
         "searchkit.cli.eval", "eval_command", "Run an evaluation suite and compare with its expected scores."
     ),
-    "feedback": LazyCommand("searchkit.cli.feedback", "feedback", "Export training pairs from a serve feedback log."),
+    "feedback": LazyCommand(
+        "searchkit.cli.feedback", "feedback", "Read a serve feedback log: stats, or training pairs (export)."
+    ),
     "fit-fusion": LazyCommand(
         "searchkit.cli.train", "fit_fusion_command", "Fit a trained reranker's learned fusion on its dev queries."
     ),

@@ -41,7 +41,15 @@ each one line naming the file (and the line and field where there is one), never
 from __future__ import annotations
 
 from searchkit.formats.documents import document_text, duplicate_summary, read_corpus, read_ids, read_queries
-from searchkit.formats.feedback import FEEDBACK_KINDS, Feedback, FeedbackLog, Impression, hash_query
+from searchkit.formats.feedback import (
+    FEEDBACK_KINDS,
+    Feedback,
+    FeedbackLog,
+    FeedbackStats,
+    Impression,
+    RankStats,
+    hash_query,
+)
 from searchkit.formats.files import (
     IRDS_PREFIX,
     MODEL_FILE_SUFFIXES,
@@ -91,8 +99,10 @@ __all__ = [
     "QUERY_ID_HEADERS",
     "Feedback",
     "FeedbackLog",
+    "FeedbackStats",
     "Impression",
     "LabelledPair",
+    "RankStats",
     "Records",
     "Source",
     "beir_file",

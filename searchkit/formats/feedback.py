@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from searchkit.types import DataError
 
@@ -72,6 +72,13 @@ CREATE INDEX IF NOT EXISTS feedback_time ON feedback (time);
 """
 
 
+_INSERT_IMPRESSIONS = (
+    "INSERT OR REPLACE INTO impressions SELECT "
+    + ", ".join(f"json_extract(value, '$[{column}]')" for column in range(10))
+    + " FROM json_each(?)"
+)
+
+
 class Impression(NamedTuple):
     """One response as shown: ``doc_ids`` best first; ``swapped``: the rank exchanged with the next for exploration."""
 
@@ -96,6 +103,33 @@ class Feedback(NamedTuple):
     rank: int
     kind: str
     value: float | None = None
+
+
+class RankStats(NamedTuple):
+    """One rank of :class:`FeedbackStats`: impressions that showed a result there, clicks on it, their ratio."""
+
+    rank: int
+    shown: int
+    clicks: int
+    click_through: float
+
+
+class FeedbackStats(NamedTuple):
+    """What a log holds: counts, the share of impressions without a click, and click-through by rank."""
+
+    impressions: int
+    queries: int
+    events: dict[str, int]
+    clicked_impressions: int
+    swapped_impressions: int
+    abandonment: float
+    first: float | None
+    last: float | None
+    models: dict[str, int]
+    by_rank: list[RankStats]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._asdict(), "by_rank": [row._asdict() for row in self.by_rank]}
 
 
 def hash_query(text: str, salt: str) -> str:
@@ -142,8 +176,12 @@ class FeedbackLog:
              i.model, i.swapped, int(i.query_hashed))
             for i in impressions
         ]  # fmt: skip
+        if not rows:
+            return
+        # one statement over a JSON array, not one per row: a server's writer thread then hands the GIL back and
+        # forth once per batch instead of once per row (sqlite3 releases it around every step)
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute(_INSERT_IMPRESSIONS, (json.dumps(rows),))
 
     def append_feedback(self, events: Iterable[Feedback]) -> None:
         """Append feedback events in one transaction (committed, hence durable, when this returns)."""
@@ -161,15 +199,16 @@ class FeedbackLog:
         query = "SELECT 1 FROM impressions WHERE request_id = ?"
         return self._db.execute(query, (request_id,)).fetchone() is not None
 
+    def impression(self, request_id: str) -> Impression | None:
+        """The impression logged under ``request_id`` (None when there is none)."""
+        row = self._db.execute("SELECT * FROM impressions WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _impression(row)
+
     def impressions(self, since: float | None = None, until: float | None = None) -> Iterator[Impression]:
         """Impressions with ``since <= time < until``, oldest first."""
         where, args = _window(since, until)
         for row in self._db.execute(f"SELECT * FROM impressions{where} ORDER BY time, request_id", args):
-            request_id, time, query, mode, doc_ids, generation, fingerprint, model, swapped, hashed = row
-            yield Impression(
-                request_id, time, query, mode, tuple(json.loads(doc_ids)), generation, fingerprint, model, swapped,
-                bool(hashed)
-            )  # fmt: skip
+            yield _impression(row)
 
     def feedback(self, since: float | None = None, until: float | None = None) -> Iterator[Feedback]:
         """Feedback events with ``since <= time < until``, in the order they were logged."""
@@ -177,6 +216,49 @@ class FeedbackLog:
         columns = "request_id, time, doc_id, rank, kind, value"
         for row in self._db.execute(f"SELECT {columns} FROM feedback{where} ORDER BY event_id", args):
             yield Feedback(*row)
+
+    def stats(self, max_rank: int = 10, since: float | None = None, until: float | None = None) -> FeedbackStats:
+        """Counts and click-through by rank (ranks 1..``max_rank``) over impressions with ``since <= time < until``
+        and their feedback. A rank's click-through: clicks at that rank over impressions that showed that many
+        results.
+
+        >>> import tempfile, pathlib
+        >>> with FeedbackLog(pathlib.Path(tempfile.mkdtemp()) / "f.sqlite") as log:
+        ...     log.append_impressions([Impression("a", 1.0, "q", "bm25", ("d1", "d2"), 1, "fp", ""),
+        ...                             Impression("b", 2.0, "q", "bm25", ("d1",), 1, "fp", "")])
+        ...     log.append_feedback([Feedback("a", 3.0, "d2", 2, "click")])
+        ...     stats = log.stats(max_rank=2)
+        >>> stats.impressions, stats.abandonment, [(r.rank, r.shown, r.clicks) for r in stats.by_rank]
+        (2, 0.5, [(1, 2, 0), (2, 1, 1)])
+        """
+        where, args = _window(since, until)
+        shown = f"SELECT * FROM impressions{where}"
+        one = self._db.execute(
+            f"SELECT COUNT(*), COUNT(DISTINCT query), COUNT(swapped), MIN(time), MAX(time) FROM ({shown})", args
+        ).fetchone()
+        impressions, queries, swapped, first, last = one
+        joined = f"SELECT f.* FROM feedback f JOIN ({shown}) i ON f.request_id = i.request_id"
+        events = dict(self._db.execute(f"SELECT kind, COUNT(*) FROM ({joined}) GROUP BY kind", args).fetchall())
+        clicked = self._db.execute(
+            f"SELECT COUNT(DISTINCT request_id) FROM ({joined}) WHERE kind = 'click'", args
+        ).fetchone()[0]
+        models = dict(self._db.execute(f"SELECT model, COUNT(*) FROM ({shown}) GROUP BY model", args).fetchall())
+        lengths = dict(
+            self._db.execute(f"SELECT json_array_length(doc_ids), COUNT(*) FROM ({shown}) GROUP BY 1", args).fetchall()
+        )
+        clicks = dict(
+            self._db.execute(f"SELECT rank, COUNT(*) FROM ({joined}) WHERE kind = 'click' GROUP BY rank", args)
+        )
+        rows = []
+        for rank in range(1, max_rank + 1):
+            seen = sum(count for length, count in lengths.items() if length >= rank)
+            hits = int(clicks.get(rank, 0))
+            rows.append(RankStats(rank, seen, hits, hits / seen if seen else 0.0))
+        abandonment = 1.0 - clicked / impressions if impressions else 0.0
+        return FeedbackStats(
+            impressions, queries, {kind: events.get(kind, 0) for kind in FEEDBACK_KINDS}, clicked, swapped,
+            abandonment, first, last, models, rows
+        )  # fmt: skip
 
     def prune(self, before: float) -> int:
         """Delete impressions older than ``before`` (Unix seconds) and their feedback (retention); returns how many."""
@@ -193,6 +275,13 @@ class FeedbackLog:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _impression(row: tuple[Any, ...]) -> Impression:
+    request_id, time, query, mode, doc_ids, generation, fingerprint, model, swapped, hashed = row
+    return Impression(
+        request_id, time, query, mode, tuple(json.loads(doc_ids)), generation, fingerprint, model, swapped, bool(hashed)
+    )
 
 
 def _window(since: float | None, until: float | None) -> tuple[str, tuple[float, ...]]:

@@ -1,12 +1,15 @@
 """The HTTP app: FastAPI routes over a :class:`searchkit.serve.service.Service`, the search page, metrics, reload.
 
-Routes (documented at ``/docs``): ``POST /search``, ``POST /search/batch``, ``POST /explain``, ``GET /health``,
-``GET /metrics``, ``POST /admin/reload`` and the page at ``/``. Bad input is answered with a 4xx and a one-line
-``detail``, never a traceback: malformed bodies 422 (bad JSON 400; a value of the wrong type, such as ``"k": true``,
-is malformed), unknown modes, empty queries and values over the limits 400, a missing or wrong token 401, a body
-that is not JSON 415, a body over the limit 413 and one too slow 408 (:mod:`searchkit.serve.guard`); headers over
-the limit 431 and too slow 408 (:mod:`searchkit.serve.protocol`). No route takes a path from the client: reload
-re-opens the folder the server was started on, and the page's files are read once from the package.
+Routes (documented at ``/docs``): ``POST /search``, ``POST /search/batch``, ``POST /explain``, ``POST /feedback``,
+``GET /health``, ``GET /metrics``, ``POST /admin/reload`` and the page at ``/``. Bad input is answered with a 4xx
+and a one-line ``detail``, never a traceback: malformed bodies 422 (bad JSON 400; a value of the wrong type, such as
+``"k": true``, is malformed), unknown modes, empty queries and values over the limits 400, a missing or wrong token
+401, a body that is not JSON 415, a body over the limit 413 and one too slow 408 (:mod:`searchkit.serve.guard`);
+headers over the limit 431 and too slow 408 (:mod:`searchkit.serve.protocol`); feedback on an unknown ``request_id``
+404. No public route takes a path from the client: reload re-opens the folder the server was started on, or, given a
+model path (an admin route, so always behind the token), loads that reranker only if its card's dev guard passed;
+the page's files are read once from the package. With a feedback log (:mod:`searchkit.serve.feedback`) every
+``/search`` answer carries the ``request_id`` it was logged under.
 
 The three search routes are answered by :class:`JsonRoutes` in front of FastAPI's own per-request machinery
 (dependency solving, its middleware layers), which costs more CPU than a BM25 query: the same pydantic model parses
@@ -46,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from searchkit.config import ServeConfig, config_from_dict
 from searchkit.serve.batcher import QueueFull
 from searchkit.serve.engine import EngineSpec, SearchEngine
+from searchkit.serve.feedback import FeedbackRecorder, FeedbackRefused
 from searchkit.serve.guard import ASGIApp, Guard, Receive, Scope, Send, send_json
 from searchkit.serve.metrics import ServeMetrics
 from searchkit.serve.schemas import (
@@ -53,13 +57,16 @@ from searchkit.serve.schemas import (
     BatchResponse,
     ErrorOut,
     ExplainResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     HealthResponse,
+    ReloadRequest,
     ReloadResponse,
     SearchRequest,
     SearchResponse,
 )
 from searchkit.serve.service import ReloadFailed, Service
-from searchkit.serve.settings import CONFIG_ENV, SPEC_ENV, SUPERVISOR_ENV, TOKEN_ENV
+from searchkit.serve.settings import CONFIG_ENV, FEEDBACK_ENV, SPEC_ENV, SUPERVISOR_ENV, TOKEN_ENV, FeedbackSettings
 from searchkit.types import ConfigError
 from searchkit.version import __version__
 
@@ -73,7 +80,9 @@ STATIC = {
 DOCS = {"/docs", "/openapi.json", "/docs/oauth2-redirect"}
 # The page runs only its own script and style, and talks only to this server.
 PAGE_POLICY = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'"
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 408, 413, 415, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 408, 409, 413, 415, 422, 503)
+}
 
 JsonHandler = Callable[[Any], Awaitable[dict[str, Any]]]
 
@@ -98,6 +107,7 @@ def create_app(
     handle_sighup: bool = False,
     supervisor_pid: int | None = None,
     lean: bool = True,
+    feedback: FeedbackSettings | None = None,
 ) -> FastAPI:
     """The app serving ``spec`` (or an already opened ``engine``) with ``config``'s limits and batching.
 
@@ -106,14 +116,15 @@ def create_app(
     ``supervisor_pid``: a multi-worker server's supervisor, which ``/admin/reload`` asks to restart the workers.
     ``lean``: answer the search routes in front of FastAPI and leave FastAPI's OpenTelemetry off (False: FastAPI
     answers every route, e.g. to trace them). Use the app in ``with TestClient(app)`` (one event loop for its
-    lifetime), or under uvicorn.
+    lifetime), or under uvicorn. ``feedback``: log impressions and feedback (:mod:`searchkit.serve.feedback`).
     """
     if engine is None:
         if spec is None:
             raise ConfigError("create_app needs an EngineSpec or a SearchEngine")
         engine = SearchEngine(spec)
     metrics = ServeMetrics()
-    service = Service(engine, config, metrics, supervisor_pid)
+    recorder = None if feedback is None else FeedbackRecorder(feedback, metrics)
+    service = Service(engine, config, metrics, supervisor_pid, recorder)
     background: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
@@ -165,6 +176,12 @@ def create_app(
         """The top ``k`` with each hit's rank and score in every stage that ran (as ``searchkit search --explain``)."""
         return _json(await service.explain(body))
 
+    @app.post("/feedback", response_model=FeedbackResponse, responses=ERRORS, tags=["feedback"])
+    async def feedback_route(body: FeedbackRequest) -> Response:
+        """Record a click, graded judgment or dwell time on a result of a /search answer (its request_id); answered
+        once it is committed to the log (an acknowledged event survives a crash)."""
+        return _json(await service.feedback(body))
+
     @app.get("/health", response_model=HealthResponse, responses=ERRORS, tags=["operations"])
     async def health() -> Response:
         """The index generation served (fingerprint, components), modes, models and version."""
@@ -177,10 +194,11 @@ def create_app(
         return Response(content, media_type=media_type)
 
     @app.post("/admin/reload", response_model=ReloadResponse, responses=ERRORS, tags=["operations"])
-    async def reload() -> Response:
+    async def reload(body: ReloadRequest | None = None) -> Response:
         """Open the index folder again (after `index build --overwrite` or `index add`) and swap it in; requests in
-        flight finish on the old generation. With several workers, each is restarted in turn (202)."""
-        status, payload = await service.reload()
+        flight finish on the old generation. With several workers, each is restarted in turn (202). With
+        ``{"model": PATH}``: serve that reranker folder instead, only if its card's dev guard passed (else 409)."""
+        status, payload = await service.reload(body)
         return _json(payload, status)
 
     for route, (name, media_type) in STATIC.items():
@@ -192,6 +210,7 @@ def create_app(
         "/search": (SearchRequest, service.search),
         "/search/batch": (BatchRequest, service.search_batch),
         "/explain": (SearchRequest, service.explain),
+        "/feedback": (FeedbackRequest, service.feedback),
     }
     routes = {route.path for route in app.routes if hasattr(route, "path")}
 
@@ -216,12 +235,14 @@ def app_from_env() -> FastAPI:
     spec = EngineSpec.from_json(os.environ[SPEC_ENV])
     config = config_from_dict(ServeConfig, json.loads(os.environ.get(CONFIG_ENV) or "{}"))
     supervisor = os.environ.get(SUPERVISOR_ENV)
+    feedback = os.environ.get(FEEDBACK_ENV)
     return create_app(
         spec,
         config,
         token=os.environ.get(TOKEN_ENV) or None,
         handle_sighup=supervisor is None,
         supervisor_pid=int(supervisor) if supervisor else None,
+        feedback=FeedbackSettings.from_json(feedback) if feedback else None,
     )
 
 
@@ -273,6 +294,8 @@ def failure(err: Exception) -> tuple[int, str, Mapping[str, str]]:
         return 400, _one_line(str(err)), {}
     if isinstance(err, ReloadFailed):
         return 409, _one_line(str(err)), {}
+    if isinstance(err, FeedbackRefused):
+        return err.status, _one_line(err.detail), {}
     if isinstance(err, QueueFull):
         return 503, str(err), {"retry-after": "1"}
     logger.error("request failed: %s: %s", type(err).__name__, err, exc_info=err)
@@ -301,7 +324,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(status, detail, headers)
 
     app.add_exception_handler(RequestValidationError, malformed)
-    for kind in (StarletteHTTPException, ConfigError, ReloadFailed, QueueFull, Exception):
+    for kind in (StarletteHTTPException, ConfigError, ReloadFailed, FeedbackRefused, QueueFull, Exception):
         app.add_exception_handler(kind, refused)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from searchkit.config import SEARCH_MODES, FusionConfig, RerankConfig, config_from_dict, config_to_dict
+from searchkit.formats import json_checksum
 from searchkit.index import Index
 from searchkit.index.layout import MANIFEST
 from searchkit.models.cross_encoder import CrossEncoderReranker
@@ -130,6 +131,11 @@ class Generation:
                     self._searchers[key] = found
         return found
 
+    def forget_searchers(self) -> None:
+        """Drop the Searchers made so far (after the reranker changed: requests in flight keep theirs)."""
+        with self._lock:
+            self._searchers.clear()
+
 
 class SearchEngine:
     """The index generation being served, its searchers, and the reranker (loaded once, shared by generations).
@@ -155,6 +161,7 @@ class SearchEngine:
         self._variants: dict[int, Any] = {}
         self._reload_lock = threading.Lock()
         self.reloads = 0
+        self.model_version = model_fingerprint(self.reranker)
         self.current = self._open(1)
 
     # ------------------------------------------------------------------ generations
@@ -183,6 +190,24 @@ class SearchEngine:
             self.current = generation  # one reference: requests that hold the old generation keep it
             self.reloads += 1
             return generation
+
+    def load_reranker(self, model: str) -> str:
+        """Load the reranker folder ``model`` (the served reranker's settings, another model), answer one query with
+        it, then serve it instead of the current one; its fingerprint. The previous one serves until the swap."""
+        with self._reload_lock:
+            settings = dataclasses.replace(self.spec.rerank or RerankConfig(model), model=model)
+            reranker = CrossEncoderReranker.from_config(settings)
+            generation = self.current
+            probe = self.searcher_class(
+                generation.index, mode=self.spec.mode, fusion=generation.fusion, rerank=reranker
+            )
+            probe.search(WARM_UP_QUERY, 1)
+            self.reranker, self._variants = reranker, {}
+            self.spec = dataclasses.replace(self.spec, rerank=settings)
+            self.model_version = model_fingerprint(reranker)
+            generation.forget_searchers()
+            logger.info("serving reranker %s (fingerprint %s)", model, self.model_version)
+            return self.model_version
 
     # ------------------------------------------------------------------ searchers
     def searcher(
@@ -278,6 +303,22 @@ class SearchEngine:
             "dense": None if dense is None else str(dense.model),
             "reranker": None if self.reranker is None else str(self.reranker.config.model),
         }
+
+
+def model_fingerprint(reranker: Any) -> str:
+    """A reranker's version, as the feedback log and metrics label it: the first 16 hex digits of the checksum of
+    its card (which records the sha256 of its weight files), or of its name for a model without a card; "" for
+    none.
+
+    >>> model_fingerprint(None)
+    ''
+    """
+    if reranker is None:
+        return ""
+    card = getattr(reranker, "card", None)
+    if card:
+        return json_checksum(dict(card))[:16]
+    return hashlib.sha256(str(reranker.config.model).encode()).hexdigest()[:16]
 
 
 def _check_mode(mode: str) -> str:

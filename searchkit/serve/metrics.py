@@ -3,20 +3,31 @@
 Names: ``searchkit_requests_total`` and ``searchkit_request_errors_total`` (by route and status),
 ``searchkit_request_seconds`` (by route), ``searchkit_stage_seconds`` (by stage: queue, first_stage, rerank,
 documents), ``searchkit_batch_size``, ``searchkit_queue_depth``, ``searchkit_reloads_total`` (by result), and the
-info gauges ``searchkit_index_info`` (path, fingerprint, generation, documents, components) and
-``searchkit_model_info`` (role, name).
+info gauges ``searchkit_index_info`` (path, fingerprint, generation, documents, components),
+``searchkit_model_info`` (role, name) and ``searchkit_model_version_info`` (the reranker's fingerprint). With a
+feedback log (:mod:`searchkit.serve.feedback`), per model version (``model``: the reranker's fingerprint, ``none``
+without one), since the server started: ``searchkit_feedback_impressions_total``,
+``searchkit_feedback_clicks_total``, ``searchkit_click_through_rate`` (clicks per impression),
+``searchkit_click_reciprocal_rank`` (the mean over impressions of 1 / the rank of their first click, 0 for one
+without a click), ``searchkit_abandonment_rate`` (the share of impressions without a click), and
+``searchkit_feedback_unlogged_total`` (impressions the writer could not take: queue full or a failed write).
 
 >>> metrics = ServeMetrics()
 >>> metrics.request("/search", 200, 0.004)
 >>> b'searchkit_requests_total{route="/search",status="200"} 1.0' in metrics.render()[0]
 True
+>>> metrics.impression("m1"); metrics.impression("m1"); metrics.click("m1", rank=2, first=True)
+>>> b'searchkit_click_reciprocal_rank{model="m1"} 0.25' in metrics.render()[0]
+True
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # from 0.5 ms (a BM25 query) to 30 s (a deep rerank on a CPU)
@@ -70,6 +81,19 @@ class ServeMetrics:
         self.model_info = Gauge(
             "searchkit_model_info", "Models in use (value 1), by role.", ["role", "name"], registry=registry
         )
+        self.model_version = Gauge(
+            "searchkit_model_version_info",
+            "The reranker served (value 1): its fingerprint, the ``model`` label of the feedback metrics.",
+            ["model", "name"],
+            registry=registry,
+        )
+        self.unlogged = Counter(
+            "searchkit_feedback_unlogged",
+            "Impressions not written to the feedback log (its queue full, or a failed write).",
+            registry=registry,
+        )
+        self.feedback = FeedbackCollector()
+        registry.register(self.feedback)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request (and its error, for a 4xx or 5xx) and observe its latency."""
@@ -91,12 +115,73 @@ class ServeMetrics:
         self.index_info.clear()
         self.index_info.labels(path, fingerprint, str(generation), str(num_docs), ",".join(components)).set(1)
 
-    def models(self, names: Mapping[str, str | None]) -> None:
+    def models(self, names: Mapping[str, str | None], version: str = "") -> None:
+        """Describe the models now served; ``version``: the reranker's fingerprint ("": none)."""
         self.model_info.clear()
         for role, name in names.items():
             if name is not None:
                 self.model_info.labels(role, name).set(1)
+        self.model_version.clear()
+        self.model_version.labels(version or "none", names.get("reranker") or "").set(1)
+
+    def impression(self, model: str) -> None:
+        """Count one logged impression of model version ``model`` ("" : no reranker)."""
+        self.feedback.impression(model)
+
+    def click(self, model: str, rank: int, first: bool) -> None:
+        """Count one click at ``rank`` on an impression of ``model``; ``first``: its impression's first click."""
+        self.feedback.click(model, rank, first)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class FeedbackCollector:
+    """Click-through, reciprocal rank of first clicks and abandonment per model version, computed at each scrape
+    from the counts (a custom collector: the ratios are exposed as gauges beside the counters they come from)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # model -> [impressions, clicks, clicked impressions, sum of 1 / first-click rank]
+        self._counts: dict[str, list[float]] = {}
+
+    def impression(self, model: str) -> None:
+        with self._lock:
+            self._counts.setdefault(model or "none", [0, 0, 0, 0.0])[0] += 1
+
+    def click(self, model: str, rank: int, first: bool) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(model or "none", [0, 0, 0, 0.0])
+            counts[1] += 1
+            if first:
+                counts[2] += 1
+                counts[3] += 1.0 / rank
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts = {model: list(values) for model, values in self._counts.items()}
+        labels = ["model"]
+        impressions = CounterMetricFamily(
+            "searchkit_feedback_impressions", "Impressions logged, by model version.", labels=labels
+        )
+        clicks = CounterMetricFamily("searchkit_feedback_clicks", "Clicks recorded, by model version.", labels=labels)
+        ctr = GaugeMetricFamily(
+            "searchkit_click_through_rate", "Clicks per impression, by model version.", labels=labels
+        )
+        mrr = GaugeMetricFamily(
+            "searchkit_click_reciprocal_rank",
+            "Mean over impressions of 1 / the rank of their first click (0 without a click), by model version.",
+            labels=labels,
+        )
+        abandonment = GaugeMetricFamily(
+            "searchkit_abandonment_rate", "Share of impressions without a click, by model version.", labels=labels
+        )
+        for model, (shown, clicked, with_click, reciprocal) in sorted(counts.items()):
+            impressions.add_metric([model], shown)
+            clicks.add_metric([model], clicked)
+            if shown:
+                ctr.add_metric([model], clicked / shown)
+                mrr.add_metric([model], reciprocal / shown)
+                abandonment.add_metric([model], max(0.0, 1.0 - with_click / shown))
+        yield from (impressions, clicks, ctr, mrr, abandonment)

@@ -15,13 +15,28 @@ from typing import Any
 
 from searchkit.config import ServeConfig, config_to_dict
 from searchkit.serve.engine import EngineSpec
-from searchkit.serve.settings import CONFIG_ENV, SPEC_ENV, SUPERVISOR_ENV, TOKEN_ENV, require_extra
+from searchkit.serve.settings import (
+    CONFIG_ENV,
+    FEEDBACK_ENV,
+    SPEC_ENV,
+    SUPERVISOR_ENV,
+    TOKEN_ENV,
+    FeedbackSettings,
+    require_extra,
+)
 
 PROTOCOL = "searchkit.serve.protocol:GuardedHttpProtocol"
 
 
-def serve(spec: EngineSpec, config: ServeConfig = ServeConfig(), *, token: str | None = None) -> None:  # noqa: B008
-    """Serve ``spec`` with uvicorn until interrupted (Ctrl+C or SIGTERM; SIGHUP reloads the index).
+def serve(
+    spec: EngineSpec,
+    config: ServeConfig = ServeConfig(),  # noqa: B008 - frozen dataclass, safe as a default
+    *,
+    token: str | None = None,
+    feedback: FeedbackSettings | None = None,
+) -> None:
+    """Serve ``spec`` with uvicorn until interrupted (Ctrl+C or SIGTERM; SIGHUP reloads the index); ``feedback``:
+    log impressions and feedback (:mod:`searchkit.serve.feedback`).
 
     The settings travel in environment variables, so that each of ``config.workers`` processes builds the same app
     (uvicorn's factory :func:`searchkit.serve.app.app_from_env`).
@@ -33,6 +48,10 @@ def serve(spec: EngineSpec, config: ServeConfig = ServeConfig(), *, token: str |
     os.environ[CONFIG_ENV] = json.dumps(config_to_dict(config))
     if token:
         os.environ[TOKEN_ENV] = token
+    if feedback is not None:
+        os.environ[FEEDBACK_ENV] = feedback.to_json()
+    else:
+        os.environ.pop(FEEDBACK_ENV, None)
     if config.workers > 1:  # uvicorn's supervisor (this process) restarts every worker on SIGHUP
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
     else:

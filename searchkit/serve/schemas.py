@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from searchkit.config import ServeConfig
 
@@ -86,6 +86,10 @@ class _Answer(BaseModel):
 class SearchResponse(_Answer):
     query: str
     hits: list[HitOut]
+    request_id: str | None = Field(
+        None,
+        description="What this answer was logged under, for POST /feedback (null: the server logs no feedback).",
+    )
 
 
 class QueryHits(BaseModel):
@@ -102,8 +106,54 @@ class ExplainResponse(_Answer):
     hits: list[ExplainedHitOut]
 
 
+class ReloadRequest(BaseModel):
+    """Optional: a reranker folder to serve instead of the current one (the index is not re-opened)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="A reranker folder written by `searchkit train`; loaded only if its card's dev guard passed.",
+    )
+
+
+class FeedbackRequest(BaseModel):
+    """One event on a result of a /search answer: a click, a graded judgment (value: the grade) or a dwell time
+    (value: seconds)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(min_length=1, max_length=64, description="The answer's request_id.")
+    doc_id: str = Field(min_length=1, max_length=1024, description="The result's doc_id.")
+    rank: int = Field(ge=1, le=1_000_000, description="Its 1-based rank as shown.")
+    type: Literal["click", "judgment", "dwell"] = "click"
+    value: float | None = Field(
+        None, allow_inf_nan=False, description="judgment: the grade (>= 0); dwell: seconds (>= 0); click: none."
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> FeedbackRequest:
+        if self.type == "click" and self.value is not None:
+            raise ValueError("a click has no value")
+        if self.type != "click" and (self.value is None or self.value < 0):
+            raise ValueError(
+                f"a {self.type} needs a value >= 0 ({'the grade' if self.type == 'judgment' else 'seconds'})"
+            )
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    recorded: bool = Field(description="true: committed to the log (it survives a crash of the server)")
+    request_id: str
+    kind: str
+
+
 class ReloadResponse(BaseModel):
     status: str = Field(description="reloaded, or restarting (several workers: each opens the index again)")
+    model: str | None = Field(None, description="With a model: the reranker now served, and its fingerprint.")
+    model_version: str | None = None
     fingerprint: str | None = None
     previous: str | None = None
     generation: int | None = None

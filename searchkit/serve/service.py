@@ -32,11 +32,13 @@ import time
 from typing import Any, NamedTuple
 
 from searchkit.config import ServeConfig
+from searchkit.models.cards import read_reranker_card
 from searchkit.search import Searcher
 from searchkit.serve.batcher import Lanes, MicroBatcher
 from searchkit.serve.engine import Generation, SearchEngine, SearchItem
+from searchkit.serve.feedback import FeedbackRecorder, FeedbackRefused
 from searchkit.serve.metrics import ServeMetrics
-from searchkit.serve.schemas import BatchRequest, SearchOptions, SearchRequest
+from searchkit.serve.schemas import BatchRequest, FeedbackRequest, ReloadRequest, SearchOptions, SearchRequest
 from searchkit.types import ConfigError, SearchkitError
 
 logger = logging.getLogger(__name__)
@@ -72,16 +74,23 @@ class Service:
     """The routes' work over one :class:`searchkit.serve.engine.SearchEngine`, with ``config``'s limits and batching.
 
     ``supervisor_pid``: a multi-worker server's supervisor, which :meth:`reload` asks (SIGHUP) to restart every
-    worker, since one request reaches only one of them.
+    worker, since one request reaches only one of them. ``recorder``: the feedback log's writer (None: no
+    impressions are logged and ``/feedback`` is refused).
     """
 
     def __init__(
-        self, engine: SearchEngine, config: ServeConfig, metrics: ServeMetrics, supervisor_pid: int | None = None
+        self,
+        engine: SearchEngine,
+        config: ServeConfig,
+        metrics: ServeMetrics,
+        supervisor_pid: int | None = None,
+        recorder: FeedbackRecorder | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
         self.supervisor_pid = supervisor_pid
+        self.recorder = recorder
         engine.observe = metrics.stage
 
         def lane(name: str, threads: int) -> MicroBatcher[SearchKey, SearchItem, list[dict[str, Any]]]:
@@ -109,7 +118,21 @@ class Service:
         generation, searcher = self._resolve(body)
         item = SearchItem(query, tuple(body.fields))
         hits = await self.batcher.submit(SearchKey(generation, searcher, body.k, tuple(body.filter)), item)
-        return {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
+        answer = {"query": body.query, **_answer(generation, searcher, body.k, start), "hits": hits}
+        if self.recorder is not None:
+            swapped = self.recorder.explore(hits)
+            model = self.engine.model_version if searcher.reranker is not None else ""
+            doc_ids = [hit["doc_id"] for hit in hits]
+            answer["request_id"] = self.recorder.impression(
+                body.query, searcher.mode, doc_ids, generation.number, generation.fingerprint, model, swapped
+            )
+        return answer
+
+    async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
+        """Record one feedback event on a logged answer; returns once it is committed to the log."""
+        if self.recorder is None:
+            raise FeedbackRefused(404, "this server records no feedback: start it with --feedback-log PATH")
+        return await self.recorder.record(body.request_id, body.doc_id, body.rank, body.type, body.value)
 
     async def search_batch(self, body: BatchRequest) -> dict[str, Any]:
         """Several queries' hits from one Searcher call."""
@@ -147,9 +170,14 @@ class Service:
             self.metrics.stage("queue", wait)
 
     # ------------------------------------------------------------------ operations
-    async def reload(self) -> tuple[int, dict[str, Any]]:
+    async def reload(self, body: ReloadRequest | None = None) -> tuple[int, dict[str, Any]]:
         """Open the index again and swap it in: (200, what changed); with several workers (202, restarting).
-        ReloadFailed when it cannot be opened (the previous generation is still served)."""
+        ReloadFailed when it cannot be opened (the previous generation is still served).
+
+        With ``body.model``: serve that reranker folder instead (the index is not re-opened), only if its card's
+        dev guard passed (:func:`guard_verdict`); one that fails it is never loaded (ReloadFailed)."""
+        if body is not None and body.model is not None:
+            return await self._reload_model(body.model)
         if self.supervisor_pid is not None:
             os.kill(self.supervisor_pid, signal.SIGHUP)
             return 202, {"status": "restarting"}
@@ -172,16 +200,62 @@ class Service:
                 "seconds": round(time.perf_counter() - start, 3),
             }
 
+    async def _reload_model(self, model: str) -> tuple[int, dict[str, Any]]:
+        if self.supervisor_pid is not None:
+            raise ConfigError("a model reload needs a one-worker server (several workers: restart it with --rerank)")
+        async with self._reload_lock:
+            start = time.perf_counter()
+            previous = self.engine.model_version
+            try:
+                guard_verdict(model)
+                version = await asyncio.to_thread(self.engine.load_reranker, model)
+            except (SearchkitError, OSError) as err:
+                self.metrics.reloads.labels("failed").inc()
+                logger.error("model reload refused, still serving %s: %s", previous or "no reranker", err)
+                raise ReloadFailed(f"model not loaded, still serving the previous one: {err}") from None
+            self.metrics.reloads.labels("ok").inc()
+            self.describe()
+            return 200, {
+                "status": "reloaded",
+                "model": model,
+                "model_version": version,
+                "fingerprint": self.engine.current.fingerprint,
+                "generation": self.engine.current.number,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+
     def describe(self) -> None:
         """Set the index and model info metrics to what is served now."""
         generation = self.engine.current
         components = list(generation.index.manifest["components"])
         path = self.engine.spec.index
         self.metrics.served(path, generation.fingerprint, generation.number, generation.index.num_docs, components)
-        self.metrics.models(self.engine.models())
+        self.metrics.models(self.engine.models(), self.engine.model_version)
 
     async def close(self) -> None:
         await self.batcher.close()
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
+
+
+def guard_verdict(model: str) -> dict[str, Any]:
+    """The dev guard verdict a reranker folder's card records (``searchkit train``: the shipped model against the
+    model it started from); ConfigError, one line, for a model without a card, without a verdict, or one that did
+    not beat its start: such a model is not served by a reload."""
+    card = read_reranker_card(model)
+    if not card:
+        raise ConfigError(
+            f"{model} has no searchkit.json card: its dev guard cannot be checked (train it with searchkit)"
+        )
+    guard = card.get("guard")
+    if not isinstance(guard, dict) or "improved" not in guard:
+        raise ConfigError(f"{model}: its card records no dev guard (trained without dev queries?)")
+    if guard["improved"] is not True:
+        raise ConfigError(
+            f"{model} failed its dev guard: dev {card.get('dev_metric', '?')} {guard.get('shipped')} does not beat "
+            f"its {guard.get('compared_with', 'start')} {guard.get('model', '')} ({guard.get('start')})"
+        )
+    return guard
 
 
 def _query(text: str, position: int | None = None) -> str:

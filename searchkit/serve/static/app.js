@@ -1,4 +1,5 @@
 // The search page: one form, results rendered with DOM calls (document text is never parsed as HTML).
+// When the server logs feedback (its answers carry a request_id), a click on a result's title is sent to /feedback.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -66,6 +67,16 @@ function renderStages(stages) {
   return table;
 }
 
+async function sendClick(answer, hit, item) {
+  try {
+    await api("POST", "/feedback", { request_id: answer.request_id, doc_id: hit.doc_id, rank: hit.rank, type: "click" });
+    item.classList.add("clicked");
+    item.dataset.clicked = String(Number(item.dataset.clicked || "0") + 1);
+  } catch (err) {
+    showStatus("click not recorded: " + err.message, true);
+  }
+}
+
 function render(answer, explain) {
   const results = $("results");
   results.replaceChildren();
@@ -77,7 +88,13 @@ function render(answer, explain) {
     item.dataset.docId = hit.doc_id;
     const line = element("div", "line");
     line.append(element("span", "rank", "#" + hit.rank));
-    line.append(element("span", "title", hit.title || hit.doc_id));
+    const title = element("a", "title", hit.title || hit.doc_id);
+    title.href = "#" + encodeURIComponent(hit.doc_id);
+    title.addEventListener("click", (event) => {
+      event.preventDefault();
+      if (answer.request_id) sendClick(answer, hit, item);
+    });
+    line.append(title);
     line.append(element("span", "doc-id", hit.doc_id));
     line.append(element("span", "score", hit.score.toFixed(4)));
     item.append(line);
@@ -100,6 +117,8 @@ async function search(event) {
   const explain = $("explain").checked;
   const body = { query, k: Number($("k").value), fields: ["title", "text"] };
   if ($("mode").value) body.mode = $("mode").value;
+  const filter = $("filter").value.split(";").map((part) => part.trim()).filter((part) => part);
+  if (filter.length) body.filter = filter;
   if (!$("rerank").disabled) body.rerank = $("rerank").checked;
   showStatus("searching…", false);
   try {
@@ -112,7 +131,7 @@ async function search(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", search);
-  for (const id of ["mode", "k", "rerank", "explain"]) {
+  for (const id of ["mode", "k", "rerank", "explain", "filter"]) {
     $(id).addEventListener("change", () => {
       if ($("query").value.trim()) search();
     });
