@@ -536,6 +536,8 @@ def load_index_recipe(path: str | Path) -> IndexRecipe:
 # Swapped impressions a rank link needs before its examination propensity is estimated from a feedback log
 # (searchkit.training.propensity); fewer: the position-based prior.
 FEEDBACK_MIN_SWAPS = 100
+# The largest weight 1 / p(rank) a clicked result gets when a feedback log becomes training pairs.
+FEEDBACK_CLIP = 10.0
 
 
 ADAPTERS = ("lora",)
@@ -632,7 +634,7 @@ class TrainConfig:
     pairs_doc: str = "id"
     feedback_log: str | None = None
     feedback_naive: bool = False
-    feedback_clip: float = 10.0
+    feedback_clip: float = FEEDBACK_CLIP
     feedback_since: float | None = None
     feedback_until: float | None = None
     feedback_min_swaps: int = FEEDBACK_MIN_SWAPS

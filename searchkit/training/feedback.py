@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchkit.config import FEEDBACK_CLIP
 from searchkit.formats import FeedbackLog, LabelledPair, write_json_atomic, write_pairs
 from searchkit.training.propensity import MIN_SWAPS, Propensities, estimate_propensities
 from searchkit.types import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLIP = 10.0
+DEFAULT_CLIP = FEEDBACK_CLIP  # the one default, beside the other settings in searchkit.config
 
 
 @dataclass(frozen=True)
