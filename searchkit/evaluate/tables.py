@@ -68,7 +68,7 @@ def format_comparison(evaluations: Mapping[str, Evaluation], metrics: Sequence[s
     >>> bad = {q: [Hit("d9", 2.0), Hit(f"d{q[1]}", 1.0)] for q in qrels}
     >>> runs = {"bad": evaluate(bad, qrels, ["RR@10"]), "good": evaluate(good, qrels, ["RR@10"])}
     >>> print(format_comparison(runs, ["RR@10"], compare_to_baseline(runs, "bad", ["RR@10"], "permutation")))
-    run             MRR@10       p
+    run              RR@10       p
     --------------  ------  ------
     bad (baseline)  0.5000       -
     good            1.0000  0.2500

@@ -325,6 +325,13 @@ def test_damaged_model_folders_are_refused(
             assert scores == expected[0] and interpolation is None
             _record(fault_tables, f"model {name}", "harmless", False)
             continue
+        if name == "README.md":
+            # The Hugging Face model card is documentation written for people (and the Hub) from searchkit.json,
+            # which it never overrides: outside the checksums on purpose, so users may edit it. Damage to it must
+            # change nothing the model answers.
+            assert _reranker_answers(folder)[:2] == expected[:2], kind
+            _record(fault_tables, f"model {name}", "harmless", False)
+            continue
         outcome = _classify_model(folder, expected)
         _record(fault_tables, f"model {name}", outcome, outcome == "on open")
         if outcome != "on open" and kind != "checksum: missing":
