@@ -3,9 +3,13 @@ tiny corpus of tests/data/tiny with a hybrid (BM25 + dense) index over it, and a
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -241,3 +245,21 @@ def zh_serve_index(tmp_path_factory: pytest.TempPathFactory) -> Any:
         bm25=[BM25Config(analyzer="zh"), BM25Config(analyzer="cjk-bigram")],
         filters=FilterConfig(["category"]),
     )
+
+
+def load_bench(name: str) -> ModuleType:
+    """bench/<name>.py as a module (the bench folder is no package), registered in sys.modules (its dataclasses look
+    their module up). A bench script pins thread counts in os.environ for its own process (NUMBA_NUM_THREADS=1 ...);
+    the test process keeps its own environment, or numba refuses to start a second thread pool later (ranx)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    saved = dict(os.environ)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return module

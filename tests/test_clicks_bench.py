@@ -3,15 +3,14 @@ scored on test, the table written (the SciFact run itself: eval/results/clicks_c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import load_bench
 
 from searchkit.models.tiny import make_tiny_cross_encoder
 
@@ -20,12 +19,7 @@ TINY = ROOT / "tests" / "data" / "tiny"
 
 
 def _load_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_clicks", ROOT / "bench" / "clicks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("clicks")
 
 
 @pytest.mark.slow

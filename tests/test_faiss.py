@@ -7,16 +7,15 @@ faiss; bench/faiss_big.py runs end to end at a tiny size."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
 from searchkit.config import DenseConfig
 from searchkit.retrieval.dense import DenseRetriever
@@ -420,12 +419,7 @@ def test_gpu_placement_matches_the_cpu(
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_faiss_big", REPO / "bench" / "faiss_big.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("faiss_big")
 
 
 def test_bench_faiss_big_smoke(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,17 +9,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_bench
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "scale.py"
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("scale")
 
 
 def _run(tmp_path: Path, *extra: str) -> dict:
