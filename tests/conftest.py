@@ -263,3 +263,34 @@ def load_bench(name: str) -> ModuleType:
         os.environ.clear()
         os.environ.update(saved)
     return module
+
+
+def tiny_dense_train_config(folder: Path, base: Path, corpus: Path, name: str, **changes: Any) -> Any:
+    """The bi-encoder trainer's recipe at test size over ``folder/index`` (shared by the dense, LoRA and merge tests):
+    output ``folder/name``, ``changes`` replace any field."""
+    from searchkit.config import DenseTrainConfig
+
+    return DenseTrainConfig(
+        **{
+            "output": str(folder / name),
+            "corpus": str(corpus),
+            "index": str(folder / "index"),
+            "base_model": str(base),
+            "max_length": 32,
+            "dev_max_length": 32,
+            "mine_mode": "bm25",
+            "mine_depth": 8,
+            "skip_top": 1,
+            "hard_negatives": 2,
+            "batch_size": 4,
+            "epochs": 2,
+            "lr": 1e-3,
+            "dev_queries": 6,
+            "dev_depth": 10,
+            "precision": "fp32",
+            "device": "cpu",
+            "seed": 7,
+            "log_every": 1,
+            **changes,
+        }
+    )

@@ -4,12 +4,12 @@ or the dev-best of the grid) ships those weights and records how."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny_dense_train_config
 
 from searchkit.config import DenseTrainConfig
 from searchkit.models.merging import merge_into, merge_state_dicts
@@ -93,28 +93,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Path) ->
 
 
 def _config(workspace: Path, base: Path, corpus: Path, name: str, **changes: Any) -> DenseTrainConfig:
-    cfg = DenseTrainConfig(
-        output=str(workspace / name),
-        corpus=str(corpus),
-        index=str(workspace / "index"),
-        base_model=str(base),
-        max_length=32,
-        dev_max_length=32,
-        mine_mode="bm25",
-        mine_depth=8,
-        skip_top=1,
-        hard_negatives=2,
-        batch_size=4,
-        epochs=2,
-        lr=1e-3,
-        dev_queries=6,
-        dev_depth=10,
-        precision="fp32",
-        device="cpu",
-        seed=7,
-        log_every=1,
-    )
-    return dataclasses.replace(cfg, **changes)
+    return tiny_dense_train_config(workspace, base, corpus, name, **changes)
 
 
 def _weights(folder: Path) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny_dense_train_config
 
 from searchkit.config import BM25Config, TrainConfig
 from searchkit.formats import read_run
@@ -331,34 +332,8 @@ def dense_workspace(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Pa
 
 
 def _dense_config(folder: Path, base: Path, corpus: Path, name: str, **changes: Any) -> Any:
-    from searchkit.config import DenseTrainConfig
-
-    cfg = DenseTrainConfig(
-        output=str(folder / name),
-        corpus=str(corpus),
-        index=str(folder / "index"),
-        base_model=str(base),
-        max_length=32,
-        dev_max_length=32,
-        mine_mode="bm25",
-        mine_depth=8,
-        skip_top=1,
-        hard_negatives=2,
-        batch_size=4,
-        epochs=2,
-        lr=1e-2,
-        dev_queries=6,
-        dev_depth=10,
-        precision="fp32",
-        device="cpu",
-        seed=7,
-        log_every=1,
-        adapter="lora",
-        lora_rank=4,
-        lora_alpha=8.0,
-        lora_dropout=0.0,
-    )
-    return dataclasses.replace(cfg, **changes)
+    lora = {"lr": 1e-2, "adapter": "lora", "lora_rank": 4, "lora_alpha": 8.0, "lora_dropout": 0.0}
+    return tiny_dense_train_config(folder, base, corpus, name, **{**lora, **changes})
 
 
 @pytest.fixture(scope="module")
